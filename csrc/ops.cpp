@@ -1,0 +1,38 @@
+// The one place where the operator schemas live. Device kernels register
+// themselves in TORCH_LIBRARY_IMPL blocks in ops/cpu/*.cpp and ops/cuda/*.cu;
+// fake kernels and autograd are registered from Python (deformgan_ops/_ops.py).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// Importing deformgan_ops._C loads this library and with it the registrations
+// below; the module itself has no Python functions.
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT, "_C", "DeformGAN compiled operators", -1, nullptr,
+  };
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(deformgan_ops, m) {
+  // Returns (output [N, C, Ho, Wo], winner [N, C, Ho, Wo] uint8: the winning part).
+  m.def(
+      "part_affine_warp(Tensor features, Tensor theta, Tensor masks, Tensor? offsets) "
+      "-> (Tensor, Tensor)");
+  // Returns (grad_features, grad_theta, grad_masks, grad_offsets); grad_offsets
+  // is an empty tensor when offsets is None.
+  m.def(
+      "_part_affine_warp_backward(Tensor grad_output, Tensor features, Tensor theta, "
+      "Tensor masks, Tensor? offsets, Tensor winner) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "keypoint_heatmaps(Tensor keypoints, int height, int width, float sigma) -> Tensor");
+  m.def(
+      "_keypoint_heatmaps_backward(Tensor grad_output, Tensor keypoints, int height, "
+      "int width, float sigma) -> Tensor");
+  // Returns (distance [N, H, W], argmin [N, H, W] int32: row-major window index).
+  m.def("nn_loss(Tensor generated, Tensor target, int kernel_size) -> (Tensor, Tensor)");
+  m.def(
+      "_nn_loss_backward(Tensor grad_distance, Tensor generated, Tensor target, "
+      "Tensor argmin, int kernel_size) -> (Tensor, Tensor)");
+}

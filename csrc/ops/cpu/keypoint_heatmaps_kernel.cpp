@@ -1,0 +1,112 @@
+// CPU kernels of keypoint_heatmaps: forward and backward.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/AccumulateType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../checks.h"
+#include "../keypoint_heatmaps_math.h"
+
+namespace deformgan_ops {
+namespace {
+
+at::Tensor keypoint_heatmaps_cpu(const at::Tensor& keypoints_in, int64_t height, int64_t width,
+                                 double sigma) {
+  check_keypoint_heatmaps_inputs(keypoints_in, height, width, sigma);
+  TORCH_CHECK(keypoints_in.device().is_cpu(), "keypoints must be a CPU tensor for the cpu kernel");
+  const at::Tensor keypoints = keypoints_in.contiguous();
+  const int64_t N = keypoints.size(0), K = keypoints.size(1);
+  at::Tensor output = at::empty({N, K, height, width}, keypoints.options());
+  if (output.numel() == 0) return output;
+  AT_DISPATCH_FLOATING_TYPES(keypoints.scalar_type(), "keypoint_heatmaps_cpu", [&] {
+    using acc_t = scalar_t;
+    const scalar_t* kp = keypoints.data_ptr<scalar_t>();
+    scalar_t* out = output.data_ptr<scalar_t>();
+    const acc_t inv = acc_t(1) / (acc_t(2) * static_cast<acc_t>(sigma) * static_cast<acc_t>(sigma));
+    at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> gx(width), gy(height);
+      for (int64_t j = begin; j < end; ++j) {
+        const acc_t kx = kp[j * 2], ky = kp[j * 2 + 1];
+        scalar_t* o = out + j * height * width;
+        if (keypoint_missing(kx, ky)) {
+          std::fill(o, o + height * width, scalar_t(0));
+          continue;
+        }
+        for (int64_t x = 0; x < width; ++x) gx[x] = gaussian_1d(static_cast<acc_t>(x) - kx, inv);
+        for (int64_t y = 0; y < height; ++y) gy[y] = gaussian_1d(static_cast<acc_t>(y) - ky, inv);
+        for (int64_t y = 0; y < height; ++y) {
+          for (int64_t x = 0; x < width; ++x) o[y * width + x] = static_cast<scalar_t>(gy[y] * gx[x]);
+        }
+      }
+    });
+  });
+  return output;
+}
+
+at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
+                                          const at::Tensor& keypoints_in, int64_t height,
+                                          int64_t width, double sigma) {
+  check_keypoint_heatmaps_inputs(keypoints_in, height, width, sigma);
+  const int64_t N = keypoints_in.size(0), K = keypoints_in.size(1);
+  TORCH_CHECK(grad_output_in.sizes() == at::IntArrayRef({N, K, height, width}),
+              "grad_output must have shape [N, K, height, width] = [", N, ", ", K, ", ", height,
+              ", ", width, "], got ", grad_output_in.sizes());
+  const at::Tensor keypoints = keypoints_in.contiguous();
+  const at::Tensor grad_output = grad_output_in.to(keypoints.scalar_type()).contiguous();
+  at::Tensor grad_keypoints = at::zeros_like(keypoints);
+  if (grad_output.numel() == 0) return grad_keypoints;
+  AT_DISPATCH_FLOATING_TYPES(keypoints.scalar_type(), "keypoint_heatmaps_backward_cpu", [&] {
+    using acc_t = scalar_t;
+    using sum_t = at::acc_type<scalar_t, false>;
+    const scalar_t* kp = keypoints.data_ptr<scalar_t>();
+    const scalar_t* go = grad_output.data_ptr<scalar_t>();
+    scalar_t* gk = grad_keypoints.data_ptr<scalar_t>();
+    const acc_t inv = acc_t(1) / (acc_t(2) * static_cast<acc_t>(sigma) * static_cast<acc_t>(sigma));
+    // Each task owns the gradient of its (n, k) joints.
+    at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> gx(width), gy(height);
+      std::vector<sum_t> col(width);
+      for (int64_t j = begin; j < end; ++j) {
+        const acc_t kx = kp[j * 2], ky = kp[j * 2 + 1];
+        if (keypoint_missing(kx, ky)) continue;
+        for (int64_t x = 0; x < width; ++x) gx[x] = gaussian_1d(static_cast<acc_t>(x) - kx, inv);
+        for (int64_t y = 0; y < height; ++y) gy[y] = gaussian_1d(static_cast<acc_t>(y) - ky, inv);
+        // h = gy[y] gx[x]: d h / d kx = gy[y] slope_x[x], d h / d ky = slope_y[y] gx[x].
+        std::fill(col.begin(), col.end(), sum_t(0));
+        sum_t sum_ky = 0;
+        const scalar_t* g = go + j * height * width;
+        for (int64_t y = 0; y < height; ++y) {
+          const acc_t sy = gaussian_1d_slope(static_cast<acc_t>(y) - ky, gy[y], inv);
+          sum_t row_x = 0;
+          for (int64_t x = 0; x < width; ++x) {
+            const sum_t gv = static_cast<sum_t>(g[y * width + x]);
+            col[x] += gv * gy[y];
+            row_x += gv * gx[x];
+          }
+          sum_ky += row_x * sy;
+        }
+        sum_t sum_kx = 0;
+        for (int64_t x = 0; x < width; ++x) {
+          sum_kx += col[x] * gaussian_1d_slope(static_cast<acc_t>(x) - kx, gx[x], inv);
+        }
+        gk[j * 2] = static_cast<scalar_t>(sum_kx);
+        gk[j * 2 + 1] = static_cast<scalar_t>(sum_ky);
+      }
+    });
+  });
+  return grad_keypoints;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(deformgan_ops, CPU, m) {
+  m.impl("keypoint_heatmaps", &keypoint_heatmaps_cpu);
+  m.impl("_keypoint_heatmaps_backward", &keypoint_heatmaps_backward_cpu);
+}
+
+}  // namespace deformgan_ops

@@ -1,0 +1,122 @@
+// Per-element math of part_affine_warp (SPEC section 5).
+//
+// For an output pixel (x, y) and a part with affine theta (2x3, target ->
+// source, pixel-index coordinates) the sampling location is
+//   u = t00 x + t01 y + t02 + du,   v = t10 x + t11 y + t12 + dv
+// and the sample is the bilinear interpolation of the feature plane at (u, v)
+// with zero padding: each of the four corners that lies outside
+// [0, W-1] x [0, H-1] contributes 0 (grid_sample, align_corners=True, zeros).
+// Non-finite locations take the out-of-bounds branch (all corners outside).
+#pragma once
+
+#include "common.h"
+
+namespace deformgan_ops {
+
+// The four bilinear corners of one sampling location, in the order
+// (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1).
+// idx[i] is the flat index y * W + x of corner i, or -1 when it is outside.
+template <typename acc_t>
+struct BilinearCorners {
+  int64_t idx[4];
+  acc_t wx1;  // u - x0
+  acc_t wy1;  // v - y0
+  bool any;   // at least one corner inside the image
+};
+
+template <typename acc_t>
+DEFORMGAN_HD void affine_location(const acc_t th[6], acc_t x, acc_t y, acc_t du,
+                                  acc_t dv, acc_t& u, acc_t& v) {
+  u = th[0] * x + th[1] * y + th[2] + du;
+  v = th[3] * x + th[4] * y + th[5] + dv;
+}
+
+template <typename acc_t>
+DEFORMGAN_HD BilinearCorners<acc_t> bilinear_corners(acc_t u, acc_t v, int64_t H,
+                                                     int64_t W) {
+  BilinearCorners<acc_t> c;
+  c.idx[0] = c.idx[1] = c.idx[2] = c.idx[3] = -1;
+  c.wx1 = acc_t(0);
+  c.wy1 = acc_t(0);
+  c.any = false;
+  // The comparisons are false for NaN, so NaN goes down this branch too.
+  // Checking before the integer conversion keeps huge values from overflowing.
+  if (!(u >= acc_t(-1) && u < acc_t(W) && v >= acc_t(-1) && v < acc_t(H))) {
+    return c;
+  }
+  const acc_t fx = ::floor(u);
+  const acc_t fy = ::floor(v);
+  const int64_t x0 = static_cast<int64_t>(fx);
+  const int64_t y0 = static_cast<int64_t>(fy);
+  c.wx1 = u - fx;
+  c.wy1 = v - fy;
+  const bool x0_in = x0 >= 0 && x0 < W;
+  const bool x1_in = x0 + 1 >= 0 && x0 + 1 < W;
+  const bool y0_in = y0 >= 0 && y0 < H;
+  const bool y1_in = y0 + 1 >= 0 && y0 + 1 < H;
+  if (y0_in && x0_in) c.idx[0] = y0 * W + x0;
+  if (y0_in && x1_in) c.idx[1] = y0 * W + x0 + 1;
+  if (y1_in && x0_in) c.idx[2] = (y0 + 1) * W + x0;
+  if (y1_in && x1_in) c.idx[3] = (y0 + 1) * W + x0 + 1;
+  c.any = c.idx[0] >= 0 || c.idx[1] >= 0 || c.idx[2] >= 0 || c.idx[3] >= 0;
+  return c;
+}
+
+template <typename acc_t>
+DEFORMGAN_HD void bilinear_weights(const BilinearCorners<acc_t>& c, acc_t w[4]) {
+  const acc_t wx0 = acc_t(1) - c.wx1;
+  const acc_t wy0 = acc_t(1) - c.wy1;
+  w[0] = wx0 * wy0;
+  w[1] = c.wx1 * wy0;
+  w[2] = wx0 * c.wy1;
+  w[3] = c.wx1 * c.wy1;
+}
+
+// The four corner values of one plane (0 for corners outside).
+template <typename scalar_t, typename acc_t>
+DEFORMGAN_HD void corner_values(const scalar_t* plane, const BilinearCorners<acc_t>& c,
+                                acc_t f[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[i] = c.idx[i] >= 0 ? static_cast<acc_t>(plane[c.idx[i]]) : acc_t(0);
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+DEFORMGAN_HD acc_t bilinear_sample(const scalar_t* plane, const BilinearCorners<acc_t>& c) {
+  if (!c.any) return acc_t(0);
+  acc_t f[4];
+  acc_t w[4];
+  corner_values(plane, c, f);
+  bilinear_weights(c, w);
+  return w[0] * f[0] + w[1] * f[1] + w[2] * f[2] + w[3] * f[3];
+}
+
+// Derivatives of the bilinear sample with respect to u and v, from the corner
+// values f (0 outside), matching grid_sample's one-sided derivative at integers.
+template <typename acc_t>
+DEFORMGAN_HD void bilinear_grad_location(const BilinearCorners<acc_t>& c, const acc_t f[4],
+                                         acc_t& ds_du, acc_t& ds_dv) {
+  const acc_t wx0 = acc_t(1) - c.wx1;
+  const acc_t wy0 = acc_t(1) - c.wy1;
+  ds_du = (f[1] - f[0]) * wy0 + (f[3] - f[2]) * c.wy1;
+  ds_dv = (f[2] - f[0]) * wx0 + (f[3] - f[1]) * c.wx1;
+}
+
+// Candidate of one part at one pixel and channel: mask * sample, where a part
+// whose mask is exactly zero contributes exactly zero without being sampled.
+template <typename scalar_t, typename acc_t>
+DEFORMGAN_HD acc_t part_candidate(const scalar_t* plane, const BilinearCorners<acc_t>& c,
+                                  acc_t mask) {
+  if (mask == acc_t(0)) return acc_t(0);
+  return mask * bilinear_sample(plane, c);
+}
+
+// The max over parts keeps the first (lowest p) of equal candidates: a later
+// part replaces the current best only when strictly larger.
+template <typename acc_t>
+DEFORMGAN_HD bool candidate_wins(acc_t candidate, acc_t best) {
+  return candidate > best;
+}
+
+}  // namespace deformgan_ops

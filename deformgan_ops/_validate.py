@@ -1,0 +1,71 @@
+"""Input validation shared by every backend (the C++ kernels check again)."""
+import math
+from typing import Optional
+
+import torch
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(list(t.shape))
+
+
+def _check_tensor(t, name: str, dim: int, layout: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(t).__name__}")
+    if t.dim() != dim:
+        raise ValueError(f"{name} must be a {dim}-D tensor {layout}, got shape {_shape(t)}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got {t.dtype}")
+
+
+def _check_like(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
+    if t.device != ref.device:
+        raise ValueError(f"{name} must be on the same device as {ref_name} ({ref.device}), got {t.device}")
+    if t.dtype != ref.dtype:
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
+
+
+def check_part_affine_warp(features, theta, masks, offsets: Optional[torch.Tensor]) -> None:
+    _check_tensor(features, "features", 4, "[N, C, H, W]")
+    _check_tensor(theta, "theta", 4, "[N, P, 2, 3]")
+    _check_tensor(masks, "masks", 4, "[N, P, Ho, Wo]")
+    _check_like(theta, "theta", features, "features")
+    _check_like(masks, "masks", features, "features")
+    N = features.shape[0]
+    if theta.shape[0] != N or tuple(theta.shape[2:]) != (2, 3):
+        raise ValueError(f"theta must have shape [N, P, 2, 3] with N = {N}, got {_shape(theta)}")
+    P = theta.shape[1]
+    if not 1 <= P <= 255:
+        raise ValueError(f"theta must have between 1 and 255 parts, got P = {P}")
+    if masks.shape[0] != N or masks.shape[1] != P:
+        raise ValueError(f"masks must have shape [N, P, Ho, Wo] with N = {N} and P = {P}, got {_shape(masks)}")
+    if offsets is not None:
+        _check_tensor(offsets, "offsets", 4, "[N, 2, Ho, Wo]")
+        _check_like(offsets, "offsets", features, "features")
+        want = (N, 2, masks.shape[2], masks.shape[3])
+        if tuple(offsets.shape) != want:
+            raise ValueError(f"offsets must have shape [N, 2, Ho, Wo] = {list(want)}, got {_shape(offsets)}")
+
+
+def check_keypoint_heatmaps(keypoints, height, width, sigma) -> None:
+    _check_tensor(keypoints, "keypoints", 3, "[N, K, 2]")
+    if keypoints.shape[2] != 2:
+        raise ValueError(f"keypoints must have shape [N, K, 2] (x, y), got {_shape(keypoints)}")
+    for name, v in (("height", height), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+
+
+def check_nn_loss(generated, target, kernel_size, reduction) -> None:
+    _check_tensor(generated, "generated", 4, "[N, C, H, W]")
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f"target must be a torch.Tensor [N, C, H, W], got {type(target).__name__}")
+    _check_like(target, "target", generated, "generated")
+    if target.shape != generated.shape:
+        raise ValueError(f"target must have the shape of generated {_shape(generated)}, got {_shape(target)}")
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be an odd positive int, got {kernel_size!r}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")

@@ -1,0 +1,126 @@
+"""Backend choice for the DeformGAN operators.
+
+Backends: ``"auto"`` (the compiled kernel for the tensor's device, else the
+reference with a one-time warning that says why), ``"reference"`` (pure PyTorch),
+``"cpu"`` (C++ CPU kernels), ``"cuda"`` (CUDA C++ kernels) and ``"triton"``.
+Choose per call with ``backend=...``, process-wide with :func:`set_backend`,
+for a block with :func:`use_backend`, or with the ``DEFORMGAN_OPS_BACKEND``
+environment variable.
+"""
+import contextlib
+import os
+import warnings
+from typing import Iterator, Optional
+
+import torch
+
+BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+
+_state = {"backend": os.environ.get("DEFORMGAN_OPS_BACKEND", "auto")}
+_warned: set = set()
+_extension_error: Optional[str] = None
+
+try:  # loading the library registers the C++ kernels
+    from . import _C  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the build
+    _extension_error = str(exc)
+
+
+def _check_name(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+def set_backend(name: str) -> None:
+    """Set the process-wide default backend (one of :data:`BACKENDS`)."""
+    _state["backend"] = _check_name(name)
+
+
+def get_backend() -> str:
+    """The process-wide default backend."""
+    return _check_name(_state["backend"])
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager that sets the default backend inside a block."""
+    previous = _state["backend"]
+    _state["backend"] = _check_name(name)
+    try:
+        yield
+    finally:
+        _state["backend"] = previous
+
+
+def extension_loaded() -> bool:
+    """True when the compiled extension ``deformgan_ops._C`` was imported."""
+    return _extension_error is None
+
+
+def has_compiled_kernel(op: str, device_type: str) -> bool:
+    """Whether the compiled library registered a kernel of ``op`` for a device type."""
+    if not extension_loaded():
+        return False
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    if key is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"deformgan_ops::{op}", key)
+
+
+def triton_available() -> bool:
+    """Whether the Triton kernels can run: triton importable and the backend module present."""
+    try:
+        import triton  # noqa: F401
+        from . import triton as _triton_ops  # noqa: F401
+    except ImportError:
+        return False
+    return getattr(_triton_ops, "AVAILABLE", False)
+
+
+def available_backends(device_type: str = "cpu") -> list:
+    """The backends that can run on tensors of ``device_type`` in this installation."""
+    out = ["reference"]
+    for name, dev in (("cpu", "cpu"), ("cuda", "cuda")):
+        if dev == device_type and has_compiled_kernel("part_affine_warp", dev):
+            out.append(name)
+    if triton_available() and (device_type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
+        out.append("triton")
+    return out
+
+
+def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
+    """The concrete backend for one call of ``op`` on ``device``."""
+    name = _check_name(backend if backend is not None else get_backend())
+    dev = device.type
+    if name == "reference":
+        return name
+    if name == "auto":
+        if has_compiled_kernel(op, dev):
+            return dev
+        if dev == "cuda" and triton_available():
+            return "triton"
+        key = (op, dev)
+        if key not in _warned:
+            _warned.add(key)
+            why = (f"the compiled extension failed to load ({_extension_error})" if not extension_loaded()
+                   else f"it has no {dev} kernel for {op}")
+            warnings.warn(f"deformgan_ops.{op}: using the slow pure-PyTorch reference on {dev} because "
+                          f"{why}", RuntimeWarning, stacklevel=3)
+        return "reference"
+    if name in ("cpu", "cuda"):
+        if dev != name:
+            raise RuntimeError(f"deformgan_ops.{op}: backend {name!r} needs {name} tensors, got tensors on {device}")
+        if not has_compiled_kernel(op, dev):
+            why = (f"the compiled extension failed to load ({_extension_error})" if not extension_loaded()
+                   else f"the extension was built without {name} kernels")
+            raise RuntimeError(f"deformgan_ops.{op}: backend {name!r} is not available: {why}")
+        return name
+    # triton
+    if not triton_available():
+        raise RuntimeError(f"deformgan_ops.{op}: backend 'triton' is not available "
+                           "(triton is not installed or the Triton kernels failed to import)")
+    if dev != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError(f"deformgan_ops.{op}: backend 'triton' needs CUDA tensors "
+                           f"(or TRITON_INTERPRET=1 for CPU tensors), got tensors on {device}")
+    return "triton"

@@ -1,0 +1,25 @@
+"""Reference keypoint_heatmaps: the Gaussian of SPEC section 3, evaluated literally."""
+import torch
+
+
+def keypoint_missing(keypoints: torch.Tensor) -> torch.Tensor:
+    """``[..., 2]`` -> ``[...]`` bool: a joint is missing when either coordinate is
+    negative or not finite."""
+    finite = torch.isfinite(keypoints).all(dim=-1)
+    return ~(finite & (keypoints >= 0).all(dim=-1))
+
+
+def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int,
+                      sigma: float = 6.0) -> torch.Tensor:
+    """``h[n, k, y, x] = exp(-((x - x_k)^2 + (y - y_k)^2) / (2 sigma^2))``, zero for
+    missing joints. keypoints ``[N, K, 2]`` as (x, y); returns ``[N, K, height, width]``."""
+    missing = keypoint_missing(keypoints)
+    # Replace missing joints by 0 before the arithmetic so that no NaN/inf reaches
+    # the gradient; their channels are zeroed below.
+    kp = torch.where(missing.unsqueeze(-1), torch.zeros_like(keypoints), keypoints)
+    xs = torch.arange(width, dtype=kp.dtype, device=kp.device)
+    ys = torch.arange(height, dtype=kp.dtype, device=kp.device)
+    dx = xs.view(1, 1, 1, width) - kp[..., 0, None, None]
+    dy = ys.view(1, 1, height, 1) - kp[..., 1, None, None]
+    heat = torch.exp(-(dx * dx + dy * dy) / (2.0 * sigma * sigma))
+    return heat * (~missing).to(heat.dtype)[..., None, None]

@@ -1,0 +1,124 @@
+"""Build of the DeformGAN compiled operators.
+
+`pip install --no-build-isolation -e .` builds the CPU extension
+(deformgan_ops._C). The CUDA kernels (csrc/**/*.cu) are compiled into it too
+when a CUDA toolkit is found (CUDA_HOME / nvcc) and torch has CUDA, with or
+without a visible GPU; DEFORMGAN_FORCE_CUDA=1 makes a missing toolkit an error. Set
+DEFORMGAN_NO_CUDA=1 to skip them. TORCH_CUDA_ARCH_LIST defaults to
+"8.0;8.6;8.9;9.0+PTX" when no GPU is visible.
+"""
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _log(msg):
+    print(f"[deformgan_ops build] {msg}", file=sys.stderr, flush=True)
+
+
+def _cu13_pip_dirs():
+    """Include and library folders of the pip CUDA runtime package (nvidia/cu13), if present."""
+    try:
+        import nvidia  # noqa: F401  (namespace package from the nvidia-* wheels)
+    except ImportError:
+        return [], []
+    incs, libs = [], []
+    for base in getattr(sys.modules["nvidia"], "__path__", []):
+        for sub in ("cu13", "cu12", "cuda_runtime"):
+            inc = os.path.join(base, sub, "include")
+            lib = os.path.join(base, sub, "lib")
+            if os.path.isdir(inc):
+                incs.append(inc)
+            if os.path.isdir(lib):
+                libs.append(lib)
+    return incs, libs
+
+
+def _extensions():
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, CppExtension, CUDAExtension
+
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    sources += sorted(glob.glob(os.path.join("csrc", "ops", "cpu", "*.cpp")))
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "**", "*.cu"), recursive=True))
+
+    force = os.environ.get("DEFORMGAN_FORCE_CUDA", "0") == "1"
+    disable = os.environ.get("DEFORMGAN_NO_CUDA", "0") == "1"
+    toolkit = CUDA_HOME is not None
+    torch_cuda = torch.version.cuda is not None
+    use_cuda = bool(cuda_sources) and not disable and (force or (toolkit and torch_cuda))
+    if force and not toolkit:
+        raise RuntimeError(
+            "DEFORMGAN_FORCE_CUDA=1 but no CUDA toolkit was found: set CUDA_HOME or put nvcc on PATH")
+    if force and not torch_cuda:
+        raise RuntimeError("DEFORMGAN_FORCE_CUDA=1 but this torch build has no CUDA support")
+    if not cuda_sources:
+        reason = "there are no .cu sources"
+    elif disable:
+        reason = "DEFORMGAN_NO_CUDA=1"
+    elif not toolkit:
+        reason = "no CUDA toolkit found (CUDA_HOME / nvcc)"
+    elif not torch_cuda:
+        reason = "torch was built without CUDA"
+    else:
+        reason = ""
+
+    cxx_flags = ["-O3", "-std=c++20"]
+    include_dirs = [os.path.join(ROOT, "csrc")]
+    if use_cuda:
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
+            if torch.cuda.is_available():
+                _log("TORCH_CUDA_ARCH_LIST unset: building for the visible GPU")
+            else:
+                os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;8.6;8.9;9.0+PTX"
+                _log("TORCH_CUDA_ARCH_LIST unset and no GPU visible: using 8.0;8.6;8.9;9.0+PTX")
+        incs, libs = _cu13_pip_dirs()
+        include_dirs += incs
+        library_dirs = libs
+        extra_link = [f"-Wl,-rpath,{d}" for d in libs]
+        ext = CUDAExtension(
+            "deformgan_ops._C",
+            sources + cuda_sources,
+            include_dirs=include_dirs,
+            library_dirs=library_dirs,
+            extra_compile_args={
+                "cxx": cxx_flags + ["-DDEFORMGAN_WITH_CUDA"],
+                "nvcc": ["-O3", "-std=c++20", "-DDEFORMGAN_WITH_CUDA", "--expt-relaxed-constexpr",
+                         "-lineinfo"],
+            },
+            extra_link_args=extra_link,
+        )
+        _log(f"building CPU + CUDA kernels ({len(sources)} C++ and {len(cuda_sources)} CUDA sources, "
+             f"arch list {os.environ.get('TORCH_CUDA_ARCH_LIST')})")
+    else:
+        ext = CppExtension(
+            "deformgan_ops._C",
+            sources,
+            include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx_flags},
+        )
+        _log(f"building CPU kernels only ({len(sources)} C++ sources): {reason}")
+    return [ext]
+
+
+def _cmdclass():
+    from torch.utils.cpp_extension import BuildExtension
+
+    class Build(BuildExtension):
+        def run(self):
+            try:
+                super().run()
+            except Exception as exc:  # say why, then fail the install
+                _log(f"the extension build FAILED: {exc}")
+                raise
+            for ext in self.extensions:
+                _log(f"built {ext.name} -> {self.get_ext_fullpath(ext.name)}")
+
+    return {"build_ext": Build.with_options(use_ninja=True)}
+
+
+setup(ext_modules=_extensions(), cmdclass=_cmdclass())
