@@ -67,7 +67,7 @@ def _extensions():
     else:
         reason = ""
 
-    cxx_flags = ["-O3", "-std=c++20"]
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]  # OpenMP: at::parallel_for is inline
     include_dirs = [os.path.join(ROOT, "csrc")]
     if use_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
@@ -79,7 +79,7 @@ def _extensions():
         incs, libs = _cu13_pip_dirs()
         include_dirs += incs
         library_dirs = libs
-        extra_link = [f"-Wl,-rpath,{d}" for d in libs]
+        extra_link = ["-fopenmp"] + [f"-Wl,-rpath,{d}" for d in libs]
         ext = CUDAExtension(
             "deformgan_ops._C",
             sources + cuda_sources,
@@ -100,6 +100,7 @@ def _extensions():
             sources,
             include_dirs=include_dirs,
             extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=["-fopenmp"],
         )
         _log(f"building CPU kernels only ({len(sources)} C++ sources): {reason}")
     return [ext]

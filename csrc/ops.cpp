@@ -20,11 +20,13 @@ TORCH_LIBRARY(deformgan_ops, m) {
   m.def(
       "part_affine_warp(Tensor features, Tensor theta, Tensor masks, Tensor? offsets) "
       "-> (Tensor, Tensor)");
-  // Returns (grad_features, grad_theta, grad_masks, grad_offsets); grad_offsets
-  // is an empty tensor when offsets is None.
+  // Returns (grad_features, grad_theta, grad_masks, grad_offsets); a gradient
+  // whose output_mask entry is false (or grad_offsets when offsets is None) is
+  // returned as an empty tensor and not computed.
   m.def(
       "_part_affine_warp_backward(Tensor grad_output, Tensor features, Tensor theta, "
-      "Tensor masks, Tensor? offsets, Tensor winner) -> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor masks, Tensor? offsets, Tensor winner, bool[4] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "keypoint_heatmaps(Tensor keypoints, int height, int width, float sigma) -> Tensor");
   m.def(
@@ -32,7 +34,9 @@ TORCH_LIBRARY(deformgan_ops, m) {
       "int width, float sigma) -> Tensor");
   // Returns (distance [N, H, W], argmin [N, H, W] int32: row-major window index).
   m.def("nn_loss(Tensor generated, Tensor target, int kernel_size) -> (Tensor, Tensor)");
+  // Returns (grad_generated, grad_target); one whose output_mask entry is false
+  // is returned as an empty tensor and not computed.
   m.def(
       "_nn_loss_backward(Tensor grad_distance, Tensor generated, Tensor target, "
-      "Tensor argmin, int kernel_size) -> (Tensor, Tensor)");
+      "Tensor argmin, int kernel_size, bool[2] output_mask) -> (Tensor, Tensor)");
 }

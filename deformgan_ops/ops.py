@@ -26,10 +26,11 @@ if extension_loaded():
                 features.new_empty((N, C, Ho, Wo), dtype=torch.uint8))
 
     @torch.library.register_fake("deformgan_ops::_part_affine_warp_backward")
-    def _part_affine_warp_backward_fake(grad_output, features, theta, masks, offsets, winner):
-        grad_offsets = torch.empty_like(offsets) if offsets is not None else features.new_empty((0,))
-        return (torch.empty_like(features), torch.empty_like(theta), torch.empty_like(masks),
-                grad_offsets)
+    def _part_affine_warp_backward_fake(grad_output, features, theta, masks, offsets, winner,
+                                        output_mask):
+        like = (features, theta, masks, offsets)
+        return tuple(torch.empty_like(t) if (t is not None and need) else features.new_empty((0,))
+                     for t, need in zip(like, output_mask))
 
     def _part_affine_warp_setup(ctx, inputs, output):
         features, theta, masks, offsets = inputs
@@ -38,9 +39,11 @@ if extension_loaded():
 
     def _part_affine_warp_backward(ctx, grad_output, _grad_winner):
         features, theta, masks, offsets, winner = ctx.saved_tensors
-        gf, gt, gm, go = torch.ops.deformgan_ops._part_affine_warp_backward(
-            grad_output, features, theta, masks, offsets, winner)
-        return gf, gt, gm, (go if ctx.has_offsets else None)
+        need = [bool(x) for x in ctx.needs_input_grad[:4]]
+        need[3] = need[3] and ctx.has_offsets
+        grads = torch.ops.deformgan_ops._part_affine_warp_backward(
+            grad_output, features, theta, masks, offsets, winner, need)
+        return tuple(g if n else None for g, n in zip(grads, need))
 
     torch.library.register_autograd("deformgan_ops::part_affine_warp", _part_affine_warp_backward,
                                     setup_context=_part_affine_warp_setup)
@@ -73,8 +76,9 @@ if extension_loaded():
         return (generated.new_empty((N, H, W)), generated.new_empty((N, H, W), dtype=torch.int32))
 
     @torch.library.register_fake("deformgan_ops::_nn_loss_backward")
-    def _nn_loss_backward_fake(grad_distance, generated, target, argmin, kernel_size):
-        return torch.empty_like(generated), torch.empty_like(target)
+    def _nn_loss_backward_fake(grad_distance, generated, target, argmin, kernel_size, output_mask):
+        return tuple(torch.empty_like(t) if need else t.new_empty((0,))
+                     for t, need in zip((generated, target), output_mask))
 
     def _nn_loss_setup(ctx, inputs, output):
         generated, target, kernel_size = inputs
@@ -83,9 +87,10 @@ if extension_loaded():
 
     def _nn_loss_backward(ctx, grad_distance, _grad_argmin):
         generated, target, argmin = ctx.saved_tensors
+        need = [bool(x) for x in ctx.needs_input_grad[:2]]
         gg, gt = torch.ops.deformgan_ops._nn_loss_backward(
-            grad_distance, generated, target, argmin, ctx.kernel_size)
-        return gg, gt, None
+            grad_distance, generated, target, argmin, ctx.kernel_size, need)
+        return (gg if need[0] else None), (gt if need[1] else None), None
 
     torch.library.register_autograd("deformgan_ops::nn_loss", _nn_loss_backward,
                                     setup_context=_nn_loss_setup)

@@ -103,6 +103,49 @@ DEFORMGAN_HD void bilinear_grad_location(const BilinearCorners<acc_t>& c, const 
   ds_dv = (f[2] - f[0]) * wx0 + (f[3] - f[1]) * c.wx1;
 }
 
+// Branch-free form of the four corners for a kernel that reuses one location
+// across many channels: outside corners get index 0 and all-zero coefficients,
+// so the sample is sum_i w[i] * plane[idx[i]] and its derivatives are
+// sum_i du[i] * plane[idx[i]] and sum_i dv[i] * plane[idx[i]]. (Features are
+// assumed finite: an infinite value at index 0 would leak through a 0 weight.)
+template <typename acc_t>
+struct BilinearTaps {
+  int64_t idx[4];
+  acc_t w[4];
+  acc_t du[4];
+  acc_t dv[4];
+};
+
+template <typename acc_t>
+DEFORMGAN_HD BilinearTaps<acc_t> bilinear_taps(const BilinearCorners<acc_t>& c) {
+  BilinearTaps<acc_t> t;
+  const acc_t wx0 = acc_t(1) - c.wx1;
+  const acc_t wy0 = acc_t(1) - c.wy1;
+  const acc_t w[4] = {wx0 * wy0, c.wx1 * wy0, wx0 * c.wy1, c.wx1 * c.wy1};
+  const acc_t du[4] = {-wy0, wy0, -c.wy1, c.wy1};
+  const acc_t dv[4] = {-wx0, -c.wx1, wx0, c.wx1};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const bool in = c.idx[i] >= 0;
+    t.idx[i] = in ? c.idx[i] : 0;
+    t.w[i] = in ? w[i] : acc_t(0);
+    t.du[i] = in ? du[i] : acc_t(0);
+    t.dv[i] = in ? dv[i] : acc_t(0);
+  }
+  return t;
+}
+
+template <typename scalar_t, typename acc_t>
+DEFORMGAN_HD void taps_load(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4]) {
+#pragma unroll
+  for (int i = 0; i < 4; ++i) f[i] = static_cast<acc_t>(plane[t.idx[i]]);
+}
+
+template <typename acc_t>
+DEFORMGAN_HD acc_t taps_dot(const acc_t coef[4], const acc_t f[4]) {
+  return coef[0] * f[0] + coef[1] * f[1] + coef[2] * f[2] + coef[3] * f[3];
+}
+
 // Candidate of one part at one pixel and channel: mask * sample, where a part
 // whose mask is exactly zero contributes exactly zero without being sampled.
 template <typename scalar_t, typename acc_t>

@@ -10,10 +10,39 @@
 #include <vector>
 
 #include "../checks.h"
+#include "cpu_utils.h"
 #include "../keypoint_heatmaps_math.h"
 
 namespace deformgan_ops {
 namespace {
+
+// out[y, x] = gy[y] * gx[x]
+template <typename scalar_t, typename acc_t>
+DEFORMGAN_CPU_CLONES void outer_product(scalar_t* __restrict__ out, const acc_t* __restrict__ gy,
+                                        const acc_t* __restrict__ gx, int64_t height, int64_t width) {
+  for (int64_t y = 0; y < height; ++y) {
+    const acc_t wy = gy[y];
+    scalar_t* __restrict__ row = out + y * width;
+    for (int64_t x = 0; x < width; ++x) row[x] = static_cast<scalar_t>(wy * gx[x]);
+  }
+}
+
+// cy[x] = sum_y g[y, x] gy[y] and csy[x] = sum_y g[y, x] sy[y].
+template <typename scalar_t, typename acc_t>
+DEFORMGAN_CPU_CLONES void weighted_column_sums(const scalar_t* __restrict__ g,
+                                               const acc_t* __restrict__ gy,
+                                               const acc_t* __restrict__ sy, acc_t* __restrict__ cy,
+                                               acc_t* __restrict__ csy, int64_t height, int64_t width) {
+  for (int64_t x = 0; x < width; ++x) cy[x] = csy[x] = acc_t(0);
+  for (int64_t y = 0; y < height; ++y) {
+    const acc_t a = gy[y], b = sy[y];
+    const scalar_t* __restrict__ row = g + y * width;
+    for (int64_t x = 0; x < width; ++x) {
+      cy[x] += static_cast<acc_t>(row[x]) * a;
+      csy[x] += static_cast<acc_t>(row[x]) * b;
+    }
+  }
+}
 
 at::Tensor keypoint_heatmaps_cpu(const at::Tensor& keypoints_in, int64_t height, int64_t width,
                                  double sigma) {
@@ -39,9 +68,7 @@ at::Tensor keypoint_heatmaps_cpu(const at::Tensor& keypoints_in, int64_t height,
         }
         for (int64_t x = 0; x < width; ++x) gx[x] = gaussian_1d(static_cast<acc_t>(x) - kx, inv);
         for (int64_t y = 0; y < height; ++y) gy[y] = gaussian_1d(static_cast<acc_t>(y) - ky, inv);
-        for (int64_t y = 0; y < height; ++y) {
-          for (int64_t x = 0; x < width; ++x) o[y * width + x] = static_cast<scalar_t>(gy[y] * gx[x]);
-        }
+        outer_product<scalar_t, acc_t>(o, gy.data(), gx.data(), height, width);
       }
     });
   });
@@ -70,29 +97,25 @@ at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
     // Each task owns the gradient of its (n, k) joints.
     at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> gx(width), gy(height);
-      std::vector<sum_t> col(width);
+      std::vector<acc_t> col_y(width), col_sy(width), sy(height);
       for (int64_t j = begin; j < end; ++j) {
         const acc_t kx = kp[j * 2], ky = kp[j * 2 + 1];
         if (keypoint_missing(kx, ky)) continue;
         for (int64_t x = 0; x < width; ++x) gx[x] = gaussian_1d(static_cast<acc_t>(x) - kx, inv);
         for (int64_t y = 0; y < height; ++y) gy[y] = gaussian_1d(static_cast<acc_t>(y) - ky, inv);
-        // h = gy[y] gx[x]: d h / d kx = gy[y] slope_x[x], d h / d ky = slope_y[y] gx[x].
-        std::fill(col.begin(), col.end(), sum_t(0));
-        sum_t sum_ky = 0;
-        const scalar_t* g = go + j * height * width;
+        // h = gy[y] gx[x]: d h / d kx = gy[y] sx[x], d h / d ky = sy[y] gx[x], so
+        // sum g dh/dkx = sum_x sx[x] (sum_y g[y, x] gy[y]) and likewise for ky;
+        // the two column sums are accumulated elementwise (vectorisable).
         for (int64_t y = 0; y < height; ++y) {
-          const acc_t sy = gaussian_1d_slope(static_cast<acc_t>(y) - ky, gy[y], inv);
-          sum_t row_x = 0;
-          for (int64_t x = 0; x < width; ++x) {
-            const sum_t gv = static_cast<sum_t>(g[y * width + x]);
-            col[x] += gv * gy[y];
-            row_x += gv * gx[x];
-          }
-          sum_ky += row_x * sy;
+          sy[y] = gaussian_1d_slope(static_cast<acc_t>(y) - ky, gy[y], inv);
         }
-        sum_t sum_kx = 0;
+        weighted_column_sums<scalar_t, acc_t>(go + j * height * width, gy.data(), sy.data(),
+                                              col_y.data(), col_sy.data(), height, width);
+        sum_t sum_kx = 0, sum_ky = 0;
         for (int64_t x = 0; x < width; ++x) {
-          sum_kx += col[x] * gaussian_1d_slope(static_cast<acc_t>(x) - kx, gx[x], inv);
+          sum_kx += static_cast<sum_t>(col_y[x]) *
+                    gaussian_1d_slope(static_cast<acc_t>(x) - kx, gx[x], inv);
+          sum_ky += static_cast<sum_t>(col_sy[x]) * gx[x];
         }
         gk[j * 2] = static_cast<scalar_t>(sum_kx);
         gk[j * 2 + 1] = static_cast<scalar_t>(sum_ky);

@@ -3,17 +3,53 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <array>
 #include <limits>
 #include <vector>
 
 #include "../checks.h"
+#include "cpu_utils.h"
 #include "../nn_loss_math.h"
 
 namespace deformgan_ops {
 namespace {
+
+// a[x] += sum_{j < channels} |t[j * stride + x] - g[j * stride + x]| for x in
+// [0, n), four channels per pass so that a[] is loaded and stored once per four.
+template <typename scalar_t, typename acc_t>
+DEFORMGAN_CPU_CLONES void accumulate_abs_diff(acc_t* __restrict__ a, const scalar_t* __restrict__ t,
+                                              const scalar_t* __restrict__ g, int64_t n,
+                                              int64_t channels, int64_t stride) {
+  int64_t j = 0;
+  for (; j + 4 <= channels; j += 4) {
+    const scalar_t* t0 = t + j * stride;
+    const scalar_t* g0 = g + j * stride;
+    for (int64_t x = 0; x < n; ++x) {
+      a[x] += (abs_diff<acc_t>(t0[x], g0[x]) + abs_diff<acc_t>(t0[stride + x], g0[stride + x])) +
+              (abs_diff<acc_t>(t0[2 * stride + x], g0[2 * stride + x]) +
+               abs_diff<acc_t>(t0[3 * stride + x], g0[3 * stride + x]));
+    }
+  }
+  for (; j < channels; ++j) {
+    for (int64_t x = 0; x < n; ++x) a[x] += abs_diff<acc_t>(t[j * stride + x], g[j * stride + x]);
+  }
+}
+
+// One channel plane of the backward: grad reaches generated at p and target at q[p].
+template <typename scalar_t, typename acc_t>
+void nn_loss_backward_plane(const scalar_t* __restrict__ grad, const int64_t* __restrict__ q,
+                            const scalar_t* __restrict__ g, const scalar_t* __restrict__ t,
+                            scalar_t* __restrict__ gg, scalar_t* __restrict__ gt, int64_t HW) {
+  for (int64_t p = 0; p < HW; ++p) {
+    const acc_t v = static_cast<acc_t>(grad[p]) * abs_diff_grad_generated<acc_t>(t[q[p]], g[p]);
+    if (gg != nullptr) gg[p] = static_cast<scalar_t>(v);
+    if (gt != nullptr) gt[q[p]] -= static_cast<scalar_t>(v);
+  }
+}
 
 std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
                                                const at::Tensor& target_in, int64_t kernel_size) {
@@ -33,6 +69,8 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
     const scalar_t* tgt = target.data_ptr<scalar_t>();
     scalar_t* dist = distance.data_ptr<scalar_t>();
     int32_t* amin = argmin.data_ptr<int32_t>();
+    std::vector<int64_t> offsets_y(KK), offsets_x(KK);
+    for (int32_t o = 0; o < KK; ++o) window_offset(o, k, offsets_y[o], offsets_x[o]);
     // One task per (n, y) row; the scratch holds k*k distances for one row only.
     at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(KK * W);
@@ -40,31 +78,32 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
         const int64_t n = row / H, y = row % H;
         std::fill(acc.begin(), acc.end(), acc_t(0));
         for (int32_t o = 0; o < KK; ++o) {
-          int64_t dy, dx;
-          window_offset(o, k, dy, dx);
+          const int64_t dy = offsets_y[o], dx = offsets_x[o];
           if (y + dy < 0 || y + dy >= H) continue;
           const int64_t x_lo = std::max<int64_t>(0, -dx), x_hi = std::min<int64_t>(W, W - dx);
           acc_t* a = acc.data() + o * W;
-          for (int64_t c = 0; c < C; ++c) {
-            const scalar_t* g = gen + ((n * C + c) * H + y) * W;
-            const scalar_t* t = tgt + ((n * C + c) * H + y + dy) * W + dx;
-            for (int64_t x = x_lo; x < x_hi; ++x) a[x] += abs_diff<acc_t>(t[x], g[x]);
-          }
+          const scalar_t* g = gen + (n * C * H + y) * W;
+          const scalar_t* t = tgt + (n * C * H + y + dy) * W + dx;
+          accumulate_abs_diff<scalar_t, acc_t>(a + x_lo, t + x_lo, g + x_lo, x_hi - x_lo, C, H * W);
         }
+        // Running minimum over the window in row-major order (strict < keeps the
+        // first of equal distances); offsets outside the image are skipped.
+        scalar_t* __restrict__ best = dist + row * W;
+        int32_t* __restrict__ best_o = amin + row * W;
         for (int64_t x = 0; x < W; ++x) {
-          acc_t best = std::numeric_limits<acc_t>::infinity();
-          int32_t best_o = 0;
-          for (int32_t o = 0; o < KK; ++o) {
-            int64_t dy, dx;
-            window_offset(o, k, dy, dx);
-            if (!window_offset_inside(y, x, dy, dx, H, W)) continue;
-            if (acc[o * W + x] < best) {
-              best = acc[o * W + x];
-              best_o = o;
-            }
+          best[x] = std::numeric_limits<scalar_t>::infinity();
+          best_o[x] = 0;
+        }
+        for (int32_t o = 0; o < KK; ++o) {
+          const int64_t dy = offsets_y[o], dx = offsets_x[o];
+          if (y + dy < 0 || y + dy >= H) continue;
+          const int64_t x_lo = std::max<int64_t>(0, -dx), x_hi = std::min<int64_t>(W, W - dx);
+          const acc_t* __restrict__ a = acc.data() + o * W;
+          for (int64_t x = x_lo; x < x_hi; ++x) {
+            const bool better = a[x] < static_cast<acc_t>(best[x]);
+            best[x] = better ? static_cast<scalar_t>(a[x]) : best[x];
+            best_o[x] = better ? o : best_o[x];
           }
-          dist[row * W + x] = static_cast<scalar_t>(best);
-          amin[row * W + x] = best_o;
         }
       }
     });
@@ -76,7 +115,8 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
                                                         const at::Tensor& generated_in,
                                                         const at::Tensor& target_in,
                                                         const at::Tensor& argmin_in,
-                                                        int64_t kernel_size) {
+                                                        int64_t kernel_size,
+                                                        std::array<bool, 2> output_mask) {
   check_nn_loss_inputs(generated_in, target_in, kernel_size);
   const int64_t N = generated_in.size(0), C = generated_in.size(1), H = generated_in.size(2),
                 W = generated_in.size(3);
@@ -90,9 +130,13 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
   const at::Tensor target = target_in.contiguous();
   const at::Tensor grad_distance = grad_distance_in.to(generated.scalar_type()).contiguous();
   const at::Tensor argmin = argmin_in.contiguous();
-  at::Tensor grad_generated = at::zeros_like(generated);
-  at::Tensor grad_target = at::zeros_like(target);
-  if (generated.numel() == 0) return {grad_generated, grad_target};
+  const bool need_generated = output_mask[0], need_target = output_mask[1];
+  // grad_generated is fully written below; grad_target is scattered into.
+  at::Tensor grad_generated =
+      need_generated ? at::empty_like(generated) : at::empty({0}, generated.options());
+  at::Tensor grad_target =
+      need_target ? at::zeros_like(target) : at::empty({0}, target.options());
+  if (generated.numel() == 0 || !(need_generated || need_target)) return {grad_generated, grad_target};
   const int64_t k = kernel_size;
   AT_DISPATCH_FLOATING_TYPES(generated.scalar_type(), "nn_loss_backward_cpu", [&] {
     using acc_t = scalar_t;
@@ -100,33 +144,32 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
     const scalar_t* tgt = target.data_ptr<scalar_t>();
     const scalar_t* gd = grad_distance.data_ptr<scalar_t>();
     const int32_t* amin = argmin.data_ptr<int32_t>();
-    scalar_t* ggen = grad_generated.data_ptr<scalar_t>();
-    scalar_t* gtgt = grad_target.data_ptr<scalar_t>();
+    scalar_t* ggen = need_generated ? grad_generated.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gtgt = need_target ? grad_target.data_ptr<scalar_t>() : nullptr;
+    std::vector<int64_t> offsets_y(k * k), offsets_x(k * k);
+    for (int32_t o = 0; o < k * k; ++o) window_offset(o, k, offsets_y[o], offsets_x[o]);
     // Parallel over the batch: each task owns grad_target[n] (the scattered one).
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
+      std::vector<int64_t> match(H * W);  // flat index of the winning q of each pixel
       for (int64_t n = begin; n < end; ++n) {
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* g = gen + (n * C + c) * H * W;
-          const scalar_t* t = tgt + (n * C + c) * H * W;
-          scalar_t* gg = ggen + (n * C + c) * H * W;
-          scalar_t* gt = gtgt + (n * C + c) * H * W;
-          for (int64_t y = 0; y < H; ++y) {
-            for (int64_t x = 0; x < W; ++x) {
-              const int64_t p = y * W + x;
-              const acc_t grad = static_cast<acc_t>(gd[n * H * W + p]);
-              if (grad == acc_t(0)) continue;
-              int64_t dy, dx;
-              const int32_t o = amin[n * H * W + p];
-              window_offset(o, k, dy, dx);
-              TORCH_CHECK(o >= 0 && o < k * k && window_offset_inside(y, x, dy, dx, H, W),
-                          "argmin holds window index ", o, " at pixel (", x, ", ", y,
-                          "), which is not a window position inside the image");
-              const int64_t q = (y + dy) * W + x + dx;
-              const acc_t s = abs_diff_grad_generated<acc_t>(t[q], g[p]);
-              gg[p] += static_cast<scalar_t>(grad * s);
-              gt[q] -= static_cast<scalar_t>(grad * s);
-            }
+        for (int64_t y = 0; y < H; ++y) {
+          for (int64_t x = 0; x < W; ++x) {
+            const int32_t o = amin[n * H * W + y * W + x];
+            const bool known = o >= 0 && o < k * k;
+            const int64_t dy = known ? offsets_y[o] : 0, dx = known ? offsets_x[o] : 0;
+            TORCH_CHECK(known && window_offset_inside(y, x, dy, dx, H, W),
+                        "argmin holds window index ", o, " at pixel (", x, ", ", y,
+                        "), which is not a window position inside the image");
+            match[y * W + x] = (y + dy) * W + x + dx;
           }
+        }
+        const scalar_t* __restrict__ grad = gd + n * H * W;
+        const int64_t* __restrict__ q = match.data();
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t plane = (n * C + c) * H * W;
+          nn_loss_backward_plane<scalar_t, acc_t>(grad, q, gen + plane, tgt + plane,
+                                                  ggen ? ggen + plane : nullptr,
+                                                  gtgt ? gtgt + plane : nullptr, H * W);
         }
       }
     });

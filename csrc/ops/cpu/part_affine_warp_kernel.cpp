@@ -4,49 +4,78 @@
 #include <ATen/AccumulateType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <array>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "../checks.h"
+#include "cpu_utils.h"
 #include "../part_affine_warp_math.h"
 
 namespace deformgan_ops {
 namespace {
 
-// Sampling corners of every part at every pixel of one output row, with the
-// part's mask value; built once per row and shared by all channels.
+constexpr int64_t kChannelBlock = 8;
+
+// Bilinear taps of every part at every pixel of one output row (index
+// p * Wo + x), with the part's mask value; built once per row and shared by
+// all channels. Parts whose mask is zero are not sampled unless asked.
 template <typename scalar_t, typename acc_t>
-void row_corners(const scalar_t* theta_n, const scalar_t* masks_n, const scalar_t* offsets_n,
-                 int64_t P, int64_t y, int64_t Ho, int64_t Wo, int64_t H, int64_t W,
-                 bool sample_zero_masks, std::vector<BilinearCorners<acc_t>>& corners,
-                 std::vector<acc_t>& mask_row) {
+void row_taps(const scalar_t* theta_n, const scalar_t* masks_n, const scalar_t* offsets_n,
+              int64_t P, int64_t y, int64_t Ho, int64_t Wo, int64_t H, int64_t W,
+              bool for_backward, BilinearTaps<acc_t>* taps, acc_t* mask_row, bool* sampled) {
   const int64_t plane_o = Ho * Wo;
-  for (int64_t p = 0; p < P; ++p) {
-    acc_t th[6];
-    for (int i = 0; i < 6; ++i) th[i] = static_cast<acc_t>(theta_n[p * 6 + i]);
-    const scalar_t* m = masks_n + p * plane_o + y * Wo;
-    for (int64_t x = 0; x < Wo; ++x) {
-      const acc_t mv = static_cast<acc_t>(m[x]);
-      mask_row[p * Wo + x] = mv;
-      BilinearCorners<acc_t>& c = corners[p * Wo + x];
-      if (mv == acc_t(0) && !sample_zero_masks) {
-        c.any = false;
-        continue;
+  acc_t th[256 * 6];
+  for (int64_t i = 0; i < P * 6; ++i) th[i] = static_cast<acc_t>(theta_n[i]);
+  for (int64_t x = 0; x < Wo; ++x) {
+    acc_t du = 0, dv = 0;
+    if (offsets_n != nullptr) {
+      du = static_cast<acc_t>(offsets_n[y * Wo + x]);
+      dv = static_cast<acc_t>(offsets_n[plane_o + y * Wo + x]);
+    }
+    bool have_zero = false;
+    for (int64_t p = 0; p < P; ++p) {
+      const int64_t i = p * Wo + x;
+      const acc_t mv = static_cast<acc_t>(masks_n[p * plane_o + y * Wo + x]);
+      mask_row[i] = mv;
+      // The forward samples parts with a nonzero mask. The backward also samples
+      // the first zero-mask part (when it wins, d out / d mask = its sample);
+      // no later zero candidate can win.
+      const bool want = mv != acc_t(0) || (for_backward && !have_zero);
+      BilinearCorners<acc_t> c;
+      c.any = false;
+      if (want) {
+        acc_t u, v;
+        affine_location(th + p * 6, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, u, v);
+        c = bilinear_corners(u, v, H, W);
       }
-      acc_t du = 0, dv = 0;
-      if (offsets_n != nullptr) {
-        du = static_cast<acc_t>(offsets_n[y * Wo + x]);
-        dv = static_cast<acc_t>(offsets_n[plane_o + y * Wo + x]);
+      if (mv == acc_t(0) || !c.any) have_zero = true;
+      sampled[i] = c.any;
+      if (c.any) {
+        taps[i] = bilinear_taps(c);
+      } else if (for_backward) {
+        taps[i] = BilinearTaps<acc_t>{};  // all zero: contributes exact zeros
       }
-      acc_t u, v;
-      affine_location(th, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, u, v);
-      c = bilinear_corners(u, v, H, W);
     }
   }
 }
+
+// The parts that can win at one pixel, in increasing p: every sampled part
+// with a nonzero mask, plus the first part whose candidate is exactly zero
+// (zero mask, or a location with no corner inside), stored with zero weights;
+// later zero candidates tie with it and never win.
+template <typename acc_t>
+struct WarpEntry {
+  int64_t idx[4];
+  acc_t w[4];
+  acc_t mask;
+  int32_t part;
+};
 
 std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& features_in,
                                                         const at::Tensor& theta_in,
@@ -77,29 +106,72 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
     uint8_t* win = winner.data_ptr<uint8_t>();
     // One task per (n, y) output row.
     at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-      std::vector<BilinearCorners<acc_t>> corners(P * Wo);
+      std::vector<BilinearTaps<acc_t>> taps(P * Wo);
       std::vector<acc_t> mask_row(P * Wo);
+      std::unique_ptr<bool[]> sampled(new bool[P * Wo]);
+      std::vector<WarpEntry<acc_t>> entries;
+      entries.reserve(Wo * 3);
+      std::vector<int64_t> first(Wo + 1);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / Ho, y = row % Ho;
-        row_corners<scalar_t, acc_t>(th + n * P * 6, mk + n * P * Ho * Wo,
-                                     off ? off + n * 2 * Ho * Wo : nullptr, P, y, Ho, Wo, H, W,
-                                     /*sample_zero_masks=*/false, corners, mask_row);
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t* plane = feat + (n * C + c) * H * W;
-          scalar_t* out_row = out + ((n * C + c) * Ho + y) * Wo;
-          uint8_t* win_row = win + ((n * C + c) * Ho + y) * Wo;
+        row_taps<scalar_t, acc_t>(th + n * P * 6, mk + n * P * Ho * Wo,
+                                  off ? off + n * 2 * Ho * Wo : nullptr, P, y, Ho, Wo, H, W,
+                                  /*for_backward=*/false, taps.data(), mask_row.data(),
+                                  sampled.get());
+        entries.clear();
+        for (int64_t x = 0; x < Wo; ++x) {
+          first[x] = static_cast<int64_t>(entries.size());
+          bool have_zero = false;
+          for (int64_t p = 0; p < P; ++p) {
+            const int64_t i = p * Wo + x;
+            const bool zero = mask_row[i] == acc_t(0) || !sampled[i];
+            if (zero && have_zero) continue;
+            have_zero = have_zero || zero;
+            WarpEntry<acc_t> en;
+            for (int k = 0; k < 4; ++k) {
+              en.idx[k] = zero ? 0 : taps[i].idx[k];
+              en.w[k] = zero ? acc_t(0) : taps[i].w[k];
+            }
+            en.mask = zero ? acc_t(0) : mask_row[i];
+            en.part = static_cast<int32_t>(p);
+            entries.push_back(en);
+          }
+        }
+        first[Wo] = static_cast<int64_t>(entries.size());
+        // Channels in blocks of kChannelBlock, then pixels, then entries, then the
+        // channels of the block: an entry's taps stay in registers, and one block
+        // touches few feature planes at a time (the planes are a page or more
+        // apart, so walking all C of them per pixel thrashes the TLB).
+        const scalar_t* feat_n = feat + n * C * H * W;
+        for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
+          const int64_t cb = std::min<int64_t>(kChannelBlock, C - c0);
           for (int64_t x = 0; x < Wo; ++x) {
-            acc_t best = -std::numeric_limits<acc_t>::infinity();
-            int64_t best_p = 0;
-            for (int64_t p = 0; p < P; ++p) {
-              const acc_t cand = part_candidate(plane, corners[p * Wo + x], mask_row[p * Wo + x]);
-              if (candidate_wins(cand, best)) {
-                best = cand;
-                best_p = p;
+            acc_t best[kChannelBlock];
+            int32_t best_p[kChannelBlock];
+            for (int64_t j = 0; j < cb; ++j) {
+              best[j] = -std::numeric_limits<acc_t>::infinity();
+              best_p[j] = 0;
+            }
+            for (int64_t e = first[x]; e < first[x + 1]; ++e) {
+              const WarpEntry<acc_t> en = entries[e];
+              const scalar_t* plane = feat_n + c0 * H * W;
+              for (int64_t j = 0; j < cb; ++j, plane += H * W) {
+                // A zero entry has zero weights and mask: its candidate is exactly 0.
+                const acc_t cand =
+                    en.mask * (en.w[0] * static_cast<acc_t>(plane[en.idx[0]]) +
+                               en.w[1] * static_cast<acc_t>(plane[en.idx[1]]) +
+                               en.w[2] * static_cast<acc_t>(plane[en.idx[2]]) +
+                               en.w[3] * static_cast<acc_t>(plane[en.idx[3]]));
+                const bool wins = candidate_wins(cand, best[j]);  // branch-free update
+                best[j] = wins ? cand : best[j];
+                best_p[j] = wins ? en.part : best_p[j];
               }
             }
-            out_row[x] = static_cast<scalar_t>(best);
-            win_row[x] = static_cast<uint8_t>(best_p);
+            const int64_t o = (n * C + c0) * Ho * Wo + y * Wo + x;
+            for (int64_t j = 0; j < cb; ++j) {
+              out[o + j * Ho * Wo] = static_cast<scalar_t>(best[j]);
+              win[o + j * Ho * Wo] = static_cast<uint8_t>(best_p[j]);
+            }
           }
         }
       }
@@ -111,7 +183,7 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_backward_cpu(
     const at::Tensor& grad_output_in, const at::Tensor& features_in, const at::Tensor& theta_in,
     const at::Tensor& masks_in, const c10::optional<at::Tensor>& offsets_in,
-    const at::Tensor& winner_in) {
+    const at::Tensor& winner_in, std::array<bool, 4> output_mask) {
   check_part_affine_warp_inputs(features_in, theta_in, masks_in, offsets_in);
   const int64_t N = features_in.size(0), C = features_in.size(1), H = features_in.size(2),
                 W = features_in.size(3);
@@ -130,11 +202,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
   const at::Tensor offsets = has_offsets ? offsets_in->contiguous() : at::Tensor();
 
-  at::Tensor grad_features = at::zeros_like(features);
-  at::Tensor grad_theta = at::zeros_like(theta);
-  at::Tensor grad_masks = at::zeros_like(masks);
-  at::Tensor grad_offsets =
-      has_offsets ? at::zeros_like(offsets) : at::empty({0}, features.options());
+  const bool need_features = output_mask[0], need_theta = output_mask[1],
+             need_masks = output_mask[2], need_offsets = output_mask[3] && has_offsets;
+  const bool need_location = need_theta || need_offsets;
+  const auto none = [&] { return at::empty({0}, features.options()); };
+  // grad_features is scattered into; every element of the others is written below.
+  at::Tensor grad_features = need_features ? at::zeros_like(features) : none();
+  at::Tensor grad_theta = need_theta ? at::empty_like(theta) : none();
+  at::Tensor grad_masks = need_masks ? at::empty_like(masks) : none();
+  at::Tensor grad_offsets = need_offsets ? at::empty_like(offsets) : none();
   if (N == 0) return {grad_features, grad_theta, grad_masks, grad_offsets};
 
   AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "part_affine_warp_backward_cpu", [&] {
@@ -146,72 +222,88 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     const scalar_t* off = has_offsets ? offsets.data_ptr<scalar_t>() : nullptr;
     const scalar_t* go = grad_output.data_ptr<scalar_t>();
     const uint8_t* win = winner.data_ptr<uint8_t>();
-    scalar_t* gfeat = grad_features.data_ptr<scalar_t>();
-    scalar_t* gth = grad_theta.data_ptr<scalar_t>();
-    scalar_t* gmk = grad_masks.data_ptr<scalar_t>();
-    scalar_t* goff = has_offsets ? grad_offsets.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gfeat = need_features ? grad_features.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gth = need_theta ? grad_theta.data_ptr<scalar_t>() : nullptr;
+    scalar_t* gmk = need_masks ? grad_masks.data_ptr<scalar_t>() : nullptr;
+    scalar_t* goff = need_offsets ? grad_offsets.data_ptr<scalar_t>() : nullptr;
     // Parallel over the batch: each task owns grad_features[n], grad_theta[n],
     // grad_masks[n] and grad_offsets[n], so no atomics are needed.
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<BilinearCorners<acc_t>> corners(P * Wo);
+      std::vector<BilinearTaps<acc_t>> taps(P * Wo);
       std::vector<acc_t> mask_row(P * Wo);
+      std::unique_ptr<bool[]> sampled(new bool[P * Wo]);
+      // Per-row sums over channels, indexed p * Wo + x.
+      std::vector<acc_t> gmask_row(P * Wo), gu_row(P * Wo), gv_row(P * Wo);
       std::vector<sum_t> theta_acc(P * 6);
-      std::vector<sum_t> du_acc(Wo), dv_acc(Wo);
       for (int64_t n = begin; n < end; ++n) {
         std::fill(theta_acc.begin(), theta_acc.end(), sum_t(0));
         for (int64_t y = 0; y < Ho; ++y) {
-          // Zero-mask parts are sampled too: when one wins, d out / d mask = sample.
-          row_corners<scalar_t, acc_t>(th + n * P * 6, mk + n * P * Ho * Wo,
-                                       off ? off + n * 2 * Ho * Wo : nullptr, P, y, Ho, Wo, H,
-                                       W, /*sample_zero_masks=*/true, corners, mask_row);
-          std::fill(du_acc.begin(), du_acc.end(), sum_t(0));
-          std::fill(dv_acc.begin(), dv_acc.end(), sum_t(0));
-          scalar_t* gmk_n = gmk + n * P * Ho * Wo + y * Wo;
+          row_taps<scalar_t, acc_t>(th + n * P * 6, mk + n * P * Ho * Wo,
+                                    off ? off + n * 2 * Ho * Wo : nullptr, P, y, Ho, Wo, H, W,
+                                    /*for_backward=*/true, taps.data(), mask_row.data(),
+                                    sampled.get());
+          std::fill(gmask_row.begin(), gmask_row.end(), acc_t(0));
+          std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
+          std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
           for (int64_t c = 0; c < C; ++c) {
             const scalar_t* plane = feat + (n * C + c) * H * W;
-            scalar_t* gplane = gfeat + (n * C + c) * H * W;
+            scalar_t* gplane = need_features ? gfeat + (n * C + c) * H * W : nullptr;
             const int64_t row_off = ((n * C + c) * Ho + y) * Wo;
             for (int64_t x = 0; x < Wo; ++x) {
               const acc_t g = static_cast<acc_t>(go[row_off + x]);
-              if (g == acc_t(0)) continue;
-              const int64_t p = win[row_off + x];
-              const BilinearCorners<acc_t>& cr = corners[p * Wo + x];
-              if (!cr.any) continue;  // the sample, and all its derivatives, are 0
-              const acc_t m = mask_row[p * Wo + x];
-              acc_t f[4], w[4];
-              corner_values(plane, cr, f);
-              bilinear_weights(cr, w);
-              const acc_t s = w[0] * f[0] + w[1] * f[1] + w[2] * f[2] + w[3] * f[3];
-              gmk_n[p * Ho * Wo + x] += static_cast<scalar_t>(g * s);
-              if (m == acc_t(0)) continue;
-              const acc_t gm = g * m;
-              for (int i = 0; i < 4; ++i) {
-                if (cr.idx[i] >= 0) gplane[cr.idx[i]] += static_cast<scalar_t>(gm * w[i]);
+              const int64_t i = static_cast<int64_t>(win[row_off + x]) * Wo + x;
+              // Parts that were not sampled (no corner inside) have all-zero taps,
+              // so everything below adds exact zeros for them.
+              const BilinearTaps<acc_t>& t = taps[i];
+              acc_t f[4];
+              taps_load(plane, t, f);
+              if (need_masks) gmask_row[i] += g * taps_dot(t.w, f);
+              const acc_t gm = g * mask_row[i];
+              if (need_features) {
+                for (int k = 0; k < 4; ++k) gplane[t.idx[k]] += static_cast<scalar_t>(gm * t.w[k]);
               }
-              acc_t ds_du, ds_dv;
-              bilinear_grad_location(cr, f, ds_du, ds_dv);
-              const sum_t gu = static_cast<sum_t>(gm * ds_du);
-              const sum_t gv = static_cast<sum_t>(gm * ds_dv);
+              if (need_location) {
+                gu_row[i] += gm * taps_dot(t.du, f);
+                gv_row[i] += gm * taps_dot(t.dv, f);
+              }
+            }
+          }
+          if (gmk != nullptr) {
+            scalar_t* gmk_row = gmk + n * P * Ho * Wo + y * Wo;
+            for (int64_t p = 0; p < P; ++p) {
+              for (int64_t x = 0; x < Wo; ++x) gmk_row[p * Ho * Wo + x] = static_cast<scalar_t>(gmask_row[p * Wo + x]);
+            }
+          }
+          if (gth != nullptr) {
+            for (int64_t p = 0; p < P; ++p) {
               sum_t* ta = theta_acc.data() + p * 6;
-              ta[0] += gu * x;
-              ta[1] += gu * y;
-              ta[2] += gu;
-              ta[3] += gv * x;
-              ta[4] += gv * y;
-              ta[5] += gv;
-              du_acc[x] += gu;
-              dv_acc[x] += gv;
+              for (int64_t x = 0; x < Wo; ++x) {
+                const sum_t gu = gu_row[p * Wo + x], gv = gv_row[p * Wo + x];
+                ta[0] += gu * x;
+                ta[1] += gu * y;
+                ta[2] += gu;
+                ta[3] += gv * x;
+                ta[4] += gv * y;
+                ta[5] += gv;
+              }
             }
           }
           if (goff != nullptr) {
             scalar_t* goff_n = goff + n * 2 * Ho * Wo + y * Wo;
             for (int64_t x = 0; x < Wo; ++x) {
-              goff_n[x] = static_cast<scalar_t>(du_acc[x]);
-              goff_n[Ho * Wo + x] = static_cast<scalar_t>(dv_acc[x]);
+              sum_t su = 0, sv = 0;
+              for (int64_t p = 0; p < P; ++p) {
+                su += gu_row[p * Wo + x];
+                sv += gv_row[p * Wo + x];
+              }
+              goff_n[x] = static_cast<scalar_t>(su);
+              goff_n[Ho * Wo + x] = static_cast<scalar_t>(sv);
             }
           }
         }
-        for (int64_t i = 0; i < P * 6; ++i) gth[n * P * 6 + i] = static_cast<scalar_t>(theta_acc[i]);
+        if (gth != nullptr) {
+          for (int64_t i = 0; i < P * 6; ++i) gth[n * P * 6 + i] = static_cast<scalar_t>(theta_acc[i]);
+        }
       }
     });
   });

@@ -1,0 +1,215 @@
+"""Fused operators against the pure-PyTorch reference: speed and peak memory.
+
+    python benchmarks/bench_ops.py                      # CPU: reference vs cpu
+    python benchmarks/bench_ops.py --device cuda        # GPU: reference vs cuda vs triton
+    python benchmarks/bench_ops.py --ops nn_loss --pass both --threads 2
+
+For each operator and provider it times the forward, the backward, and both,
+reports peak memory (CPU: the allocator's peak RSS growth measured with a
+fresh process per case is too slow, so the CPU figure is the sum of the
+bytes of the tensors the pass keeps alive for backward plus its outputs,
+measured with torch's saved-tensor hooks; CUDA: torch.cuda.max_memory_allocated),
+and prints the ratio of each provider against the reference in the same run.
+"""
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+import deformgan_ops as D
+
+OPS = ("part_affine_warp", "nn_loss", "keypoint_heatmaps")
+
+
+def realistic_masks(N, P, H, W, generator, dtype, device):
+    """Part 0 all ones; parts 1..P-1 each a random axis-aligned box of ~1/10 of the image."""
+    masks = torch.zeros(N, P, H, W, dtype=dtype, device=device)
+    masks[:, 0] = 1
+    bh, bw = max(1, int(H * 0.35)), max(1, int(W * 0.29))
+    for n in range(N):
+        for p in range(1, P):
+            y0 = int(torch.randint(0, H - bh + 1, (1,), generator=generator))
+            x0 = int(torch.randint(0, W - bw + 1, (1,), generator=generator))
+            masks[n, p, y0 : y0 + bh, x0 : x0 + bw] = 1
+    return masks
+
+
+def make_case(op, device, dtype, args):
+    g = torch.Generator().manual_seed(0)
+    N, C, H, W = args.batch, args.channels, args.height, args.width
+    if op == "part_affine_warp":
+        P = args.parts
+        feats = torch.randn(N, C, H, W, generator=g, dtype=dtype).to(device)
+        theta = torch.zeros(N, P, 2, 3, dtype=dtype)
+        theta[:, :, 0, 0] = 1 + 0.1 * torch.randn(N, P, generator=g, dtype=dtype)
+        theta[:, :, 1, 1] = 1 + 0.1 * torch.randn(N, P, generator=g, dtype=dtype)
+        theta[:, :, :, 2] = 5 * torch.randn(N, P, 2, generator=g, dtype=dtype)
+        theta[:, :, 0, 1] = 0.1 * torch.randn(N, P, generator=g, dtype=dtype)
+        theta[:, :, 1, 0] = 0.1 * torch.randn(N, P, generator=g, dtype=dtype)
+        masks = realistic_masks(N, P, H, W, g, dtype, "cpu").to(device)
+        inputs = [feats, theta.to(device), masks]
+        grads = [True, False, False]
+
+        def call(backend):
+            return D.part_affine_warp(inputs[0], inputs[1], inputs[2], backend=backend)
+    elif op == "nn_loss":
+        gen = torch.randn(N, C, H, W, generator=g, dtype=dtype).to(device)
+        tgt = torch.randn(N, C, H, W, generator=g, dtype=dtype).to(device)
+        inputs, grads = [gen, tgt], [True, False]
+
+        def call(backend):
+            return D.nn_loss(inputs[0], inputs[1], args.kernel_size, backend=backend)
+    else:
+        K = 18
+        kp = torch.stack([torch.rand(N, K, generator=g, dtype=dtype) * W,
+                          torch.rand(N, K, generator=g, dtype=dtype) * H], -1).to(device)
+        kp[:, ::5] = -1  # some missing joints
+        inputs, grads = [kp], [True]
+
+        def call(backend):
+            return D.keypoint_heatmaps(inputs[0], H, W, 6.0, backend=backend)
+    for t, r in zip(inputs, grads):
+        t.requires_grad_(r)
+    return inputs, call
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(fn, device, repeat, warmup):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class SavedBytes:
+    """Bytes of distinct tensors saved for backward (CPU memory proxy)."""
+
+    def __init__(self):
+        self.seen = {}
+
+    def pack(self, t):
+        self.seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    def total(self):
+        return sum(self.seen.values())
+
+
+def run_case(op, provider, device, dtype, args):
+    inputs, call = make_case(op, device, dtype, args)
+
+    def fwd():
+        with torch.no_grad():
+            return call(provider)
+
+    out = call(provider)
+    grad = torch.randn_like(out)
+
+    def fwd_bwd():
+        o = call(provider)
+        o.backward(grad)
+
+    def bwd_only():
+        o = call(provider)
+        t0 = time.perf_counter()
+        o.backward(grad)
+        sync(device)
+        return time.perf_counter() - t0
+
+    res = {}
+    if args.pass_ in ("forward", "all"):
+        res["forward"] = measure(fwd, device, args.repeat, args.warmup)
+    if args.pass_ in ("backward", "all"):
+        for _ in range(args.warmup):
+            bwd_only()
+        res["backward"] = statistics.median(bwd_only() for _ in range(args.repeat))
+    if args.pass_ in ("both", "all"):
+        res["both"] = measure(fwd_bwd, device, args.repeat, args.warmup)
+    # memory
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fwd_bwd()
+        sync(device)
+        res["memory"] = torch.cuda.max_memory_allocated() - base
+    else:
+        saved = SavedBytes()
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
+            o = call(provider)
+        input_ptrs = {i.untyped_storage().data_ptr() for i in inputs}
+        kept = sum(v for (ptr, _), v in saved.seen.items() if ptr not in input_ptrs)
+        res["memory"] = kept + o.untyped_storage().nbytes()
+        del o
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--ops", nargs="+", default=list(OPS), choices=OPS)
+    ap.add_argument("--providers", nargs="+", default=None,
+                    help="default: reference plus every compiled backend for the device")
+    ap.add_argument("--pass", dest="pass_", default="all", choices=["forward", "backward", "both", "all"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64", "float16", "bfloat16"])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--height", type=int, default=128)
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--parts", type=int, default=10)
+    ap.add_argument("--kernel-size", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (CPU runs)")
+    args = ap.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    providers = args.providers or D.available_backends(device.type)
+    if "reference" not in providers:
+        providers = ["reference"] + providers
+    print(f"# deformgan_ops benchmark: device={device} dtype={args.dtype} N={args.batch} C={args.channels} "
+          f"{args.height}x{args.width} P={args.parts} k={args.kernel_size} threads={torch.get_num_threads()} "
+          f"torch={torch.__version__}")
+    passes = ["forward", "backward", "both"] if args.pass_ == "all" else [args.pass_]
+    header = "| op | provider | " + " | ".join(f"{p} ms" for p in passes) + " | memory MiB | " + \
+        " | ".join(f"{p} speed-up" for p in passes) + " | memory ratio |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for op in args.ops:
+        ref = None
+        for provider in providers:
+            try:
+                r = run_case(op, provider, device, dtype, args)
+            except Exception as exc:  # report and keep going with the other providers
+                print(f"| {op} | {provider} | failed: {type(exc).__name__}: {exc} |")
+                continue
+            if provider == "reference":
+                ref = r
+            cells = [f"{r[p] * 1e3:.2f}" for p in passes]
+            mem = f"{r['memory'] / 2**20:.1f}"
+            if ref is not None:
+                ratios = [f"{ref[p] / r[p]:.1f}x" for p in passes]
+                mratio = f"{ref['memory'] / max(r['memory'], 1):.1f}x"
+            else:
+                ratios, mratio = ["-"] * len(passes), "-"
+            print(f"| {op} | {provider} | " + " | ".join(cells) + f" | {mem} | " + " | ".join(ratios) +
+                  f" | {mratio} |")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

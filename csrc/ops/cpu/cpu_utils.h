@@ -1,0 +1,10 @@
+// Helpers shared by the CPU kernels only.
+#pragma once
+
+// The hot loops are compiled for AVX2 and for the baseline ISA; the dynamic
+// loader picks the best one for the machine (GCC function multiversioning).
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DEFORMGAN_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define DEFORMGAN_CPU_CLONES
+#endif
