@@ -89,8 +89,10 @@ def available_backends(device_type: str = "cpu") -> list:
     return out
 
 
+@torch.compiler.assume_constant_result
 def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
-    """The concrete backend for one call of ``op`` on ``device``."""
+    """The concrete backend for one call of ``op`` on ``device`` (under torch.compile
+    the choice is made once, at trace time)."""
     name = _check_name(backend if backend is not None else get_backend())
     dev = device.type
     if name == "reference":

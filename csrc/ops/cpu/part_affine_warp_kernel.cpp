@@ -77,6 +77,36 @@ struct WarpEntry {
   int32_t part;
 };
 
+// The max over the entries of one pixel for B consecutive channels. The first
+// entry initialises the running best (every pixel has at least one entry), so
+// the B bests and winners live in registers.
+template <int B, typename scalar_t, typename acc_t>
+inline void warp_pixel_block(const WarpEntry<acc_t>* entries, int64_t count, const scalar_t* plane0,
+                             int64_t plane_stride, scalar_t* out, uint8_t* win, int64_t out_stride) {
+  acc_t best[B];
+  int32_t best_p[B];
+  for (int64_t e = 0; e < count; ++e) {
+    const WarpEntry<acc_t> en = entries[e];
+#pragma GCC unroll 8
+    for (int j = 0; j < B; ++j) {
+      const scalar_t* plane = plane0 + j * plane_stride;
+      // A zero entry has zero weights and mask: its candidate is exactly 0.
+      const acc_t cand = en.mask * (en.w[0] * static_cast<acc_t>(plane[en.idx[0]]) +
+                                    en.w[1] * static_cast<acc_t>(plane[en.idx[1]]) +
+                                    en.w[2] * static_cast<acc_t>(plane[en.idx[2]]) +
+                                    en.w[3] * static_cast<acc_t>(plane[en.idx[3]]));
+      const bool wins = e == 0 || candidate_wins(cand, best[j]);  // branch-free update
+      best[j] = wins ? cand : best[j];
+      best_p[j] = wins ? en.part : best_p[j];
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < B; ++j) {
+    out[j * out_stride] = static_cast<scalar_t>(best[j]);
+    win[j * out_stride] = static_cast<uint8_t>(best_p[j]);
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& features_in,
                                                         const at::Tensor& theta_in,
                                                         const at::Tensor& masks_in,
@@ -140,38 +170,23 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
         first[Wo] = static_cast<int64_t>(entries.size());
         // Channels in blocks of kChannelBlock, then pixels, then entries, then the
         // channels of the block: an entry's taps stay in registers, and one block
-        // touches few feature planes at a time (the planes are a page or more
-        // apart, so walking all C of them per pixel thrashes the TLB).
+        // touches few feature planes at a time.
         const scalar_t* feat_n = feat + n * C * H * W;
-        for (int64_t c0 = 0; c0 < C; c0 += kChannelBlock) {
-          const int64_t cb = std::min<int64_t>(kChannelBlock, C - c0);
+        const int64_t out_n = n * C * Ho * Wo + y * Wo;
+        int64_t c0 = 0;
+        for (; c0 + kChannelBlock <= C; c0 += kChannelBlock) {
           for (int64_t x = 0; x < Wo; ++x) {
-            acc_t best[kChannelBlock];
-            int32_t best_p[kChannelBlock];
-            for (int64_t j = 0; j < cb; ++j) {
-              best[j] = -std::numeric_limits<acc_t>::infinity();
-              best_p[j] = 0;
-            }
-            for (int64_t e = first[x]; e < first[x + 1]; ++e) {
-              const WarpEntry<acc_t> en = entries[e];
-              const scalar_t* plane = feat_n + c0 * H * W;
-              for (int64_t j = 0; j < cb; ++j, plane += H * W) {
-                // A zero entry has zero weights and mask: its candidate is exactly 0.
-                const acc_t cand =
-                    en.mask * (en.w[0] * static_cast<acc_t>(plane[en.idx[0]]) +
-                               en.w[1] * static_cast<acc_t>(plane[en.idx[1]]) +
-                               en.w[2] * static_cast<acc_t>(plane[en.idx[2]]) +
-                               en.w[3] * static_cast<acc_t>(plane[en.idx[3]]));
-                const bool wins = candidate_wins(cand, best[j]);  // branch-free update
-                best[j] = wins ? cand : best[j];
-                best_p[j] = wins ? en.part : best_p[j];
-              }
-            }
-            const int64_t o = (n * C + c0) * Ho * Wo + y * Wo + x;
-            for (int64_t j = 0; j < cb; ++j) {
-              out[o + j * Ho * Wo] = static_cast<scalar_t>(best[j]);
-              win[o + j * Ho * Wo] = static_cast<uint8_t>(best_p[j]);
-            }
+            warp_pixel_block<kChannelBlock>(entries.data() + first[x], first[x + 1] - first[x],
+                                            feat_n + c0 * H * W, H * W,
+                                            out + out_n + c0 * Ho * Wo + x,
+                                            win + out_n + c0 * Ho * Wo + x, Ho * Wo);
+          }
+        }
+        for (; c0 < C; ++c0) {
+          for (int64_t x = 0; x < Wo; ++x) {
+            warp_pixel_block<1>(entries.data() + first[x], first[x + 1] - first[x],
+                                feat_n + c0 * H * W, H * W, out + out_n + c0 * Ho * Wo + x,
+                                win + out_n + c0 * Ho * Wo + x, Ho * Wo);
           }
         }
       }

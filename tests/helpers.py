@@ -1,0 +1,48 @@
+"""Input makers and comparison helpers shared by the operator tests."""
+import torch
+
+
+def assert_close_scaled(actual, expected, rtol=1e-4, what=""):
+    """max |actual - expected| <= rtol * max(1, max |expected|) (the issue's float32 criterion)."""
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    if expected.numel() == 0:
+        return
+    scale = max(1.0, expected.abs().max().item())
+    err = (actual.double() - expected.double()).abs().max().item()
+    assert err <= rtol * scale, f"{what}: max abs difference {err:.3g} > {rtol} * {scale:.3g}"
+
+
+def warp_inputs(N=2, C=3, H=9, W=7, P=4, Ho=None, Wo=None, dtype=torch.float32, offsets=True,
+                zero_masks=True, far=False, seed=0):
+    """Random part_affine_warp inputs: near-identity affines (rescaled from the output
+    to the input size), masks in (0.2, 1] with part 0 all ones and, optionally, exact
+    zeros elsewhere; optionally parts whose samples lie far outside the image."""
+    Ho = H if Ho is None else Ho
+    Wo = W if Wo is None else Wo
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
+    theta = torch.zeros(N, P, 2, 3, dtype=torch.float64)
+    theta[:, :, 0, 0] = (W - 1) / max(Wo - 1, 1)
+    theta[:, :, 1, 1] = (H - 1) / max(Ho - 1, 1)
+    theta = theta + 0.15 * torch.randn(N, P, 2, 3, generator=g, dtype=torch.float64)
+    theta[:, :, :, 2] += 1.5 * torch.randn(N, P, 2, generator=g, dtype=torch.float64)
+    if far and P > 1:
+        theta[:, -1, :, 2] = 1e4  # every sample of the last part is far outside
+        theta[0, 1, 0, 2] = -50.0
+    masks = 0.2 + 0.8 * torch.rand(N, P, Ho, Wo, generator=g, dtype=torch.float64)
+    masks[:, 0] = 1.0
+    if zero_masks and P > 1:
+        masks[:, 1:] *= (torch.rand(N, P - 1, Ho, Wo, generator=g, dtype=torch.float64) > 0.4)
+    off = 0.7 * torch.randn(N, 2, Ho, Wo, generator=g, dtype=torch.float64) if offsets else None
+    out = [features, theta, masks, off]
+    return [t.to(dtype) if t is not None else None for t in out]
+
+
+def grads_of(fn, inputs, grad_out):
+    """Run fn(*inputs) with fresh leaf copies and return (output, [grad of each input or None])."""
+    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
+    out = fn(*leaves)
+    need = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(out, need, grad_out, allow_unused=True)
+    it = iter(grads)
+    return out.detach(), [next(it) if t is not None else None for t in leaves]

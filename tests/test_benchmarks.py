@@ -1,0 +1,16 @@
+"""The benchmark scripts run end to end (tiny sizes; no timing is asserted)."""
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_bench_ops_prints_a_table_with_ratios():
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_ops.py"), "--batch", "1", "--channels", "2",
+         "--height", "8", "--width", "6", "--parts", "3", "--repeat", "1", "--warmup", "0"],
+        capture_output=True, text=True, timeout=300, check=True).stdout
+    for op in ("part_affine_warp", "nn_loss", "keypoint_heatmaps"):
+        assert f"| {op} | reference |" in out
+    assert "speed-up" in out and "failed" not in out

@@ -1,0 +1,159 @@
+import pytest
+import torch
+
+import deformgan_ops as D
+from conftest import requires_cpu_kernels
+from helpers import assert_close_scaled, grads_of
+
+BACKENDS = ["reference", pytest.param("cpu", marks=requires_cpu_kernels)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("k", [3, 5])
+def test_zero_when_target_is_generated_shifted_within_the_window(backend, k):
+    r = k // 2
+    gen = torch.randn(2, 4, 12, 9)
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            target = torch.roll(gen, shifts=(dy, dx), dims=(2, 3))
+            d = D.nn_loss(gen, target, k, reduction="none", backend=backend)
+            # away from the border the shifted copy of each pixel is inside its window
+            interior = d[:, r:-r, r:-r]
+            assert interior.abs().max().item() == 0.0
+            assert d.min().item() >= 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kernel_size_one_is_channel_summed_l1(backend):
+    gen, target = torch.randn(2, 5, 7, 6), torch.randn(2, 5, 7, 6)
+    d = D.nn_loss(gen, target, 1, reduction="none", backend=backend)
+    torch.testing.assert_close(d, (gen - target).abs().sum(1))
+    torch.testing.assert_close(D.nn_loss(gen, target, 1, backend=backend), (gen - target).abs().sum(1).mean())
+    torch.testing.assert_close(D.nn_loss(gen, target, 1, reduction="sum", backend=backend),
+                               (gen - target).abs().sum())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_windows_are_clipped_to_the_image(backend):
+    """A corner pixel sees only the in-image part of its window (4 of 9 for k=3)."""
+    gen = torch.zeros(1, 1, 3, 3)
+    target = torch.full((1, 1, 3, 3), 10.0)
+    target[0, 0, 2, 2] = 1.0  # the only close match, in the window of (1, 1), (1, 2), (2, 1), (2, 2)
+    d = D.nn_loss(gen, target, 3, reduction="none", backend=backend)
+    assert d[0, 0, 0].item() == 10.0
+    assert d[0, 2, 2].item() == 1.0 and d[0, 1, 1].item() == 1.0
+
+
+def test_ties_take_the_first_window_position():
+    gen = torch.zeros(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.ones(1, 1, 3, 3, dtype=torch.float64, requires_grad=True)  # every match ties
+    backends = ["reference"] + (["cpu"] if D.has_compiled_kernel("nn_loss", "cpu") else [])
+    grads = []
+    for backend in backends:
+        g, t = gen.detach().clone().requires_grad_(), target.detach().clone().requires_grad_()
+        D.nn_loss(g, t, 3, reduction="sum", backend=backend).backward()
+        grads.append(t.grad)
+    # centre pixel (1, 1): first window position is (0, 0); pixel (0, 0): first in-image is (0, 0)
+    expected = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    for y in range(3):
+        for x in range(3):
+            expected[0, 0, max(y - 1, 0), max(x - 1, 0)] += 1
+    for gt in grads:
+        torch.testing.assert_close(gt, expected)
+
+
+CASES = [(2, 64, 16, 8), (1, 1, 5, 7), (3, 3, 9, 4), (2, 2, 1, 6), (1, 4, 2, 2)]
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("shape", CASES)
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_matches_reference(shape, k, dtype):
+    gen, target = torch.randn(*shape, dtype=dtype), torch.randn(*shape, dtype=dtype)
+    grad = torch.randn(shape[0], shape[2], shape[3], dtype=dtype)
+    ref, g_ref = grads_of(lambda a, b: D.nn_loss(a, b, k, "none", backend="reference"), [gen, target], grad)
+    cpu, g_cpu = grads_of(lambda a, b: D.nn_loss(a, b, k, "none", backend="cpu"), [gen, target], grad)
+    assert_close_scaled(cpu, ref, what="distance")
+    for name, a, b in zip(["generated", "target"], g_cpu, g_ref):
+        assert_close_scaled(a, b, what=f"grad {name}")
+    for reduction in ("mean", "sum"):
+        assert_close_scaled(D.nn_loss(gen, target, k, reduction, backend="cpu"),
+                            D.nn_loss(gen, target, k, reduction, backend="reference"), what=reduction)
+
+
+@requires_cpu_kernels
+def test_cpu_non_contiguous_and_empty():
+    gen, target = torch.randn(2, 3, 8, 6, dtype=torch.float64), torch.randn(2, 3, 8, 6, dtype=torch.float64)
+    gen_nc = gen.transpose(2, 3).contiguous().transpose(2, 3)
+    target_cl = target.to(memory_format=torch.channels_last)
+    assert not gen_nc.is_contiguous() and not target_cl.is_contiguous()
+    assert_close_scaled(D.nn_loss(gen_nc, target_cl, 3, "none", backend="cpu"),
+                        D.nn_loss(gen, target, 3, "none", backend="reference"))
+    e = gen[:0].clone().requires_grad_()
+    d = D.nn_loss(e, target[:0], 3, "none", backend="cpu")
+    assert d.shape == (0, 8, 6)
+    d.sum().backward()
+    assert e.grad.shape == e.shape
+    assert torch.isnan(D.nn_loss(gen[:0], target[:0], 3, backend="cpu"))  # mean of nothing, as torch
+
+
+@requires_cpu_kernels
+def test_gradcheck_float64():
+    gen = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: D.nn_loss(a, b, 3, "none", backend="cpu"), (gen, target),
+                                    eps=1e-6, atol=1e-6)
+
+
+@requires_cpu_kernels
+def test_opcheck():
+    gen = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+    torch.library.opcheck(torch.ops.deformgan_ops.nn_loss.default, (gen, target, 3))
+    d, argmin = torch.ops.deformgan_ops.nn_loss(gen.detach(), target.detach(), 3)
+    torch.library.opcheck(torch.ops.deformgan_ops._nn_loss_backward.default,
+                          (torch.randn_like(d), gen.detach(), target.detach(), argmin, 3, [True, True]))
+
+
+@requires_cpu_kernels
+def test_backward_rejects_a_corrupt_argmin():
+    gen, target = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
+    d, argmin = torch.ops.deformgan_ops.nn_loss(gen, target, 3)
+    argmin[0, 0, 0] = 0  # window position (-1, -1) of pixel (0, 0) is outside the image
+    with pytest.raises(RuntimeError, match="argmin holds window index"):
+        torch.ops.deformgan_ops._nn_loss_backward(torch.ones_like(d), gen, target, argmin, 3, [True, True])
+
+
+def test_module_wrapper():
+    crit = D.NNLoss(kernel_size=3, reduction="sum")
+    gen, target = torch.randn(2, 3, 6, 5), torch.randn(2, 3, 6, 5)
+    torch.testing.assert_close(crit(gen, target), D.nn_loss(gen, target, 3, "sum"))
+    assert "kernel_size=3" in repr(crit)
+
+
+BAD = [
+    (lambda g, t: (g[0], t[0], 3, "mean"), ValueError, "generated must be a 4-D tensor"),
+    (lambda g, t: (g, t[:, :2], 3, "mean"), ValueError, "target must have the shape of generated"),
+    (lambda g, t: (g, t.double(), 3, "mean"), TypeError, "target must have the dtype of generated"),
+    (lambda g, t: (g, t, 4, "mean"), ValueError, "kernel_size must be an odd positive int"),
+    (lambda g, t: (g, t, 0, "mean"), ValueError, "kernel_size must be an odd positive int"),
+    (lambda g, t: (g, t, 3, "avg"), ValueError, "reduction must be"),
+    (lambda g, t: (g.int(), t.int(), 3, "mean"), TypeError, "generated must be a floating point"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mutate,exc,msg", BAD)
+def test_bad_input_raises_a_clear_error(backend, mutate, exc, msg):
+    args = mutate(torch.randn(2, 3, 6, 5), torch.randn(2, 3, 6, 5))
+    with pytest.raises(exc, match=msg):
+        D.nn_loss(*args, backend=backend)
+
+
+@requires_cpu_kernels
+def test_cpp_checks_name_the_argument():
+    with pytest.raises(RuntimeError, match="kernel_size must be an odd positive integer"):
+        torch.ops.deformgan_ops.nn_loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3), 2)
+    with pytest.raises(RuntimeError, match="target must have the shape of generated"):
+        torch.ops.deformgan_ops.nn_loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 4), 3)

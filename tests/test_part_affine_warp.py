@@ -1,0 +1,267 @@
+import math
+
+import pytest
+import torch
+
+import deformgan_ops as D
+from conftest import requires_cpu_kernels
+from helpers import assert_close_scaled, grads_of, warp_inputs
+
+BACKENDS = ["reference", pytest.param("cpu", marks=requires_cpu_kernels)]
+
+
+def identity_theta(N, P, dtype=torch.float32):
+    theta = torch.zeros(N, P, 2, 3, dtype=dtype)
+    theta[:, :, 0, 0] = 1
+    theta[:, :, 1, 1] = 1
+    return theta
+
+
+# ------------------------------------------------------------------ known answers
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_identity_with_all_ones_mask_returns_input(backend):
+    f = torch.randn(2, 5, 11, 6)
+    out = D.part_affine_warp(f, identity_theta(2, 1), torch.ones(2, 1, 11, 6), backend=backend)
+    torch.testing.assert_close(out, f, rtol=0, atol=0 if backend == "cpu" else 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("tx,ty", [(2, 0), (0, -3), (-1, 2)])
+def test_integer_translation_shifts_exactly_and_fills_zeros(backend, tx, ty):
+    H, W = 8, 6
+    f = torch.randn(1, 2, H, W)
+    theta = identity_theta(1, 1)
+    theta[0, 0, 0, 2] = tx  # u = x + tx: output (x, y) reads input (x + tx, y + ty)
+    theta[0, 0, 1, 2] = ty
+    out = D.part_affine_warp(f, theta, torch.ones(1, 1, H, W), backend=backend)
+    expected = torch.zeros_like(f)
+    for y in range(H):
+        for x in range(W):
+            if 0 <= x + tx < W and 0 <= y + ty < H:
+                expected[..., y, x] = f[..., y + ty, x + tx]
+    # the kernel is exact; grid_sample's [-1, 1] normalisation rounds slightly
+    torch.testing.assert_close(out, expected, rtol=0, atol=0 if backend == "cpu" else 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_picks_the_larger_of_two_masked_parts(backend):
+    H, W = 7, 5
+    f = torch.randn(1, 3, H, W)
+    theta = identity_theta(1, 2)
+    theta[0, 1, 0, 2] = 1.0
+    masks = torch.ones(1, 2, H, W)
+    masks[0, 1] = 0.5
+    shifted = torch.zeros_like(f)
+    shifted[..., :, : W - 1] = f[..., :, 1:]
+    expected = torch.maximum(f, 0.5 * shifted)
+    out = D.part_affine_warp(f, theta, masks, backend=backend)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0 if backend == "cpu" else 1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_masks_give_zero_and_no_feature_gradient(backend):
+    f = torch.randn(2, 3, 6, 5, requires_grad=True)
+    theta = identity_theta(2, 3)
+    out = D.part_affine_warp(f, theta, torch.zeros(2, 3, 6, 5), backend=backend)
+    assert out.abs().max().item() == 0.0
+    out.sum().backward()
+    assert f.grad.abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_mask_part_competes_with_value_zero(backend):
+    """A zero-mask part is a candidate of value exactly 0: negative samples lose to it."""
+    f = -torch.rand(1, 1, 4, 4) - 0.1  # all negative
+    masks = torch.ones(1, 2, 4, 4)
+    masks[0, 1] = 0
+    out = D.part_affine_warp(f, identity_theta(1, 2), masks, backend=backend)
+    assert out.abs().max().item() == 0.0
+
+
+def test_ties_go_to_the_lowest_part_and_gradient_to_the_winner_only():
+    f = torch.randn(1, 2, 5, 4, dtype=torch.float64)
+    theta = identity_theta(1, 3, torch.float64)  # three identical parts: exact ties
+    for backend in ["reference"] + (["cpu"] if D.has_compiled_kernel("part_affine_warp", "cpu") else []):
+        masks = torch.ones(1, 3, 5, 4, dtype=torch.float64, requires_grad=True)
+        out = D.part_affine_warp(f, theta, masks, backend=backend)
+        out.sum().backward()
+        assert torch.equal(masks.grad[0, 1:], torch.zeros_like(masks.grad[0, 1:])), backend
+        torch.testing.assert_close(masks.grad[0, 0], f[0].sum(0))
+
+
+def test_downsampled_affine_convention_matches_image_level_warp():
+    """An affine fitted at full resolution, with its translation divided by s, warps
+    a feature map downsampled by s like the full-resolution warp (for pure translations
+    by multiples of s)."""
+    f = torch.randn(1, 2, 16, 8, dtype=torch.float64)
+    theta = identity_theta(1, 1, torch.float64)
+    theta[0, 0, :, 2] = torch.tensor([4.0, -2.0])
+    full = D.part_affine_warp(f, theta, torch.ones(1, 1, 16, 8, dtype=torch.float64), backend="reference")
+    half_theta = theta.clone()
+    half_theta[..., 2] /= 2
+    small = f[..., ::2, ::2]
+    half = D.part_affine_warp(small, half_theta, torch.ones(1, 1, 8, 4, dtype=torch.float64), backend="reference")
+    torch.testing.assert_close(half, full[..., ::2, ::2])
+
+
+# ------------------------------------------------------------------ cpu vs reference
+CASES = [
+    dict(N=2, C=1, H=9, W=7, P=4),
+    dict(N=3, C=3, H=12, W=5, P=10, Ho=7, Wo=9),
+    dict(N=1, C=64, H=16, W=8, P=10),
+    dict(N=2, C=3, H=1, W=6, P=3),  # a size-1 axis
+    dict(N=2, C=2, H=10, W=7, P=5, far=True),
+]
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("offsets", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpu_matches_reference(case, offsets, dtype):
+    inputs = warp_inputs(**case, offsets=offsets, dtype=dtype)
+    N, C = inputs[0].shape[:2]
+    Ho, Wo = inputs[2].shape[2:]
+    grad_out = torch.randn(N, C, Ho, Wo, dtype=dtype)
+    out_ref, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), inputs, grad_out)
+    out_cpu, g_cpu = grads_of(lambda *a: D.part_affine_warp(*a, backend="cpu"), inputs, grad_out)
+    assert_close_scaled(out_cpu, out_ref, what="output")
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], g_cpu, g_ref):
+        if b is None:
+            assert a is None
+            continue
+        assert_close_scaled(a, b, rtol=1e-4 if dtype == torch.float32 else 1e-10, what=f"grad {name}")
+
+
+@requires_cpu_kernels
+def test_cpu_non_contiguous_inputs():
+    f, theta, masks, off = warp_inputs(N=2, C=4, H=8, W=6, P=3, dtype=torch.float64)
+    f_nc = f.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    masks_nc = masks.permute(0, 1, 3, 2).contiguous().permute(0, 1, 3, 2)
+    off_nc = torch.stack([off, -off], dim=-1)[..., 0]
+    assert not f_nc.is_contiguous() and not masks_nc.is_contiguous() and not off_nc.is_contiguous()
+    a = D.part_affine_warp(f_nc, theta, masks_nc, off_nc, backend="cpu")
+    b = D.part_affine_warp(f, theta, masks, off, backend="reference")
+    assert_close_scaled(a, b)
+    # channels_last features too
+    a2 = D.part_affine_warp(f.to(memory_format=torch.channels_last), theta, masks, off, backend="cpu")
+    assert_close_scaled(a2, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch(backend):
+    f, theta, masks, off = warp_inputs(N=2)
+    f, theta, masks, off = f[:0], theta[:0], masks[:0], off[:0]
+    f.requires_grad_()
+    out = D.part_affine_warp(f, theta, masks, off, backend=backend)
+    assert out.shape == (0, 3, 9, 7)
+    out.sum().backward()
+    assert f.grad.shape == f.shape
+
+
+@requires_cpu_kernels
+def test_nan_locations_take_the_out_of_bounds_branch():
+    f, theta, masks, off = warp_inputs(N=2, C=2, H=6, W=5, P=3, dtype=torch.float64, zero_masks=False)
+    off[0, 0, 1, 2] = float("nan")
+    off[1, 1, 3, 3] = float("inf")
+    grad_out = torch.randn(2, 2, 6, 5, dtype=torch.float64)
+    out_ref, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"),
+                              [f, theta, masks, off], grad_out)
+    out_cpu, g_cpu = grads_of(lambda *a: D.part_affine_warp(*a, backend="cpu"),
+                              [f, theta, masks, off], grad_out)
+    assert torch.isfinite(out_cpu).all()
+    assert_close_scaled(out_cpu, out_ref)
+    # at a NaN location every part samples 0: the output there is 0 for all channels
+    assert out_cpu[0, :, 1, 2].abs().max().item() == 0.0
+    for a, b in zip(g_cpu[:3], g_ref[:3]):
+        assert torch.isfinite(a).all()
+        assert_close_scaled(a, b)
+
+
+@requires_cpu_kernels
+def test_gradcheck_float64():
+    inputs = warp_inputs(N=2, C=2, H=6, W=5, P=3, Ho=5, Wo=4, dtype=torch.float64, zero_masks=False)
+    inputs = [t.requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(lambda *a: D.part_affine_warp(*a, backend="cpu"), inputs,
+                                    eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@requires_cpu_kernels
+def test_gradcheck_float64_without_offsets_with_zero_masks():
+    f, theta, masks, _ = warp_inputs(N=1, C=2, H=6, W=5, P=3, dtype=torch.float64, offsets=False,
+                                     zero_masks=False)
+    # a single zero-mask part, and every other part sampling strictly inside the
+    # image, keep ties away: the zero candidate is unique
+    masks[:, 2] = 0
+    theta = 0.7 * theta.abs().clamp(max=1.0) * torch.eye(2, 3, dtype=torch.float64) + 0.02 * theta
+    theta[..., 2] = 0.6
+    inputs = [f.requires_grad_(), theta.requires_grad_(), masks.requires_grad_()]
+    assert torch.autograd.gradcheck(lambda *a: D.part_affine_warp(*a, backend="cpu"), inputs,
+                                    eps=1e-6, atol=1e-6, rtol=1e-4)
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("offsets", [True, False])
+def test_opcheck(offsets):
+    f, theta, masks, off = warp_inputs(N=2, C=3, H=7, W=5, P=3, dtype=torch.float64, offsets=offsets)
+    args = (f.requires_grad_(), theta.requires_grad_(), masks.requires_grad_(),
+            off.requires_grad_() if off is not None else None)
+    torch.library.opcheck(torch.ops.deformgan_ops.part_affine_warp.default, args)
+    out, winner = torch.ops.deformgan_ops.part_affine_warp(*[a.detach() if a is not None else None for a in args])
+    bargs = (torch.randn_like(out), f.detach(), theta.detach(), masks.detach(),
+             off.detach() if off is not None else None, winner, [True, True, True, offsets])
+    torch.library.opcheck(torch.ops.deformgan_ops._part_affine_warp_backward.default, bargs)
+
+
+@requires_cpu_kernels
+def test_backward_only_computes_needed_gradients():
+    f, theta, masks, off = warp_inputs(N=2, dtype=torch.float64)
+    f.requires_grad_()
+    out = D.part_affine_warp(f, theta, masks, off, backend="cpu")
+    out.sum().backward()
+    ref = f.detach().clone().requires_grad_()
+    D.part_affine_warp(ref, theta, masks, off, backend="reference").sum().backward()
+    assert_close_scaled(f.grad, ref.grad)
+    assert theta.grad is None and masks.grad is None and off.grad is None
+
+
+# ------------------------------------------------------------------ bad input
+BAD = [
+    (lambda f, t, m, o: (f[0], t, m, o), ValueError, "features must be a 4-D tensor"),
+    (lambda f, t, m, o: (f.long(), t, m, o), TypeError, "features must be a floating point"),
+    (lambda f, t, m, o: (f, t[..., :2], m, o), ValueError, r"theta must have shape \[N, P, 2, 3\]"),
+    (lambda f, t, m, o: (f, t[:1], m, o), ValueError, "theta must have shape"),
+    (lambda f, t, m, o: (f, t, m[:, :2], o), ValueError, "masks must have shape"),
+    (lambda f, t, m, o: (f, t.double(), m, o), TypeError, "theta must have the dtype of features"),
+    (lambda f, t, m, o: (f, t, m, o[:, :1]), ValueError, "offsets must have shape"),
+    (lambda f, t, m, o: (f, t, m.double(), o), TypeError, "masks must have the dtype"),
+    (lambda f, t, m, o: (f, t, "masks", o), TypeError, "masks must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mutate,exc,msg", BAD)
+def test_bad_input_raises_a_clear_error(backend, mutate, exc, msg):
+    args = mutate(*warp_inputs(N=2, P=3))
+    with pytest.raises(exc, match=msg):
+        D.part_affine_warp(*args, backend=backend)
+
+
+def test_too_many_parts():
+    f = torch.randn(1, 1, 3, 3)
+    theta = identity_theta(1, 256)
+    with pytest.raises(ValueError, match="between 1 and 255 parts"):
+        D.part_affine_warp(f, theta, torch.ones(1, 256, 3, 3))
+
+
+@requires_cpu_kernels
+def test_cpp_checks_name_the_argument():
+    f, theta, masks, off = warp_inputs(N=2, P=3)
+    with pytest.raises(RuntimeError, match="masks must have shape"):
+        torch.ops.deformgan_ops.part_affine_warp(f, theta, masks[:, :2], off)
+    with pytest.raises(RuntimeError, match="offsets must have shape"):
+        torch.ops.deformgan_ops.part_affine_warp(f, theta, masks, off[:, :, :3])
+    out, winner = torch.ops.deformgan_ops.part_affine_warp(f, theta, masks, off)
+    with pytest.raises(RuntimeError, match="winner must be a uint8 tensor"):
+        torch.ops.deformgan_ops._part_affine_warp_backward(out, f, theta, masks, off, winner.long(),
+                                                           [True] * 4)
