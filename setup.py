@@ -16,6 +16,45 @@ from setuptools import setup
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
+def _find_cuda_home():
+    """A CUDA toolkit folder (with bin/nvcc and include/cuda_runtime.h), or None.
+
+    torch guesses CUDA_HOME as the parent of the nvcc on PATH, which is wrong when
+    that nvcc is a wrapper script (e.g. /usr/local/bin/nvcc exec-ing
+    /usr/local/cuda-13.0/bin/nvcc), so look at the usual places too.
+    """
+    import shutil
+
+    def ok(d):
+        return d and os.path.isfile(os.path.join(d, "bin", "nvcc")) and \
+            os.path.isfile(os.path.join(d, "include", "cuda_runtime.h"))
+
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            return os.environ[var]
+    candidates = []
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        candidates.append(os.path.dirname(os.path.dirname(os.path.realpath(nvcc))))
+        try:  # a wrapper script that execs the real nvcc
+            with open(nvcc, "r", errors="ignore") as fh:
+                for word in fh.read(4096).split():
+                    if word.endswith("/bin/nvcc"):
+                        candidates.append(os.path.dirname(os.path.dirname(word)))
+        except OSError:
+            pass
+    candidates += ["/usr/local/cuda"] + sorted(glob.glob("/usr/local/cuda-*"), reverse=True)
+    for d in candidates:
+        if ok(d):
+            return d
+    return None
+
+
+_cuda_home = _find_cuda_home()
+if _cuda_home and not os.environ.get("CUDA_HOME"):
+    os.environ["CUDA_HOME"] = _cuda_home  # read by torch.utils.cpp_extension at import
+
+
 def _log(msg):
     print(f"[deformgan_ops build] {msg}", file=sys.stderr, flush=True)
 

@@ -8,8 +8,10 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define DEFORMGAN_HD __host__ __device__ __forceinline__
+#define DEFORMGAN_UNROLL _Pragma("unroll")
 #else
 #define DEFORMGAN_HD inline
+#define DEFORMGAN_UNROLL _Pragma("GCC unroll 4")
 #endif
 
 namespace deformgan_ops {

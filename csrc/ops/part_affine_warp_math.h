@@ -76,7 +76,7 @@ DEFORMGAN_HD void bilinear_weights(const BilinearCorners<acc_t>& c, acc_t w[4]) 
 template <typename scalar_t, typename acc_t>
 DEFORMGAN_HD void corner_values(const scalar_t* plane, const BilinearCorners<acc_t>& c,
                                 acc_t f[4]) {
-#pragma unroll
+DEFORMGAN_UNROLL
   for (int i = 0; i < 4; ++i) {
     f[i] = c.idx[i] >= 0 ? static_cast<acc_t>(plane[c.idx[i]]) : acc_t(0);
   }
@@ -124,7 +124,7 @@ DEFORMGAN_HD BilinearTaps<acc_t> bilinear_taps(const BilinearCorners<acc_t>& c) 
   const acc_t w[4] = {wx0 * wy0, c.wx1 * wy0, wx0 * c.wy1, c.wx1 * c.wy1};
   const acc_t du[4] = {-wy0, wy0, -c.wy1, c.wy1};
   const acc_t dv[4] = {-wx0, -c.wx1, wx0, c.wx1};
-#pragma unroll
+DEFORMGAN_UNROLL
   for (int i = 0; i < 4; ++i) {
     const bool in = c.idx[i] >= 0;
     t.idx[i] = in ? c.idx[i] : 0;
@@ -137,7 +137,7 @@ DEFORMGAN_HD BilinearTaps<acc_t> bilinear_taps(const BilinearCorners<acc_t>& c) 
 
 template <typename scalar_t, typename acc_t>
 DEFORMGAN_HD void taps_load(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4]) {
-#pragma unroll
+DEFORMGAN_UNROLL
   for (int i = 0; i < 4; ++i) f[i] = static_cast<acc_t>(plane[t.idx[i]]);
 }
 

@@ -83,8 +83,8 @@ struct WarpEntry {
 template <int B, typename scalar_t, typename acc_t>
 inline void warp_pixel_block(const WarpEntry<acc_t>* entries, int64_t count, const scalar_t* plane0,
                              int64_t plane_stride, scalar_t* out, uint8_t* win, int64_t out_stride) {
-  acc_t best[B];
-  int32_t best_p[B];
+  acc_t best[B] = {};  // set by the first entry
+  int32_t best_p[B] = {};
   for (int64_t e = 0; e < count; ++e) {
     const WarpEntry<acc_t> en = entries[e];
 #pragma GCC unroll 8

@@ -1,0 +1,126 @@
+"""nn_loss in Triton: per-pixel minimum over the window (no k*k copies), and its backward."""
+from typing import List, Tuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ._common import BLOCK, accumulator_dtype, compute_dtype, empty_grad
+
+
+@triton.jit
+def _nn_loss_forward_kernel(gen_ptr, tgt_ptr, dist_ptr, argmin_ptr, C, H, W,
+                            K: tl.constexpr, DT: tl.constexpr, BLOCK: tl.constexpr):
+    n = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    HW = H * W
+    valid = offs < HW
+    x = offs % W
+    y = offs // W
+    best = tl.full([BLOCK], float("inf"), dtype=DT)
+    best_o = tl.zeros([BLOCK], dtype=tl.int32)
+    base = n * C * HW
+    for o in tl.static_range(K * K):
+        dy = o // K - K // 2
+        dx = o % K - K // 2
+        inside = valid & (y + dy >= 0) & (y + dy < H) & (x + dx >= 0) & (x + dx < W)
+        q = offs + dy * W + dx
+        d = tl.zeros([BLOCK], dtype=DT)
+        for c in range(0, C):
+            g = tl.load(gen_ptr + base + c * HW + offs, mask=valid, other=0).to(DT)
+            t = tl.load(tgt_ptr + base + c * HW + q, mask=inside, other=0).to(DT)
+            d += tl.abs(t - g)
+        d = tl.where(inside, d, float("inf"))
+        better = d < best  # strict: ties keep the first window position
+        best = tl.where(better, d, best)
+        best_o = tl.where(better, o, best_o)
+    tl.store(dist_ptr + n * HW + offs, best.to(dist_ptr.dtype.element_ty), mask=valid)
+    tl.store(argmin_ptr + n * HW + offs, best_o, mask=valid)
+
+
+@triton.jit
+def _nn_loss_backward_kernel(grad_ptr, gen_ptr, tgt_ptr, argmin_ptr, ggen_ptr, gtgt_ptr, C, H, W,
+                             K: tl.constexpr, NEED_GEN: tl.constexpr, NEED_TGT: tl.constexpr,
+                             DT: tl.constexpr, BLOCK: tl.constexpr):
+    n = tl.program_id(0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    HW = H * W
+    valid = offs < HW
+    o = tl.load(argmin_ptr + n * HW + offs, mask=valid, other=(K * K) // 2)
+    q = offs + (o // K - K // 2) * W + (o % K - K // 2)
+    grad = tl.load(grad_ptr + n * HW + offs, mask=valid, other=0).to(DT)
+    base = n * C * HW
+    for c in range(0, C):
+        g = tl.load(gen_ptr + base + c * HW + offs, mask=valid, other=0).to(DT)
+        t = tl.load(tgt_ptr + base + c * HW + q, mask=valid, other=0).to(DT)
+        diff = g - t
+        v = grad * tl.where(diff > 0, 1.0, tl.where(diff < 0, -1.0, 0.0))
+        if NEED_GEN:
+            tl.store(ggen_ptr + base + c * HW + offs, v.to(ggen_ptr.dtype.element_ty), mask=valid)
+        if NEED_TGT:
+            tl.atomic_add(gtgt_ptr + base + c * HW + q, -v, mask=valid)
+
+
+@torch.library.custom_op("deformgan_triton::nn_loss", mutates_args=())
+def nn_loss_op(generated: torch.Tensor, target: torch.Tensor, kernel_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    generated, target = generated.contiguous(), target.contiguous()
+    N, C, H, W = generated.shape
+    dist = generated.new_empty((N, H, W))
+    argmin = generated.new_empty((N, H, W), dtype=torch.int32)
+    if dist.numel():
+        grid = (N, triton.cdiv(H * W, BLOCK))
+        _nn_loss_forward_kernel[grid](generated, target, dist, argmin, C, H, W, K=kernel_size,
+                                      DT=compute_dtype(generated.dtype), BLOCK=BLOCK)
+    return dist, argmin
+
+
+@torch.library.custom_op("deformgan_triton::_nn_loss_backward", mutates_args=())
+def nn_loss_backward_op(grad_distance: torch.Tensor, generated: torch.Tensor, target: torch.Tensor,
+                        argmin: torch.Tensor, kernel_size: int, output_mask: List[bool]
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    generated, target = generated.contiguous(), target.contiguous()
+    grad_distance = grad_distance.to(generated.dtype).contiguous()
+    argmin = argmin.contiguous()
+    need_gen, need_tgt = bool(output_mask[0]), bool(output_mask[1])
+    N, C, H, W = generated.shape
+    ggen = torch.empty_like(generated) if need_gen else empty_grad(generated)
+    gtgt = torch.zeros(generated.shape, dtype=accumulator_dtype(generated.dtype), device=generated.device) \
+        if need_tgt else empty_grad(generated)
+    if generated.numel() and (need_gen or need_tgt):
+        grid = (N, triton.cdiv(H * W, BLOCK))
+        _nn_loss_backward_kernel[grid](grad_distance, generated, target, argmin, ggen, gtgt, C, H, W,
+                                       K=kernel_size, NEED_GEN=need_gen, NEED_TGT=need_tgt,
+                                       DT=compute_dtype(generated.dtype), BLOCK=BLOCK)
+    return ggen, (gtgt.to(generated.dtype) if need_tgt else gtgt)
+
+
+@nn_loss_op.register_fake
+def _(generated, target, kernel_size):
+    N, _, H, W = generated.shape
+    return generated.new_empty((N, H, W)), generated.new_empty((N, H, W), dtype=torch.int32)
+
+
+@nn_loss_backward_op.register_fake
+def _(grad_distance, generated, target, argmin, kernel_size, output_mask):
+    return tuple(torch.empty_like(t) if need else t.new_empty((0,)) for t, need in zip((generated, target), output_mask))
+
+
+def _setup(ctx, inputs, output):
+    generated, target, kernel_size = inputs
+    ctx.kernel_size = kernel_size
+    ctx.save_for_backward(generated, target, output[1])
+
+
+def _backward(ctx, grad_distance, _grad_argmin):
+    generated, target, argmin = ctx.saved_tensors
+    need = [bool(x) for x in ctx.needs_input_grad[:2]]
+    gg, gt = nn_loss_backward_op(grad_distance, generated, target, argmin, ctx.kernel_size, need)
+    return (gg if need[0] else None), (gt if need[1] else None), None
+
+
+nn_loss_op.register_autograd(_backward, setup_context=_setup)
+
+
+def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Triton per-pixel nearest-neighbour distance ``[N, H, W]``; see :func:`deformgan_ops.nn_loss`."""
+    return nn_loss_op(generated, target, kernel_size)[0]

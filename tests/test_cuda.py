@@ -1,0 +1,115 @@
+"""CUDA C++ and Triton kernels on a CUDA device against the reference (skipped
+without a GPU), and the CUDA build check (CI compiles the .cu files here)."""
+import os
+import warnings
+
+import pytest
+import torch
+
+import deformgan_ops as D
+from helpers import assert_close_scaled, grads_of, warp_inputs
+
+OPS = ("part_affine_warp", "keypoint_heatmaps", "nn_loss")
+HAS_GPU = torch.cuda.is_available()
+GPU_BACKENDS = [b for b in ("cuda", "triton") if HAS_GPU and b in D.available_backends("cuda")]
+
+requires_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device")
+
+
+@pytest.mark.skipif(os.environ.get("DEFORMGAN_FORCE_CUDA") != "1",
+                    reason="the CUDA build is only required with DEFORMGAN_FORCE_CUDA=1")
+def test_cuda_kernels_were_compiled():
+    for op in OPS:
+        assert D.has_compiled_kernel(op, "cuda"), f"no CUDA kernel registered for {op}"
+
+
+def _to(ts, device):
+    return [t.to(device) if t is not None else None for t in ts]
+
+
+@requires_gpu
+@pytest.mark.parametrize("backend", GPU_BACKENDS or ["cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", [dict(N=2, C=3, H=9, W=7, P=4), dict(N=3, C=64, H=32, W=16, P=10, Ho=17, Wo=9),
+                                  dict(N=2, C=2, H=6, W=5, P=3, far=True)])
+@pytest.mark.parametrize("offsets", [True, False])
+def test_part_affine_warp_gpu(backend, dtype, case, offsets):
+    inputs = _to(warp_inputs(**case, dtype=dtype, offsets=offsets), "cuda")
+    N, C = inputs[0].shape[:2]
+    Ho, Wo = inputs[2].shape[2:]
+    grad_out = torch.randn(N, C, Ho, Wo, dtype=dtype, device="cuda")
+    out, g = grads_of(lambda *a: D.part_affine_warp(*a, backend=backend), inputs, grad_out)
+    ref, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), _to(inputs, "cpu"), grad_out.cpu())
+    assert_close_scaled(out.cpu(), ref)
+    for a, b in zip(g, g_ref):
+        if b is not None:
+            assert_close_scaled(a.cpu(), b, rtol=1e-4 if dtype == torch.float32 else 1e-9)
+
+
+@requires_gpu
+@pytest.mark.parametrize("backend", GPU_BACKENDS or ["cuda"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_keypoint_heatmaps_and_nn_loss_gpu(backend, dtype):
+    kp = torch.rand(3, 18, 2, dtype=dtype) * torch.tensor([64.0, 128.0], dtype=dtype)
+    kp[0, 3] = -1
+    kp[1, 4, 0] = float("nan")
+    go = torch.randn(3, 18, 128, 64, dtype=dtype)
+    out, g = grads_of(lambda k: D.keypoint_heatmaps(k, 128, 64, 6.0, backend=backend), [kp.cuda()], go.cuda())
+    ref, g_ref = grads_of(lambda k: D.keypoint_heatmaps(k, 128, 64, 6.0, backend="reference"), [kp], go)
+    assert_close_scaled(out.cpu(), ref)
+    assert_close_scaled(g[0].cpu(), g_ref[0], rtol=1e-4 if dtype == torch.float32 else 1e-9)
+    for k in (1, 3, 5):
+        gen, target = torch.randn(2, 16, 20, 11, dtype=dtype), torch.randn(2, 16, 20, 11, dtype=dtype)
+        grad = torch.randn(2, 20, 11, dtype=dtype)
+        out, g = grads_of(lambda a, b: D.nn_loss(a, b, k, "none", backend=backend),
+                          [gen.cuda(), target.cuda()], grad.cuda())
+        ref, g_ref = grads_of(lambda a, b: D.nn_loss(a, b, k, "none", backend="reference"), [gen, target], grad)
+        assert_close_scaled(out.cpu(), ref)
+        for a, b in zip(g, g_ref):
+            assert_close_scaled(a.cpu(), b)
+
+
+@requires_gpu
+@pytest.mark.parametrize("backend", GPU_BACKENDS or ["cuda"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_forward_gpu(backend, dtype):
+    f, theta, masks, off = warp_inputs(N=2, C=8, H=16, W=8, P=4, dtype=torch.float32)
+    ref = D.part_affine_warp(f, theta, masks, off, backend="reference")
+    out = D.part_affine_warp(*_to([f.to(dtype), theta.to(dtype), masks.to(dtype), off.to(dtype)], "cuda"),
+                             backend=backend)
+    assert out.dtype == dtype
+    assert (out.float().cpu() - ref).abs().max().item() < (0.05 if dtype == torch.bfloat16 else 0.01) * ref.abs().max()
+
+
+@requires_gpu
+def test_cuda_opcheck_and_gradcheck():
+    if "cuda" not in GPU_BACKENDS:
+        pytest.skip("CUDA kernels not compiled")
+    f, theta, masks, off = _to(warp_inputs(N=2, C=2, H=6, W=5, P=3, dtype=torch.float64, zero_masks=False), "cuda")
+    args = [t.requires_grad_() for t in (f, theta, masks, off)]
+    torch.library.opcheck(torch.ops.deformgan_ops.part_affine_warp.default, tuple(args))
+    assert torch.autograd.gradcheck(lambda *a: D.part_affine_warp(*a, backend="cuda"), args, eps=1e-6,
+                                    atol=1e-6, rtol=1e-4)
+    gen = torch.randn(2, 3, 5, 4, dtype=torch.float64, device="cuda", requires_grad=True)
+    target = torch.randn(2, 3, 5, 4, dtype=torch.float64, device="cuda", requires_grad=True)
+    torch.library.opcheck(torch.ops.deformgan_ops.nn_loss.default, (gen, target, 3))
+    assert torch.autograd.gradcheck(lambda a, b: D.nn_loss(a, b, 3, "none", backend="cuda"), (gen, target))
+    kp = (torch.rand(2, 4, 2, dtype=torch.float64, device="cuda") * 4 + 0.5).requires_grad_()
+    torch.library.opcheck(torch.ops.deformgan_ops.keypoint_heatmaps.default, (kp, 7, 6, 1.5))
+    assert torch.autograd.gradcheck(lambda k: D.keypoint_heatmaps(k, 7, 6, 1.5, backend="cuda"), (kp,))
+
+
+@requires_gpu
+def test_deterministic_mode_alerts_on_atomic_backward():
+    if "cuda" not in GPU_BACKENDS:
+        pytest.skip("CUDA kernels not compiled")
+    f, theta, masks, off = _to(warp_inputs(N=1, C=2, H=6, W=5, P=2), "cuda")
+    f.requires_grad_()
+    try:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            D.part_affine_warp(f, theta, masks, off, backend="cuda").sum().backward()
+        assert any("_part_affine_warp_backward" in str(w.message) for w in caught)
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -1,0 +1,116 @@
+"""Triton kernels under TRITON_INTERPRET=1 on CPU tensors, against the reference.
+
+Run by tests/test_triton_interpret.py in a separate process that sets
+TRITON_INTERPRET=1 before anything imports triton (the interpreter is chosen
+when the kernels are defined)."""
+import os
+import sys
+
+import pytest
+import torch
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run these tests with TRITON_INTERPRET=1"
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import deformgan_ops as D  # noqa: E402
+from helpers import assert_close_scaled, grads_of, warp_inputs  # noqa: E402
+
+pytestmark = pytest.mark.skipif("triton" not in D.available_backends("cpu"),
+                                reason="triton is not installed")
+DTYPES = [torch.float32, torch.float64]
+
+
+def tol(dtype):
+    return 1e-4 if dtype == torch.float32 else 1e-10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", [
+    dict(N=2, C=1, H=7, W=5, P=3),
+    dict(N=1, C=3, H=6, W=9, P=10, Ho=5, Wo=4),
+    dict(N=2, C=2, H=5, W=6, P=4, far=True),
+    dict(N=1, C=2, H=1, W=5, P=2),
+], ids=["small", "resize-P10", "far-outside", "H1"])
+@pytest.mark.parametrize("offsets", [True, False])
+def test_part_affine_warp(dtype, case, offsets):
+    inputs = warp_inputs(**case, dtype=dtype, offsets=offsets)
+    N, C = inputs[0].shape[:2]
+    Ho, Wo = inputs[2].shape[2:]
+    grad_out = torch.randn(N, C, Ho, Wo, dtype=dtype)
+    out_t, g_t = grads_of(lambda *a: D.part_affine_warp(*a, backend="triton"), inputs, grad_out)
+    out_r, g_r = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), inputs, grad_out)
+    assert_close_scaled(out_t, out_r, what="output")
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], g_t, g_r):
+        if b is None:
+            assert a is None
+        else:
+            assert_close_scaled(a, b, rtol=tol(dtype), what=f"grad {name}")
+
+
+def test_part_affine_warp_nan_locations_and_empty_batch():
+    f, theta, masks, off = warp_inputs(N=2, C=2, H=5, W=4, P=2, dtype=torch.float64)
+    off[0, 0, 1, 1] = float("nan")
+    out = D.part_affine_warp(f, theta, masks, off, backend="triton")
+    assert out[0, :, 1, 1].abs().max().item() == 0.0
+    assert_close_scaled(out, D.part_affine_warp(f, theta, masks, off, backend="reference"))
+    e = D.part_affine_warp(f[:0], theta[:0], masks[:0], off[:0], backend="triton")
+    assert e.shape == (0, 2, 5, 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_keypoint_heatmaps(dtype):
+    kp = (torch.rand(2, 5, 2, dtype=torch.float64) * torch.tensor([6.0, 8.0], dtype=torch.float64)).to(dtype)
+    kp[0, 1] = -1  # missing
+    kp[1, 2, 0] = float("nan")  # missing
+    kp[1, 3] = torch.tensor([20.0, -0.5])  # negative y: missing
+    grad_out = torch.randn(2, 5, 9, 7, dtype=dtype)
+    out_t, g_t = grads_of(lambda k: D.keypoint_heatmaps(k, 9, 7, 1.5, backend="triton"), [kp], grad_out)
+    out_r, g_r = grads_of(lambda k: D.keypoint_heatmaps(k, 9, 7, 1.5, backend="reference"), [kp], grad_out)
+    assert_close_scaled(out_t, out_r)
+    assert_close_scaled(g_t[0], g_r[0], rtol=tol(dtype))
+    assert out_t[0, 1].abs().max().item() == 0 and g_t[0][0, 1].abs().max().item() == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 6), (1, 1, 2, 9)])
+def test_nn_loss(dtype, k, shape):
+    gen, target = torch.randn(*shape, dtype=dtype), torch.randn(*shape, dtype=dtype)
+    grad = torch.randn(shape[0], shape[2], shape[3], dtype=dtype)
+    out_t, g_t = grads_of(lambda a, b: D.nn_loss(a, b, k, "none", backend="triton"), [gen, target], grad)
+    out_r, g_r = grads_of(lambda a, b: D.nn_loss(a, b, k, "none", backend="reference"), [gen, target], grad)
+    assert_close_scaled(out_t, out_r)
+    for a, b in zip(g_t, g_r):
+        assert_close_scaled(a, b, rtol=tol(dtype))
+
+
+def test_gradcheck_float64():
+    f, theta, masks, off = warp_inputs(N=1, C=2, H=5, W=4, P=2, dtype=torch.float64, zero_masks=False)
+    args = [t.requires_grad_() for t in (f, theta, masks, off)]
+    assert torch.autograd.gradcheck(lambda *a: D.part_affine_warp(*a, backend="triton"), args,
+                                    eps=1e-6, atol=1e-6, rtol=1e-4)
+    gen = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(1, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: D.nn_loss(a, b, 3, "none", backend="triton"), (gen, target),
+                                    eps=1e-6, atol=1e-6)
+    kp = (torch.rand(1, 3, 2, dtype=torch.float64) * 4 + 0.5).requires_grad_()
+    assert torch.autograd.gradcheck(lambda k: D.keypoint_heatmaps(k, 6, 5, 1.3, backend="triton"), (kp,),
+                                    eps=1e-6, atol=1e-7)
+
+
+def test_opcheck_of_the_triton_ops():
+    import importlib
+
+    PW = importlib.import_module("deformgan_ops.triton.part_affine_warp")
+    NN = importlib.import_module("deformgan_ops.triton.nn_loss")
+    KH = importlib.import_module("deformgan_ops.triton.keypoint_heatmaps")
+
+    f, theta, masks, off = warp_inputs(N=1, C=2, H=5, W=4, P=2, dtype=torch.float64)
+    torch.library.opcheck(PW.part_affine_warp_op, (f.requires_grad_(), theta, masks, off),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    gen, target = torch.randn(1, 2, 4, 3, dtype=torch.float64), torch.randn(1, 2, 4, 3, dtype=torch.float64)
+    torch.library.opcheck(NN.nn_loss_op, (gen.requires_grad_(), target, 3),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+    kp = torch.rand(1, 3, 2, dtype=torch.float64).requires_grad_()
+    torch.library.opcheck(KH.keypoint_heatmaps_op, (kp, 6, 5, 1.3),
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
