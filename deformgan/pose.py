@@ -1,0 +1,319 @@
+"""Poses: the 18-joint order, YOLO (COCO-17) conversion, torso size, and the
+body-part geometry of Deformable GAN (SPEC sections 1, 3, 4), batched and
+vectorised on any device.
+
+Conventions: keypoints are float tensors ``[..., 18, 2]`` holding (x, y) =
+(column, row) in pixels of the image; a joint is missing when either
+coordinate is negative or not finite (the files write -1). Affines map a point
+of the TARGET image to the SOURCE image (what an inverse-warping sampler
+needs), as ``[..., 2, 3]`` matrices in pixel coordinates.
+"""
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+JOINTS = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
+          "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
+NUM_JOINTS = 18
+J = {name: i for i, name in enumerate(JOINTS)}
+
+# Horizontal flip: every L/R pair swaps, eyes and ears included.
+FLIP_PERMUTATION = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
+
+# The limbs drawn as a skeleton (and used by the PG2-style pose mask), 0-based.
+LIMBS = tuple((a - 1, b - 1) for a, b in (
+    (2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13),
+    (13, 14), (2, 1), (1, 15), (15, 17), (1, 16), (16, 18), (2, 17), (2, 18), (9, 12), (12, 6),
+    (9, 3), (17, 18)))
+
+# ultralytics / COCO-17 order -> 18-joint index.
+COCO17 = ("nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
+          "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle")
+COCO17_TO_18 = tuple(J[name] for name in COCO17)
+
+TORSO_JOINTS = (J["r_hip"], J["l_hip"], J["l_shoulder"], J["r_shoulder"])
+HEAD_JOINTS = (J["nose"], J["r_eye"], J["l_eye"], J["r_ear"], J["l_ear"])
+
+PARTS = ("torso", "head", "r_upper_leg", "l_upper_leg", "r_lower_leg", "l_lower_leg",
+         "r_upper_arm", "l_upper_arm", "r_lower_arm", "l_lower_arm")
+NUM_PARTS = 10
+# part -> (joint a, joint b, inc for the fit, inc for the mask, mirror part)
+LIMB_PARTS = {
+    2: (J["r_hip"], J["r_knee"], 0.1, 0.1, 3),
+    3: (J["l_hip"], J["l_knee"], 0.1, 0.1, 2),
+    4: (J["r_knee"], J["r_ankle"], 0.3, 0.5, 5),
+    5: (J["l_knee"], J["l_ankle"], 0.3, 0.5, 4),
+    6: (J["r_shoulder"], J["r_elbow"], 0.1, 0.1, 7),
+    7: (J["l_shoulder"], J["l_elbow"], 0.1, 0.1, 6),
+    8: (J["r_elbow"], J["r_wrist"], 0.3, 0.5, 9),
+    9: (J["l_elbow"], J["l_wrist"], 0.3, 0.5, 8),
+}
+GLOBAL_JOINTS = TORSO_JOINTS + (J["r_knee"], J["l_knee"])
+MAX_CONDITION = 1e4
+
+
+def missing(keypoints: torch.Tensor) -> torch.Tensor:
+    """``[..., 2]`` -> ``[...]`` bool: either coordinate negative or not finite."""
+    return ~(torch.isfinite(keypoints).all(-1) & (keypoints >= 0).all(-1))
+
+
+def present(keypoints: torch.Tensor) -> torch.Tensor:
+    return ~missing(keypoints)
+
+
+def _check_keypoints(kp: torch.Tensor, name: str = "keypoints") -> None:
+    if not isinstance(kp, torch.Tensor) or kp.dim() < 2 or kp.shape[-2:] != (NUM_JOINTS, 2):
+        shape = list(kp.shape) if isinstance(kp, torch.Tensor) else type(kp).__name__
+        raise ValueError(f"{name} must have shape [..., 18, 2] (x, y), got {shape}")
+    if not kp.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got {kp.dtype}")
+
+
+def coco17_to_openpose18(xy: torch.Tensor, conf: Optional[torch.Tensor] = None,
+                         threshold: float = 0.3) -> torch.Tensor:
+    """Convert ultralytics' COCO-17 keypoints ``[..., 17, 2]`` (x, y) with confidences
+    ``[..., 17]`` to the 18-joint order. A keypoint under ``threshold`` (or at (0, 0),
+    ultralytics' "not found") is missing (-1); the neck is the midpoint of the two
+    shoulders when both are present, else missing."""
+    if xy.shape[-2:] != (17, 2):
+        raise ValueError(f"xy must have shape [..., 17, 2], got {list(xy.shape)}")
+    xy = xy.float()
+    ok = torch.isfinite(xy).all(-1) & ~(xy == 0).all(-1)
+    if conf is not None:
+        if conf.shape != xy.shape[:-1]:
+            raise ValueError(f"conf must have shape {list(xy.shape[:-1])}, got {list(conf.shape)}")
+        ok = ok & (conf >= threshold)
+    out = torch.full(xy.shape[:-2] + (NUM_JOINTS, 2), -1.0, dtype=xy.dtype, device=xy.device)
+    src = torch.where(ok.unsqueeze(-1), xy, torch.full_like(xy, -1.0))
+    out[..., list(COCO17_TO_18), :] = src
+    rs, ls = out[..., J["r_shoulder"], :], out[..., J["l_shoulder"], :]
+    both = present(rs) & present(ls)
+    out[..., J["neck"], :] = torch.where(both.unsqueeze(-1), (rs + ls) / 2, torch.full_like(rs, -1.0))
+    return out
+
+
+def flip_keypoints(keypoints: torch.Tensor, width: int) -> torch.Tensor:
+    """Mirror keypoints horizontally in an image of ``width`` columns and swap L/R joints."""
+    _check_keypoints(keypoints)
+    out = keypoints.clone()
+    out[..., 0] = (width - 1) - keypoints[..., 0]
+    out = out[..., list(FLIP_PERMUTATION), :]
+    was_missing = missing(keypoints)[..., list(FLIP_PERMUTATION)]
+    return torch.where(was_missing.unsqueeze(-1), torch.full_like(out, -1.0), out)
+
+
+def torso_size(keypoints: torch.Tensor) -> torch.Tensor:
+    """``st = sqrt((|Rhip - Rsho|^2 + |Lhip - Lsho|^2) / 2)`` per pose, ``[...]``.
+    With one side missing, that side's length is replaced by the other's; with
+    both missing the result is NaN (the parts that need it are then disabled)."""
+    _check_keypoints(keypoints)
+    r = keypoints[..., J["r_hip"], :] - keypoints[..., J["r_shoulder"], :]
+    l = keypoints[..., J["l_hip"], :] - keypoints[..., J["l_shoulder"], :]
+    r_ok = present(keypoints[..., J["r_hip"], :]) & present(keypoints[..., J["r_shoulder"], :])
+    l_ok = present(keypoints[..., J["l_hip"], :]) & present(keypoints[..., J["l_shoulder"], :])
+    r2, l2 = (r * r).sum(-1), (l * l).sum(-1)
+    r2 = torch.where(r_ok, r2, l2)
+    l2 = torch.where(l_ok, l2, r2)
+    st = torch.sqrt((r2 + l2) / 2)
+    return torch.where(r_ok | l_ok, st, torch.full_like(st, float("nan")))
+
+
+def limb_rectangle(a: torch.Tensor, b: torch.Tensor, st: torch.Tensor, inc: float) -> torch.Tensor:
+    """Corners ``[..., 4, 2]`` of the limb rectangle of segment a -> b (SPEC 4):
+    a' = a + 0.1 (a - b), b' = b + inc (b - a'), corners a' + w n, a' - w n,
+    b' - w n, b' + w n with w = 0.2 st and n the unit normal; a zero-length
+    segment gets a 2 px box around a."""
+    a2 = a + 0.1 * (a - b)
+    b2 = b + inc * (b - a2)
+    d = b - a
+    length = d.norm(dim=-1, keepdim=True)
+    n = torch.stack([-d[..., 1], d[..., 0]], -1) / length.clamp_min(1e-12)
+    w = (0.2 * st).unsqueeze(-1) * n
+    rect = torch.stack([a2 + w, a2 - w, b2 - w, b2 + w], -2)
+    box = a.unsqueeze(-2) + torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]],
+                                         dtype=a.dtype, device=a.device)
+    return torch.where((length < 1e-6).unsqueeze(-1), box, rect)
+
+
+def fit_affines(target_points: torch.Tensor, source_points: torch.Tensor,
+                weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Least-squares affines mapping target points to source points.
+
+    target_points, source_points ``[B, k, 2]``; weights ``[B, k]`` (0 drops a point).
+    Returns theta ``[B, 2, 3]`` and valid ``[B]``: at least 3 points, solvable normal
+    equations, and a fitted matrix with condition number < 1e4 (collinear points give
+    a singular fit). The small solves run in float64."""
+    dtype = torch.float64
+    X = torch.cat([target_points.to(dtype), torch.ones_like(target_points[..., :1], dtype=dtype)], -1)
+    w = weights.to(dtype).unsqueeze(-1)
+    Xw = X * w
+    gram = Xw.transpose(-1, -2) @ Xw  # [B, 3, 3]
+    rhs = Xw.transpose(-1, -2) @ (source_points.to(dtype) * w)  # [B, 3, 2]
+    eye = torch.eye(3, dtype=dtype, device=X.device)
+    enough = (weights > 0).sum(-1) >= 3
+    # systems with too few points are replaced by the identity so the batch solves;
+    # singular ones report info != 0; both are marked invalid below
+    A, info = torch.linalg.solve_ex(torch.where(enough[..., None, None], gram, eye), rhs)
+    theta = A.transpose(-1, -2)  # [B, 2, 3]
+    full = torch.cat([theta, eye[2:].expand(theta.shape[:-2] + (1, 3))], -2)
+    finite = torch.isfinite(full).all(-1).all(-1)
+    cond = torch.linalg.cond(torch.where(finite[..., None, None], full, eye))
+    valid = enough & (info == 0) & finite & torch.isfinite(cond) & (cond < MAX_CONDITION)
+    theta = torch.where(valid[..., None, None], theta, torch.zeros_like(theta))
+    return theta.to(target_points.dtype), valid
+
+
+def _limb_points(kp: torch.Tensor, st: torch.Tensor, part: int, inc_index: int):
+    a, b, inc_fit, inc_mask, _ = LIMB_PARTS[part]
+    inc = (inc_fit, inc_mask)[inc_index]
+    ok = present(kp[..., a, :]) & present(kp[..., b, :]) & torch.isfinite(st)
+    rect = limb_rectangle(kp[..., a, :], kp[..., b, :], torch.nan_to_num(st), inc)
+    return rect, ok
+
+
+def part_affines(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ten part affines (target -> source, pixels): ``[N, 10, 2, 3]`` and a validity
+    mask ``[N, 10]``. Disabled parts (missing in the target, no head joint common to
+    both poses, singular or ill-conditioned fit) have a zero affine and False validity;
+    a limb missing in the source is fitted from the source's mirror limb."""
+    _check_keypoints(source_keypoints, "source_keypoints")
+    _check_keypoints(target_keypoints, "target_keypoints")
+    if source_keypoints.shape != target_keypoints.shape:
+        raise ValueError(f"source_keypoints {list(source_keypoints.shape)} and target_keypoints "
+                         f"{list(target_keypoints.shape)} must have the same shape")
+    src, tgt = source_keypoints, target_keypoints
+    lead = src.shape[:-2]
+    src = src.reshape(-1, NUM_JOINTS, 2)
+    tgt = tgt.reshape(-1, NUM_JOINTS, 2)
+    both = present(src) & present(tgt)  # [B, 18]
+    thetas, valids = [], []
+    # torso: its four joints, all present in both poses
+    idx = list(TORSO_JOINTS)
+    th, ok = fit_affines(tgt[:, idx], src[:, idx], both[:, idx].to(src.dtype))
+    thetas.append(th)
+    valids.append(ok & both[:, idx].all(-1))
+    # head: head joints present in both, plus both shoulders
+    idx = list(HEAD_JOINTS) + [J["r_shoulder"], J["l_shoulder"]]
+    th, ok = fit_affines(tgt[:, idx], src[:, idx], both[:, idx].to(src.dtype))
+    thetas.append(th)
+    valids.append(ok & both[:, list(HEAD_JOINTS)].any(-1))
+    # limbs: 4 rectangle corners; mirror fallback in the source; one batched fit
+    st_src, st_tgt = torso_size(src), torso_size(tgt)
+    t_rects, s_rects, haves = [], [], []
+    for part in range(2, NUM_PARTS):
+        t_rect, t_ok = _limb_points(tgt, st_tgt, part, 0)
+        s_rect, s_ok = _limb_points(src, st_src, part, 0)
+        m_rect, m_ok = _limb_points(src, st_src, LIMB_PARTS[part][4], 0)
+        use_mirror = ~s_ok & m_ok
+        t_rects.append(t_rect)
+        s_rects.append(torch.where(use_mirror[:, None, None], m_rect, s_rect))
+        haves.append(t_ok & (s_ok | m_ok))
+    have = torch.stack(haves, 1)  # [B, 8]
+    th, ok = fit_affines(torch.stack(t_rects, 1).reshape(-1, 4, 2), torch.stack(s_rects, 1).reshape(-1, 4, 2),
+                         have.reshape(-1, 1).expand(-1, 4).to(src.dtype))
+    B = src.shape[0]
+    thetas += list(th.view(B, 8, 2, 3).unbind(1))
+    valids += list((ok.view(B, 8) & have).unbind(1))
+    theta = torch.stack(thetas, 1)
+    valid = torch.stack(valids, 1)
+    theta = torch.where(valid[..., None, None], theta, torch.zeros_like(theta))
+    return theta.reshape(lead + (NUM_PARTS, 2, 3)), valid.reshape(lead + (NUM_PARTS,))
+
+
+def global_affine(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One affine for the whole body (the ``global`` variant): least squares over the
+    torso joints and the knees present in both poses. ``[N, 2, 3]``, valid ``[N]``."""
+    _check_keypoints(source_keypoints, "source_keypoints")
+    _check_keypoints(target_keypoints, "target_keypoints")
+    idx = list(GLOBAL_JOINTS)
+    both = (present(source_keypoints) & present(target_keypoints))[..., idx]
+    return fit_affines(target_keypoints[..., idx, :], source_keypoints[..., idx, :], both.to(source_keypoints.dtype))
+
+
+def scale_affines(theta: torch.Tensor, factor: float) -> torch.Tensor:
+    """An affine fitted at image resolution, for a level downsampled by ``factor``:
+    the translation column is divided by ``factor`` (the original's convention)."""
+    out = theta.clone()
+    out[..., 2] = theta[..., 2] / factor
+    return out
+
+
+def _inside_quads(quads: torch.Tensor, height: int, width: int,
+                  enabled: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``[B, 4, 2]`` convex quadrilaterals -> ``[B, height, width]`` bool masks of the
+    pixel centres (integer coordinates) inside or on the boundary (all False where
+    ``enabled`` [B] is False).
+
+    Each edge is a half-plane ``a x + b(y) >= 0``; per row they bound x to an
+    interval [lo(y), hi(y)], so the full-size work is two comparisons and an and."""
+    dev, dt = quads.device, quads.dtype
+    B = quads.shape[0]
+    ys = torch.arange(height, device=dev, dtype=dt).view(1, height)
+    xs = torch.arange(width, device=dev, dtype=dt).view(1, 1, width)
+    e0 = quads[:, 1] - quads[:, 0]
+    e1 = quads[:, 2] - quads[:, 1]
+    orient = torch.sign(e0[:, 0] * e1[:, 1] - e0[:, 1] * e1[:, 0]).view(-1, 1)  # [B, 1]
+    inf = torch.tensor(float("inf"), device=dev, dtype=dt)
+    lo = torch.full((B, height), -float("inf"), device=dev, dtype=dt)
+    hi = torch.full((B, height), float("inf"), device=dev, dtype=dt)
+    eps = 1e-6
+    for i in range(4):
+        p, q = quads[:, i], quads[:, (i + 1) % 4]
+        ex = (q[:, 0] - p[:, 0]).view(-1, 1)
+        ey = (q[:, 1] - p[:, 1]).view(-1, 1)
+        # orient * (ex (y - py) - ey (x - px)) >= 0  <=>  a x + b >= 0
+        a = -orient * ey
+        b = orient * (ex * (ys - p[:, 1].view(-1, 1)) + ey * p[:, 0].view(-1, 1))
+        bound = -b / torch.where(a == 0, torch.ones_like(a), a)
+        lo = torch.where(a > 0, torch.maximum(lo, bound - eps), lo)
+        hi = torch.where(a < 0, torch.minimum(hi, bound + eps), hi)
+        lo = torch.where((a == 0) & (b < -eps), inf, lo)  # a row outside a horizontal edge
+    if enabled is not None:
+        lo = torch.where(enabled.view(-1, 1), lo, inf)
+    inside = xs >= lo.unsqueeze(-1)
+    return inside.logical_and_(xs <= hi.unsqueeze(-1))
+
+
+def part_masks(target_keypoints: torch.Tensor, height: int, width: int,
+               scale: float = 1.0) -> torch.Tensor:
+    """Target-frame masks of the ten parts, ``[N, 10, height, width]`` (float 0/1).
+
+    Torso: all ones (it doubles as the background warp); head: the square centred on
+    the integer mean of the target's head joints, extended by int(0.4 st) each side;
+    limbs: the limb rectangles (inc 0.5 for lower limbs). A disabled part (missing in
+    the target) is all zeros. ``scale`` rasterises at a level downsampled by
+    ``scale`` from the keypoints' image (pixel (x, y) there is (x s, y s) here),
+    directly from the scaled geometry."""
+    _check_keypoints(target_keypoints, "target_keypoints")
+    kp = target_keypoints.reshape(-1, NUM_JOINTS, 2)
+    B = kp.shape[0]
+    dt = kp.dtype
+    out = torch.empty(B, NUM_PARTS, height, width, dtype=dt, device=kp.device)
+    st = torso_size(kp)
+    torso_ok = present(kp[:, list(TORSO_JOINTS)]).all(-1)
+    out[:, 0] = torso_ok.to(dt).view(B, 1, 1)
+    # head square
+    head = kp[:, list(HEAD_JOINTS)]
+    head_ok = present(head)
+    count = head_ok.sum(-1)
+    mean = (torch.where(head_ok.unsqueeze(-1), head, torch.zeros_like(head)).sum(1)
+            / count.clamp_min(1).unsqueeze(-1)).floor()
+    ext = torch.floor(0.4 * torch.nan_to_num(st))
+    ys = torch.arange(height, device=kp.device, dtype=dt).view(1, height, 1) * scale
+    xs = torch.arange(width, device=kp.device, dtype=dt).view(1, 1, width) * scale
+    head_on = ((count > 0) & torch.isfinite(st)).view(-1, 1, 1)
+    in_rows = ((ys - mean[:, 1].view(-1, 1, 1)).abs() <= ext.view(-1, 1, 1)) & head_on
+    in_cols = (xs - mean[:, 0].view(-1, 1, 1)).abs() <= ext.view(-1, 1, 1)
+    out[:, 1] = in_rows & in_cols
+    # limb rectangles, all eight at once
+    rects, oks = [], []
+    for part in range(2, NUM_PARTS):
+        rect, ok = _limb_points(kp, st, part, 1)
+        rects.append(rect)
+        oks.append(ok)
+    rects = torch.stack(rects, 1) / scale  # [B, 8, 4, 2] in the level's pixels
+    oks = torch.stack(oks, 1)
+    out[:, 2:] = _inside_quads(rects.reshape(-1, 4, 2), height, width, oks.reshape(-1)).view(B, 8, height, width)
+    return out.reshape(target_keypoints.shape[:-2] + (NUM_PARTS, height, width))
