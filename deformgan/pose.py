@@ -135,31 +135,70 @@ def limb_rectangle(a: torch.Tensor, b: torch.Tensor, st: torch.Tensor, inc: floa
     return torch.where((length < 1e-6).unsqueeze(-1), box, rect)
 
 
+def _normalisation(points: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, 3]`` matrices that centre the (weighted) points and scale their root mean
+    square coordinate to 1 (Hartley normalisation, as scikit-image does)."""
+    count = w.sum(-1).clamp_min(1)  # [B]
+    centroid = (points * w.unsqueeze(-1)).sum(1) / count.unsqueeze(-1)  # [B, 2]
+    centred = (points - centroid.unsqueeze(1)) * w.unsqueeze(-1)
+    rms = torch.sqrt((centred ** 2).sum((1, 2)) / (2 * count))  # [B]
+    inv = 1.0 / rms
+    m = torch.zeros(points.shape[0], 3, 3, dtype=points.dtype, device=points.device)
+    m[:, 0, 0] = inv
+    m[:, 1, 1] = inv
+    m[:, :2, 2] = -centroid * inv.unsqueeze(-1)
+    m[:, 2, 2] = 1
+    return m
+
+
 def fit_affines(target_points: torch.Tensor, source_points: torch.Tensor,
                 weights: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares affines mapping target points to source points.
+    """Least-squares affines mapping target points to source points, computed as
+    ``skimage.transform.estimate_transform("affine", target, source)`` does (the
+    original's estimator): Hartley-normalised points, the homogeneous system solved
+    by SVD, then de-normalised.
 
     target_points, source_points ``[B, k, 2]``; weights ``[B, k]`` (0 drops a point).
-    Returns theta ``[B, 2, 3]`` and valid ``[B]``: at least 3 points, solvable normal
-    equations, and a fitted matrix with condition number < 1e4 (collinear points give
-    a singular fit). The small solves run in float64."""
+    Returns theta ``[B, 2, 3]`` and valid ``[B]``: at least 3 points, a finite
+    solution, and a fitted 3x3 matrix with condition number < 1e4 (collinear points
+    give a singular fit). The small solves run in float64."""
     dtype = torch.float64
-    X = torch.cat([target_points.to(dtype), torch.ones_like(target_points[..., :1], dtype=dtype)], -1)
-    w = weights.to(dtype).unsqueeze(-1)
-    Xw = X * w
-    gram = Xw.transpose(-1, -2) @ Xw  # [B, 3, 3]
-    rhs = Xw.transpose(-1, -2) @ (source_points.to(dtype) * w)  # [B, 3, 2]
-    eye = torch.eye(3, dtype=dtype, device=X.device)
-    enough = (weights > 0).sum(-1) >= 3
-    # systems with too few points are replaced by the identity so the batch solves;
-    # singular ones report info != 0; both are marked invalid below
-    A, info = torch.linalg.solve_ex(torch.where(enough[..., None, None], gram, eye), rhs)
-    theta = A.transpose(-1, -2)  # [B, 2, 3]
-    full = torch.cat([theta, eye[2:].expand(theta.shape[:-2] + (1, 3))], -2)
-    finite = torch.isfinite(full).all(-1).all(-1)
-    cond = torch.linalg.cond(torch.where(finite[..., None, None], full, eye))
-    valid = enough & (info == 0) & finite & torch.isfinite(cond) & (cond < MAX_CONDITION)
-    theta = torch.where(valid[..., None, None], theta, torch.zeros_like(theta))
+    tgt = target_points.to(dtype)
+    src = source_points.to(dtype)
+    w = (weights > 0).to(dtype)
+    B, k = w.shape
+    t_norm, s_norm = _normalisation(tgt, w), _normalisation(src, w)
+    tn = tgt @ t_norm[:, :2, :2].transpose(1, 2) + t_norm[:, None, :2, 2]
+    sn = src @ s_norm[:, :2, :2].transpose(1, 2) + s_norm[:, None, :2, 2]
+    # rows [x, y, 1, 0, 0, 0, X] and [0, 0, 0, x, y, 1, Y] of every present point
+    A = torch.zeros(B, 2 * k, 7, dtype=dtype, device=tgt.device)
+    A[:, :k, 0:2] = tn
+    A[:, :k, 2] = 1
+    A[:, :k, 6] = sn[..., 0]
+    A[:, k:, 3:5] = tn
+    A[:, k:, 5] = 1
+    A[:, k:, 6] = sn[..., 1]
+    A = A * torch.cat([w, w], 1).unsqueeze(-1)
+    finite_in = torch.isfinite(A).all(-1).all(-1)
+    A = torch.where(finite_in[:, None, None], A, torch.zeros_like(A))
+    _, _, Vh = torch.linalg.svd(A, full_matrices=True)
+    v = Vh[:, -1, :]  # right singular vector of the smallest singular value
+    last = v[:, 6]
+    ok_last = last.abs() > 1e-8
+    H = torch.zeros(B, 3, 3, dtype=dtype, device=tgt.device)
+    H[:, :2, :] = (-v[:, :6] / torch.where(ok_last, last, torch.ones_like(last)).unsqueeze(-1)).view(B, 2, 3)
+    H[:, 2, 2] = 1
+    eye = torch.eye(3, dtype=dtype, device=tgt.device)
+    finite_norm = torch.isfinite(s_norm).all(-1).all(-1) & torch.isfinite(t_norm).all(-1).all(-1)
+    s_norm = torch.where(finite_norm[:, None, None], s_norm, eye)
+    t_norm = torch.where(finite_norm[:, None, None], t_norm, eye)
+    H = torch.linalg.inv(s_norm) @ H @ t_norm
+    H = H / H[:, 2:3, 2:3]
+    finite = torch.isfinite(H).all(-1).all(-1)
+    cond = torch.linalg.cond(torch.where(finite[:, None, None], H, eye))
+    valid = (w.sum(-1) >= 3) & finite_in & finite_norm & ok_last & finite & torch.isfinite(cond) & \
+        (cond < MAX_CONDITION)
+    theta = torch.where(valid[:, None, None], H[:, :2, :], torch.zeros_like(H[:, :2, :]))
     return theta.to(target_points.dtype), valid
 
 
@@ -247,8 +286,11 @@ def _inside_quads(quads: torch.Tensor, height: int, width: int,
     ``enabled`` [B] is False).
 
     Each edge is a half-plane ``a x + b(y) >= 0``; per row they bound x to an
-    interval [lo(y), hi(y)], so the full-size work is two comparisons and an and."""
-    dev, dt = quads.device, quads.dtype
+    interval [lo(y), hi(y)], so the full-size work is two comparisons and an and.
+    The bounds are computed in float64 so that centres on an edge (common: joints
+    are integers) are reliably inside."""
+    dev, dt = quads.device, torch.float64
+    quads = quads.to(dt)
     B = quads.shape[0]
     ys = torch.arange(height, device=dev, dtype=dt).view(1, height)
     xs = torch.arange(width, device=dev, dtype=dt).view(1, 1, width)

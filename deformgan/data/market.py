@@ -1,0 +1,289 @@
+"""Market-1501 annotation and pair files (SPEC section 2), the standard pair rule,
+and :class:`MarketPoseDataset`.
+
+Annotation CSV: header ``name:keypoints_y:keypoints_x`` then ``NAME: [y0, ...]: [x0, ...]``
+(18 integers each, -1 for a missing joint). Pairs CSV: header ``from,to``. In memory,
+keypoints are ``[18, 2]`` float (x, y) with -1 for missing joints.
+"""
+import csv
+import json
+import os
+import random
+import warnings
+from collections import OrderedDict, defaultdict
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+import deformgan_ops
+
+from .. import pose as P
+
+ANNOTATION_HEADER = "name:keypoints_y:keypoints_x"
+PAIRS_HEADER = "from,to"
+DISTRACTOR_IDS = ("-1", "0000")
+
+
+class AnnotationError(ValueError):
+    """A malformed line of an annotation or pairs file (the message names file and line)."""
+
+
+def person_id(name: str) -> str:
+    """The person id of a Market-1501 file name: the prefix before the first ``_``."""
+    return os.path.basename(name).split("_", 1)[0]
+
+
+def _parse_int_list(text: str, path: str, lineno: int, what: str) -> List[int]:
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{path}:{lineno}: {what} is not a JSON list ({exc.msg}): {text.strip()[:60]!r}")
+    if not isinstance(values, list) or len(values) != P.NUM_JOINTS or \
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise AnnotationError(f"{path}:{lineno}: {what} must be a list of 18 integers, got {text.strip()[:80]!r}")
+    return values
+
+
+def read_annotations(path: str) -> "OrderedDict[str, torch.Tensor]":
+    """Read an annotation CSV into ``{name: keypoints [18, 2] float32 (x, y)}``, in file
+    order. Raises :class:`AnnotationError` naming the file and line of a malformed line
+    or a duplicated name."""
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    with open(path, "r", newline="") as fh:
+        header = fh.readline().rstrip("\r\n")
+        if header != ANNOTATION_HEADER:
+            raise AnnotationError(f"{path}:1: header must be {ANNOTATION_HEADER!r}, got {header!r}")
+        for lineno, line in enumerate(fh, start=2):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split(":")
+            if len(parts) != 3:
+                raise AnnotationError(f"{path}:{lineno}: expected 'name: [y...]: [x...]' (3 fields separated "
+                                      f"by ':'), got {len(parts)} fields: {line[:80]!r}")
+            name = parts[0].strip()
+            if not name:
+                raise AnnotationError(f"{path}:{lineno}: empty image name")
+            ys = _parse_int_list(parts[1], path, lineno, "keypoints_y")
+            xs = _parse_int_list(parts[2], path, lineno, "keypoints_x")
+            if name in out:
+                raise AnnotationError(f"{path}:{lineno}: image {name!r} is annotated twice")
+            kp = torch.tensor([[x, y] for x, y in zip(xs, ys)], dtype=torch.float32)
+            kp[P.missing(kp)] = -1.0
+            out[name] = kp
+    return out
+
+
+def _to_int_rows(kp: torch.Tensor) -> Tuple[List[int], List[int]]:
+    kp = torch.as_tensor(kp)
+    miss = P.missing(kp.float())
+    xs = [-1 if m else int(round(float(v))) for v, m in zip(kp[:, 0], miss)]
+    ys = [-1 if m else int(round(float(v))) for v, m in zip(kp[:, 1], miss)]
+    return ys, xs
+
+
+def format_annotation_line(name: str, keypoints: torch.Tensor) -> str:
+    ys, xs = _to_int_rows(keypoints)
+    return f"{name}: {json.dumps(ys)}: {json.dumps(xs)}"
+
+
+def write_annotations(path: str, annotations: Dict[str, torch.Tensor], append: bool = False) -> None:
+    """Write ``{name: keypoints [18, 2] (x, y)}`` in the standard format (coordinates
+    rounded to integers, missing joints -1). ``append`` adds lines to an existing file
+    (writing the header if the file is new or empty)."""
+    new = not append or not os.path.exists(path) or os.path.getsize(path) == 0
+    with open(path, "a" if append else "w", newline="") as fh:
+        if new:
+            fh.write(ANNOTATION_HEADER + "\n")
+        for name, kp in annotations.items():
+            fh.write(format_annotation_line(name, kp) + "\n")
+
+
+def read_pairs(path: str, annotations: Optional[Dict[str, torch.Tensor]] = None,
+               on_missing: str = "raise") -> List[Tuple[str, str]]:
+    """Read a pairs CSV (``from,to``). With ``annotations``, a pair naming an image
+    without annotation raises :class:`AnnotationError` (file and line), or is skipped
+    with one warning giving the count when ``on_missing="skip"``."""
+    if on_missing not in ("raise", "skip"):
+        raise ValueError(f"on_missing must be 'raise' or 'skip', got {on_missing!r}")
+    pairs, skipped = [], 0
+    with open(path, "r", newline="") as fh:
+        header = fh.readline().rstrip("\r\n")
+        if header != PAIRS_HEADER:
+            raise AnnotationError(f"{path}:1: header must be {PAIRS_HEADER!r}, got {header!r}")
+        for lineno, line in enumerate(fh, start=2):
+            line = line.rstrip("\r\n")
+            if not line.strip():
+                continue
+            parts = line.split(",")
+            if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+                raise AnnotationError(f"{path}:{lineno}: expected 'from,to', got {line[:80]!r}")
+            a, b = parts[0].strip(), parts[1].strip()
+            if annotations is not None and (a not in annotations or b not in annotations):
+                if on_missing == "skip":
+                    skipped += 1
+                    continue
+                which = a if a not in annotations else b
+                raise AnnotationError(f"{path}:{lineno}: pair ({a}, {b}) names {which!r}, which has no annotation")
+            pairs.append((a, b))
+    if skipped:
+        warnings.warn(f"{path}: skipped {skipped} pairs naming images without annotation", RuntimeWarning)
+    return pairs
+
+
+def write_pairs(path: str, pairs: Iterable[Tuple[str, str]]) -> None:
+    with open(path, "w", newline="") as fh:
+        fh.write(PAIRS_HEADER + "\n")
+        for a, b in pairs:
+            fh.write(f"{a},{b}\n")
+
+
+def is_valid_for_pairs(name: str, keypoints: torch.Tensor) -> bool:
+    """The standard rule's filter: not a distractor/junk id, and the four torso joints present."""
+    if person_id(name) in DISTRACTOR_IDS:
+        return False
+    return bool(P.present(keypoints[list(P.TORSO_JOINTS)]).all())
+
+
+def standard_pairs(annotations: Dict[str, torch.Tensor], sample: Optional[int] = None,
+                   seed: int = 0) -> List[Tuple[str, str]]:
+    """All ordered pairs (a, b), a != b, of kept images with the same person id, in
+    annotation order; with ``sample``, a random sample of that many (seeded)."""
+    by_id: Dict[str, List[str]] = defaultdict(list)
+    for name, kp in annotations.items():
+        if is_valid_for_pairs(name, kp):
+            by_id[person_id(name)].append(name)
+    pairs = [(a, b) for names in by_id.values() for a in names for b in names if a != b]
+    if sample is not None and sample < len(pairs):
+        rng = random.Random(seed)
+        pairs = rng.sample(pairs, sample)
+    return pairs
+
+
+def load_image(path: str, height: Optional[int] = None, width: Optional[int] = None) -> torch.Tensor:
+    """An RGB image as a float tensor ``[3, H, W]`` in [-1, 1]. A missing file raises
+    FileNotFoundError and an unreadable one ValueError, both naming the path; a size
+    other than (height, width) raises ValueError."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            arr = np.asarray(im, dtype=np.uint8).copy()
+    except Exception as exc:  # PIL raises several types for corrupt data
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    if height is not None and arr.shape[:2] != (height, width):
+        raise ValueError(f"image {path} is {arr.shape[0]}x{arr.shape[1]}, expected {height}x{width}")
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+class MarketPoseDataset(torch.utils.data.Dataset):
+    """Pose-transfer pairs of a Market-1501-layout folder.
+
+    Args:
+        root: the dataset folder (``bounding_box_train/``, ``bounding_box_test/``).
+        annotations: annotation CSV path (or an already-read dict).
+        pairs: pairs CSV path (or a list of (from, to) names).
+        split: ``"train"`` or ``"test"``: which image folder the names refer to.
+        flip: probability of a horizontal flip of the whole pair (images and both
+            poses, L/R joints swapped).
+        heatmaps: render per-item heatmaps with ``deformgan_ops.keypoint_heatmaps``;
+            set False and call :func:`render_batch` on the training device instead.
+        on_missing: ``"raise"`` or ``"skip"`` pairs that name images without annotation.
+        height, width: the expected image size (128 x 64 for Market-1501).
+
+    Each item is a dict: ``source_image``, ``target_image`` ``[3, H, W]`` in [-1, 1];
+    ``source_keypoints``, ``target_keypoints`` ``[18, 2]`` (x, y, -1 missing);
+    ``source_heatmaps``, ``target_heatmaps`` ``[18, H, W]`` (when ``heatmaps``);
+    ``source_name``, ``target_name``.
+    """
+
+    def __init__(self, root: str, annotations, pairs, split: str = "train", flip: float = 0.0,
+                 heatmaps: bool = True, sigma: float = 6.0, on_missing: str = "raise",
+                 height: int = 128, width: int = 64, seed: Optional[int] = None):
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.root = root
+        self.image_dir = os.path.join(root, f"bounding_box_{split}")
+        if not os.path.isdir(self.image_dir):
+            raise FileNotFoundError(f"image folder not found: {self.image_dir}")
+        self.annotations = read_annotations(annotations) if isinstance(annotations, str) else annotations
+        if isinstance(pairs, str):
+            self.pairs = read_pairs(pairs, self.annotations, on_missing=on_missing)
+        else:
+            self.pairs = list(pairs)
+            missing_names = [n for pair in self.pairs for n in pair if n not in self.annotations]
+            if missing_names and on_missing == "raise":
+                raise AnnotationError(f"pair names {missing_names[0]!r}, which has no annotation")
+            if missing_names:
+                before = len(self.pairs)
+                self.pairs = [p for p in self.pairs if p[0] in self.annotations and p[1] in self.annotations]
+                warnings.warn(f"skipped {before - len(self.pairs)} pairs naming images without annotation",
+                              RuntimeWarning)
+        self.flip = flip
+        self.heatmaps = heatmaps
+        self.sigma = sigma
+        self.height, self.width = height, width
+        self.rng = random.Random(seed)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def check_images(self, on_error: str = "raise") -> int:
+        """Open every image the pairs use; a missing or corrupt one raises (naming the
+        file), or with ``on_error="skip"`` drops its pairs. Returns the number of pairs
+        dropped (also reported as a warning)."""
+        bad = set()
+        names = sorted({n for pair in self.pairs for n in pair})
+        for name in names:
+            try:
+                load_image(os.path.join(self.image_dir, name), self.height, self.width)
+            except (FileNotFoundError, ValueError):
+                if on_error == "raise":
+                    raise
+                bad.add(name)
+        before = len(self.pairs)
+        self.pairs = [p for p in self.pairs if p[0] not in bad and p[1] not in bad]
+        dropped = before - len(self.pairs)
+        if dropped:
+            warnings.warn(f"dropped {dropped} pairs using {len(bad)} missing or unreadable images", RuntimeWarning)
+        return dropped
+
+    def __getitem__(self, index: int) -> dict:
+        a, b = self.pairs[index]
+        src = load_image(os.path.join(self.image_dir, a), self.height, self.width)
+        tgt = load_image(os.path.join(self.image_dir, b), self.height, self.width)
+        kp_a, kp_b = self.annotations[a].clone(), self.annotations[b].clone()
+        if self.flip > 0 and self.rng.random() < self.flip:
+            src, tgt = src.flip(-1), tgt.flip(-1)
+            kp_a, kp_b = P.flip_keypoints(kp_a, self.width), P.flip_keypoints(kp_b, self.width)
+        item = dict(source_image=src, target_image=tgt, source_keypoints=kp_a, target_keypoints=kp_b,
+                    source_name=a, target_name=b)
+        if self.heatmaps:
+            heat = deformgan_ops.keypoint_heatmaps(torch.stack([kp_a, kp_b]), self.height, self.width, self.sigma)
+            item["source_heatmaps"], item["target_heatmaps"] = heat[0], heat[1]
+        return item
+
+
+def render_batch(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor, height: int = 128,
+                 width: int = 64, sigma: float = 6.0, levels: Sequence[int] = (1,),
+                 device: Optional[torch.device] = None) -> dict:
+    """Heatmaps, part masks and part affines for a whole batch, on ``device``.
+
+    Returns ``source_heatmaps``/``target_heatmaps`` ``[N, 18, H, W]``, ``theta``
+    ``[N, 10, 2, 3]`` (image resolution), ``valid`` ``[N, 10]``, and ``masks``: a dict
+    ``{s: [N, 10, H/s, W/s]}`` for each downsampling factor s in ``levels`` (disabled
+    parts have zero masks), rasterised directly at each level."""
+    device = torch.device(device) if device is not None else source_keypoints.device
+    src = source_keypoints.to(device, torch.float32)
+    tgt = target_keypoints.to(device, torch.float32)
+    heat = deformgan_ops.keypoint_heatmaps(torch.cat([src, tgt]), height, width, sigma)
+    theta, valid = P.part_affines(src, tgt)
+    masks = {}
+    for s in levels:
+        m = P.part_masks(tgt, height // s, width // s, scale=float(s))
+        masks[s] = m * valid[:, :, None, None].to(m.dtype)
+    n = src.shape[0]
+    return dict(source_heatmaps=heat[:n], target_heatmaps=heat[n:], theta=theta, valid=valid, masks=masks)
