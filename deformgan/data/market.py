@@ -283,7 +283,6 @@ def render_batch(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor,
     theta, valid = P.part_affines(src, tgt)
     masks = {}
     for s in levels:
-        m = P.part_masks(tgt, height // s, width // s, scale=float(s))
-        masks[s] = m * valid[:, :, None, None].to(m.dtype)
+        masks[s] = P.part_masks(tgt, height // s, width // s, scale=float(s), enabled=valid)
     n = src.shape[0]
     return dict(source_heatmaps=heat[:n], target_heatmaps=heat[n:], theta=theta, valid=valid, masks=masks)
