@@ -1,0 +1,85 @@
+"""Checkpoints: atomic writes, ``weights_only`` loading, variant checks."""
+import os
+import random
+import tempfile
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+FORMAT = "deformgan-checkpoint-v1"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every RNG the training touches, as weights_only-loadable values."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj: Dict[str, Any], path: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``:
+    a write killed half-way leaves the previous checkpoint intact."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load(path: str, expect_variant: Optional[str] = None) -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``; check its format and, when given,
+    that it was trained with ``expect_variant``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a DeformGAN checkpoint (format {FORMAT!r} expected)")
+    variant = ckpt["config"]["variant"]
+    if expect_variant is not None and variant != expect_variant:
+        raise CheckpointError(f"checkpoint {path} holds a generator of variant {variant!r}, but variant "
+                              f"{expect_variant!r} was asked for; use --variant {variant} (or a matching checkpoint)")
+    return ckpt
+
+
+def build_generator(ckpt: Dict[str, Any], device="cpu", ops_backend: Optional[str] = None):
+    """The trained generator of a checkpoint, in eval mode."""
+    from .models import Generator
+
+    c = ckpt["config"]
+    g = Generator(c["variant"], c["norm"], c["width_mult"], c["dropout"], tuple(c["image_size"]), c["sigma"],
+                  ops_backend=ops_backend)
+    try:
+        g.load_state_dict(ckpt["generator"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"the checkpoint's generator does not match its config "
+                              f"(variant {c['variant']!r}, width {c['width_mult']}): {exc}") from exc
+    return g.to(device).eval()

@@ -1,0 +1,504 @@
+"""`python -m deformgan.train [--preset NAME] [--data DIR] [--out DIR] [options]`
+
+Trains Deformable GAN. With no ``--data`` it trains on the synthetic demo set (made
+on first use) with a small model sized to finish on a 2-core CPU in about five
+minutes. Presets: ``demo`` (default without --data), ``baseline`` (U-Net, L1 100),
+``dsc`` (deformable skips, L1 100), ``full`` (deformable skips, NN loss 0.01),
+``offsets`` (parts+offsets, perceptual 0.1, NN 1, smoothness 0.1). Any option may also
+come from ``--config FILE.json`` (or .yaml); precedence: preset < config file < flags.
+The run's full config is saved as OUT/config.json.
+
+Outputs in OUT: config.json, checkpoint.pt (written atomically every --save-every
+steps and at the end), log.csv and log.jsonl (and TensorBoard events when installed),
+samples/step_NNNNNN.png (rows: source, target pose, generated, target).
+
+Distributed: ``torchrun --nproc_per_node=N -m deformgan.train ...`` (NCCL on GPUs, gloo
+on CPU); --batch-size is per process; rank 0 logs and writes checkpoints.
+"""
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from . import checkpoint as ckpt_io
+from . import pose as P
+from .data.market import MarketPoseDataset, read_annotations, standard_pairs
+from .losses import GeneratorLoss, discriminator_loss
+from .models import Discriminator, Generator
+
+PRESETS: Dict[str, Dict] = {
+    "demo": dict(variant="parts", l1=100.0, width_mult=0.25, dropout=0.0, steps=1200, batch_size=4,
+                 sample_every=200, save_every=200, log_every=10),
+    "baseline": dict(variant="none", l1=100.0),
+    "dsc": dict(variant="parts", l1=100.0),
+    "full": dict(variant="parts", l1=0.0, nn=0.01),
+    "offsets": dict(variant="parts+offsets", l1=0.0, nn=1.0, perceptual=0.1, smooth=0.1),
+}
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "demo"
+    data: Optional[str] = None
+    annotations: Optional[str] = None
+    pairs: Optional[str] = None
+    out: str = "runs/demo"
+    variant: str = "parts"
+    norm: str = "instance_all"
+    width_mult: float = 1.0
+    dropout: float = 0.5
+    image_size: Tuple[int, int] = (128, 64)
+    sigma: float = 6.0
+    adv: float = 1.0
+    l1: float = 0.0
+    nn: float = 0.0
+    nn_kernel: int = 3
+    perceptual: float = 0.0
+    smooth: float = 0.0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    batch_size: int = 4
+    steps: int = 90000
+    flip: float = 0.0
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"
+    amp: bool = True
+    ops_backend: Optional[str] = None
+    num_workers: int = 0
+    log_every: int = 50
+    sample_every: int = 1000
+    save_every: int = 1000
+    vgg_weights: Optional[str] = "imagenet"
+    allow_random_vgg: bool = False
+    synthetic_ids: int = 60
+    synthetic_images_per_id: int = 6
+
+    @classmethod
+    def fields(cls):
+        return {f.name: f for f in dataclasses.fields(cls)}
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- config
+def build_config(argv=None) -> Tuple[TrainConfig, argparse.Namespace]:
+    ap = argparse.ArgumentParser(prog="python -m deformgan.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", help="JSON or YAML file of options")
+    ap.add_argument("--resume", nargs="?", const="auto", default=None,
+                    help="continue from OUT/checkpoint.pt (or a given checkpoint path)")
+    for name, f in TrainConfig.fields().items():
+        flag = "--" + name.replace("_", "-")
+        if f.type in (bool, "bool"):
+            ap.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction)
+        elif name == "image_size":
+            ap.add_argument(flag, dest=name, type=int, nargs=2, default=None)
+        elif name == "preset":
+            ap.add_argument(flag, dest=name, default=None, choices=sorted(PRESETS))
+        else:
+            typ = {"float": float, "int": int}.get(getattr(f.type, "__name__", str(f.type)), None)
+            if typ is None:
+                typ = float if "float" in str(f.type) else int if "int" in str(f.type) and "Tuple" not in str(f.type) else str
+            ap.add_argument(flag, dest=name, type=typ, default=None)
+    args = ap.parse_args(argv)
+    values: Dict = {}
+    file_values: Dict = {}
+    if args.config:
+        file_values = _read_config_file(args.config)
+        unknown = set(file_values) - set(TrainConfig.fields())
+        if unknown:
+            ap.error(f"unknown options in {args.config}: {sorted(unknown)}")
+    cli = {k: v for k, v in vars(args).items() if k in TrainConfig.fields() and v is not None}
+    preset = cli.get("preset") or file_values.get("preset") or ("demo" if not (cli.get("data") or file_values.get("data")) else "dsc")
+    if preset not in PRESETS:
+        ap.error(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    values.update(PRESETS[preset])
+    values.update(file_values)
+    values.update(cli)
+    values["preset"] = preset
+    if "image_size" in values:
+        values["image_size"] = tuple(values["image_size"])
+    cfg = TrainConfig(**values)
+    if cfg.out == "runs/demo" and preset != "demo":
+        cfg.out = f"runs/{preset}"
+    return cfg, args
+
+
+def _read_config_file(path: str) -> Dict:
+    with open(path) as fh:
+        text = fh.read()
+    if path.endswith((".yaml", ".yml")):
+        try:
+            import yaml
+        except ImportError as exc:
+            raise SystemExit(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from exc
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+# ---------------------------------------------------------------- data
+def default_cache() -> str:
+    return os.environ.get("DEFORMGAN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "deformgan"))
+
+
+def prepare_data(cfg: TrainConfig, rank: int = 0) -> Tuple[str, str, str, Optional[str], Optional[str]]:
+    """(root, train annotations, train pairs, test annotations, test pairs); the
+    synthetic demo set is made on first use when no --data is given."""
+    root = cfg.data
+    if root is None:
+        from .data.synthetic import make_dataset
+        root = os.path.join(default_cache(), f"synthetic-{cfg.synthetic_ids}x{cfg.synthetic_images_per_id}-seed0")
+        marker = os.path.join(root, "SYNTHETIC.json")
+        if rank == 0 and not os.path.exists(marker):
+            print(f"[deformgan.train] making the synthetic demo set in {root}", file=sys.stderr)
+            make_dataset(root, ids=cfg.synthetic_ids, images_per_id=cfg.synthetic_images_per_id, seed=0)
+        if dist.is_initialized():
+            dist.barrier()
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data folder not found: {root}")
+
+    def find(*names):
+        for n in names:
+            if os.path.exists(os.path.join(root, n)):
+                return os.path.join(root, n)
+        return None
+
+    ann = cfg.annotations or find("annotations-train.csv", "market-annotation-train.csv")
+    if ann is None:
+        raise FileNotFoundError(f"no train annotations in {root} (annotations-train.csv or market-annotation-train.csv); "
+                                "make one with python -m deformgan.keypoints, or pass --annotations")
+    pairs = cfg.pairs or find("pairs-train.csv", "market-pairs-train.csv")
+    test_ann = find("annotations-test.csv", "market-annotation-test.csv")
+    test_pairs = find("pairs-test.csv", "market-pairs-test.csv")
+    return root, ann, pairs, test_ann, test_pairs
+
+
+class PairOrder:
+    """Deterministic, resumable order of (pair index, flip) items: one seeded
+    permutation per epoch; a global batch of ``batch_size * world`` is split between
+    ranks, so N processes see what one process with the global batch would."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, flip: float, rank: int = 0, world: int = 1,
+                 epoch: int = 0, position: int = 0):
+        if n < batch_size * world:
+            raise ValueError(f"{n} pairs cannot fill a global batch of {batch_size * world}")
+        self.n, self.batch_size, self.seed, self.flip = n, batch_size, seed, flip
+        self.rank, self.world = rank, world
+        self.epoch, self.position = epoch, position
+
+    def _epoch_order(self, epoch: int):
+        g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+        perm = torch.randperm(self.n, generator=g).tolist()
+        flips = (torch.rand(self.n, generator=g) < self.flip).tolist()
+        return perm, flips
+
+    def __iter__(self) -> Iterator[List[Tuple[int, bool]]]:
+        gb = self.batch_size * self.world
+        while True:
+            perm, flips = self._epoch_order(self.epoch)
+            while self.position + gb <= self.n:
+                start = self.position + self.rank * self.batch_size
+                batch = [(perm[i], flips[i]) for i in range(start, start + self.batch_size)]
+                self.position += gb
+                yield batch
+            self.epoch += 1
+            self.position = 0
+
+    def state(self) -> Dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """MarketPoseDataset items addressed by (index, flip) with images and keypoints only
+    (the geometry is rendered in batch on the training device)."""
+
+    def __init__(self, base: MarketPoseDataset):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, key):
+        index, flip = key
+        item = self.base[index]
+        if flip:
+            W = self.base.width
+            for k in ("source_image", "target_image"):
+                item[k] = item[k].flip(-1)
+            for k in ("source_keypoints", "target_keypoints"):
+                item[k] = P.flip_keypoints(item[k], W)
+        return item
+
+
+def make_loader(dataset, order: PairOrder, num_workers: int, device: torch.device):
+    return torch.utils.data.DataLoader(dataset, batch_sampler=order, num_workers=num_workers,
+                                       pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+# ---------------------------------------------------------------- outputs
+class Logger:
+    def __init__(self, out: str, enabled: bool, resume: bool):
+        self.enabled = enabled
+        self.csv_path = os.path.join(out, "log.csv")
+        self.jsonl_path = os.path.join(out, "log.jsonl")
+        self.fields: Optional[List[str]] = None
+        self.tb = None
+        if not enabled:
+            return
+        if not resume:
+            for p in (self.csv_path, self.jsonl_path):
+                if os.path.exists(p):
+                    os.remove(p)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(os.path.join(out, "tensorboard"))
+        except Exception:  # tensorboard is optional
+            self.tb = None
+
+    def log(self, row: Dict):
+        if not self.enabled:
+            return
+        with open(self.jsonl_path, "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        new = not os.path.exists(self.csv_path)
+        if self.fields is None:
+            self.fields = list(row.keys())
+        with open(self.csv_path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self):
+        if self.tb is not None:
+            self.tb.close()
+
+
+def save_samples(path: str, generator, batch: Dict, device) -> None:
+    from PIL import Image
+
+    from .viz import draw_pose, grid, pose_image, to_uint8
+
+    was_training = generator.training
+    generator.eval()
+    with torch.no_grad():
+        out = generator(batch["source_image"].to(device), batch["source_keypoints"], batch["target_keypoints"])
+    generator.train(was_training)
+    rows = []
+    for i in range(out.shape[0]):
+        rows.append([Image.fromarray(to_uint8(batch["source_image"][i])),
+                     pose_image(batch["target_keypoints"][i]),
+                     Image.fromarray(to_uint8(out[i])),
+                     Image.fromarray(to_uint8(batch["target_image"][i]))])
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    grid(rows, titles=["source", "target pose", "generated", "target"]).save(path)
+
+
+# ---------------------------------------------------------------- training
+def _setup_distributed():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return rank, (dist.get_world_size() if dist.is_initialized() else 1)
+
+
+def _device(cfg: TrainConfig) -> torch.device:
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return torch.device(f"cuda:{local}")
+    return torch.device("cpu")
+
+
+def _seed_all(seed: int):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Optional[int] = None,
+          progress: bool = True) -> Dict:
+    """Run (or continue) a training; returns {"step", "history", "checkpoint"}.
+    ``max_steps_this_run`` stops early (as an interruption would), for tests."""
+    from tqdm import tqdm
+
+    rank, world = _setup_distributed()
+    device = _device(cfg)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    _seed_all(cfg.seed)
+    os.makedirs(cfg.out, exist_ok=True)
+    ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+
+    root, ann, pairs_path, test_ann, test_pairs = prepare_data(cfg, rank)
+    annotations = read_annotations(ann)
+    pairs = pairs_path if pairs_path else standard_pairs(annotations)
+    base = MarketPoseDataset(root, annotations, pairs, split="train", heatmaps=False, sigma=cfg.sigma,
+                             height=cfg.image_size[0], width=cfg.image_size[1])
+    dataset = PairDataset(base)
+
+    G = Generator(cfg.variant, cfg.norm, cfg.width_mult, cfg.dropout, cfg.image_size, cfg.sigma,
+                  ops_backend=cfg.ops_backend).to(device)
+    D = Discriminator(cfg.norm, cfg.width_mult).to(device)
+    loss_fn = GeneratorLoss(cfg.adv, cfg.l1, cfg.nn, cfg.perceptual, cfg.smooth, cfg.nn_kernel,
+                            vgg_weights=cfg.vgg_weights, allow_random_vgg=cfg.allow_random_vgg,
+                            ops_backend=cfg.ops_backend).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    step, data_state = 0, {"epoch": 0, "position": 0}
+    if resume:
+        path = ckpt_path if resume == "auto" else resume
+        state = ckpt_io.load(path, expect_variant=cfg.variant)
+        G.load_state_dict(state["generator"])
+        D.load_state_dict(state["discriminator"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        step, data_state = state["step"], state["data"]
+        ckpt_io.set_rng_state(state["rng"])
+        if rank == 0:
+            print(f"[deformgan.train] resumed from {path} at step {step}", file=sys.stderr)
+    if rank == 0:
+        with open(os.path.join(cfg.out, "config.json"), "w") as fh:
+            json.dump(dataclasses.asdict(cfg), fh, indent=1)
+    Gm, Dm = G, D
+    if world > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        G, D = DDP(Gm, device_ids=ids), DDP(Dm, device_ids=ids)
+
+    order = PairOrder(len(dataset), cfg.batch_size, cfg.seed, cfg.flip, rank, world, **data_state)
+    loader = iter(make_loader(dataset, order, cfg.num_workers, device))
+    sample_batch = _sample_batch(cfg, root, test_ann, test_pairs, base)
+    logger = Logger(cfg.out, rank == 0, resume is not None)
+    amp = cfg.amp and device.type == "cuda"
+    history = []
+    target_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="it", disable=not (progress and rank == 0),
+               dynamic_ncols=True)
+    t_last, n_last = time.perf_counter(), step
+
+    def save():
+        if rank != 0:
+            return
+        ckpt_io.save_atomic({
+            "format": ckpt_io.FORMAT, "config": _jsonable(dataclasses.asdict(cfg)), "step": step,
+            "generator": Gm.state_dict(), "discriminator": Dm.state_dict(),
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "rng": ckpt_io.rng_state(), "data": order_state}, ckpt_path)
+
+    order_state = order.state()
+    while step < target_step:
+        batch = next(loader)
+        src = batch["source_image"].to(device, non_blocking=True)
+        tgt = batch["target_image"].to(device, non_blocking=True)
+        with torch.no_grad():
+            geo = Gm.render_geometry(batch["source_keypoints"], batch["target_keypoints"])
+        h_a, h_b = geo["source_heatmaps"], geo["target_heatmaps"]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            fake = G(src, batch["source_keypoints"], batch["target_keypoints"], geometry=geo)
+            # discriminator step
+            d_real = D(src, h_a, tgt, h_b)
+            d_fake = D(src, h_a, fake.detach(), h_b)
+            loss_d = discriminator_loss(d_real.float(), d_fake.float())
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            d_fake_g = D(src, h_a, fake, h_b)
+            loss_g, terms = loss_fn(fake.float(), tgt, d_fake_g.float(), offsets=Gm.last_offsets)
+        if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
+            bar.close()
+            where = f"; the last good checkpoint is {ckpt_path}" if os.path.exists(ckpt_path) else ""
+            raise NonFiniteLoss(f"non-finite loss at step {step + 1}: loss_g={loss_g.item()}, loss_d={loss_d.item()}, "
+                                f"terms={ {k: float(v) for k, v in terms.items()} }; stopping without saving{where}")
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        step += 1
+        order_state = {"epoch": order.epoch, "position": order.position}
+        row = {"step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item()}
+        row.update({f"loss_{k}": float(v) for k, v in terms.items()})
+        history.append(row)
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == target_step:
+            now = time.perf_counter()
+            row["it_per_s"] = (step - n_last) / max(now - t_last, 1e-9)
+            t_last, n_last = now, step
+            logger.log(row)
+            bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")})
+        if rank == 0 and (step % cfg.sample_every == 0 or step == cfg.steps):
+            save_samples(os.path.join(cfg.out, "samples", f"step_{step:06d}.png"), Gm, sample_batch, device)
+        if step % cfg.save_every == 0 or step == target_step:
+            save()
+    bar.close()
+    logger.close()
+    if dist.is_initialized():
+        dist.barrier()
+    return {"step": step, "history": history, "checkpoint": ckpt_path}
+
+
+def _jsonable(d: Dict) -> Dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _sample_batch(cfg: TrainConfig, root: str, test_ann: Optional[str], test_pairs: Optional[str],
+                  train_base: MarketPoseDataset, count: int = 6) -> Dict:
+    """A fixed batch for the sample grids: test pairs (held-out identities) when the
+    folder has them, else the first train pairs."""
+    base = train_base
+    if test_ann and test_pairs and os.path.isdir(os.path.join(root, "bounding_box_test")):
+        base = MarketPoseDataset(root, test_ann, test_pairs, split="test", heatmaps=False,
+                                 height=cfg.image_size[0], width=cfg.image_size[1])
+    step = max(1, len(base) // count)
+    items = [base[i * step] for i in range(min(count, len(base)))]
+    return {k: torch.stack([it[k] for it in items]) for k in ("source_image", "target_image", "source_keypoints",
+                                                              "target_keypoints")}
+
+
+def main(argv=None) -> int:
+    cfg, args = build_config(argv)
+    try:
+        result = train(cfg, resume=args.resume)
+    except NonFiniteLoss as exc:
+        print(f"[deformgan.train] STOPPED: {exc}", file=sys.stderr)
+        return 3
+    except (ckpt_io.CheckpointError, FileNotFoundError) as exc:
+        print(f"[deformgan.train] error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[deformgan.train] done: {result['step']} steps; checkpoint {result['checkpoint']}; "
+              f"samples in {os.path.join(cfg.out, 'samples')}; log {os.path.join(cfg.out, 'log.csv')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

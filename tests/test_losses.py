@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+import deformgan_ops as D
+from deformgan import losses as L
+
+
+def test_vgg_refuses_without_pretrained_weights(monkeypatch, tmp_path):
+    from torchvision.models import VGG19_Weights
+
+    def offline(*a, **k):
+        raise OSError("no network")
+
+    monkeypatch.setattr(VGG19_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline, raising=False)
+    with pytest.raises(L.PretrainedWeightsMissing, match="pretrained VGG19 weights are not available"):
+        L.VGGFeatures(("relu1_2",), weights="imagenet")
+    with pytest.raises(L.PretrainedWeightsMissing, match="not found"):
+        L.VGGFeatures(("relu1_2",), weights=str(tmp_path / "missing.pth"))
+    with pytest.warns(RuntimeWarning, match="RANDOM weights"):
+        L.VGGFeatures(("relu1_2",), weights="imagenet", allow_random=True)
+
+
+def test_vgg_loads_a_state_dict_file(tmp_path):
+    from torchvision.models import vgg19
+    torch.manual_seed(3)
+    model = vgg19(weights=None)
+    path = tmp_path / "vgg.pth"
+    torch.save(model.state_dict(), path)
+    feats = L.VGGFeatures(("relu1_2", "relu2_2"), weights=str(path))
+    x = torch.rand(1, 3, 32, 16) * 2 - 1
+    out = feats(x)
+    assert out["relu1_2"].shape == (1, 64, 32, 16) and out["relu2_2"].shape == (1, 128, 16, 8)
+    norm = ((x + 1) / 2 - torch.tensor(L.IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(L.IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(out["relu1_2"], model.features[:4](norm))
+    assert not any(p.requires_grad for p in feats.parameters())
+
+
+def test_adversarial_losses():
+    real, fake = torch.full((2, 1, 3, 1), 10.0), torch.full((2, 1, 3, 1), -10.0)
+    assert L.discriminator_loss(real, fake).item() < 1e-3
+    assert L.generator_adversarial_loss(fake).item() == pytest.approx(10.0, abs=1e-3)
+
+
+def test_offset_smoothness_known_answer():
+    o = torch.zeros(1, 2, 4, 4)
+    o[..., :, 2:] = 1.0  # one vertical step of height 1 in every row
+    # mean |dx| = (1 step per row of 3 differences) / 3; dy = 0
+    assert L.offset_smoothness([o]).item() == pytest.approx(1 / 3)
+    assert L.offset_smoothness([torch.zeros(1, 2, 3, 3)]).item() == 0
+
+
+def test_generator_loss_terms():
+    with pytest.warns(RuntimeWarning, match="RANDOM weights"):
+        loss = L.GeneratorLoss(adv=1, l1=100, nn_weight=0.01, perceptual=0.1, smooth=0.1,
+                               vgg_weights=None, allow_random_vgg=True)
+    gen = torch.rand(2, 3, 32, 16) * 2 - 1
+    tgt = torch.rand(2, 3, 32, 16) * 2 - 1
+    logits = torch.zeros(2, 1, 3, 1)
+    off = [torch.rand(2, 2, 8, 4)]
+    total, terms = loss(gen, tgt, logits, off)
+    assert set(terms) == {"adv", "l1", "nn", "perceptual", "smooth"}
+    f = loss.vgg(torch.cat([gen, tgt]))["relu1_2"]
+    torch.testing.assert_close(terms["nn"], D.nn_loss(f[:2], f[2:], 3))
+    expected = terms["adv"] + 100 * terms["l1"] + 0.01 * terms["nn"] + 0.1 * terms["perceptual"] + 0.1 * terms["smooth"]
+    torch.testing.assert_close(total.detach(), expected)

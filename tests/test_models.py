@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+import deformgan_ops as D
+from deformgan import models as M
+from deformgan import pose as P
+from deformgan.data.synthetic import jitter_pose, load_pose_bank
+
+
+def batch(n=2, seed=0):
+    import random
+    rng = random.Random(seed)
+    bank = load_pose_bank()
+    src = torch.stack([jitter_pose(bank[rng.randrange(len(bank))], rng) for _ in range(n)])
+    tgt = torch.stack([jitter_pose(bank[rng.randrange(len(bank))], rng) for _ in range(n)])
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 128, 64, generator=g) * 2 - 1, src, tgt
+
+
+# exact parameter counts of the full-size (width 1) networks, from the architecture
+FULL_COUNTS = {"none": 36_076_373, "global": 61_114_845, "parts": 61_114_845, "parts+offsets": 61_902_773}
+
+
+@pytest.mark.parametrize("variant", M.VARIANTS)
+def test_full_size_parameter_counts(variant):
+    assert M.count_parameters(M.Generator(variant)) == FULL_COUNTS[variant]
+
+
+def test_discriminator_shape_and_count():
+    d = M.Discriminator()
+    assert M.count_parameters(d) == 2_804_679
+    x = torch.zeros(2, 3, 128, 64)
+    h = torch.zeros(2, 18, 128, 64)
+    assert d(x, h, x, h).shape == (2, 1, 3, 1)  # 3 patch scores at 128x64
+
+
+@pytest.mark.parametrize("variant", M.VARIANTS)
+@pytest.mark.parametrize("norm", M.NORMS)
+def test_small_variants_output_shape_and_range(variant, norm):
+    g = M.Generator(variant, norm=norm, width_mult=0.0625)
+    x, s, t = batch()
+    y = g(x, s, t)
+    assert y.shape == (2, 3, 128, 64) and y.abs().max() <= 1
+
+
+def test_instance_norm_all_matches_its_definition():
+    n = M.InstanceNormAll()
+    x = torch.randn(3, 5, 4, 2) * 3 + 1
+    y = n(x)
+    flat = x.reshape(3, -1)
+    ref = (x - flat.mean(1).view(-1, 1, 1, 1)) / (flat.std(1, unbiased=False).view(-1, 1, 1, 1) + 1e-3)
+    torch.testing.assert_close(y, ref)
+
+
+def test_skips_go_through_part_affine_warp_at_four_levels_with_scaled_affines(monkeypatch):
+    calls = []
+    real = D.part_affine_warp
+
+    def spy(features, theta, masks, offsets=None, **kw):
+        calls.append((features.shape, theta.clone(), masks.shape))
+        return real(features, theta, masks, offsets, **kw)
+
+    monkeypatch.setattr(M.deformgan_ops, "part_affine_warp", spy)
+    g = M.Generator("parts", width_mult=0.0625)
+    x, s, t = batch()
+    g(x, s, t)
+    assert len(calls) == 4
+    theta, _ = P.part_affines(s, t)
+    for level, (fshape, th, mshape) in enumerate(calls):
+        assert fshape[-2:] == (128 >> level, 64 >> level) and mshape == (2, 10, 128 >> level, 64 >> level)
+        torch.testing.assert_close(th, P.scale_affines(theta, 2.0 ** level))
+    calls.clear()
+    M.Generator("none", width_mult=0.0625)(x, s, t)
+    assert calls == []
+
+
+def test_gradients_reach_every_parameter():
+    g = M.Generator("parts+offsets", width_mult=0.0625, dropout=0.0)
+    x, s, t = batch()
+    g(x, s, t).square().mean().backward()
+    for name, p in g.named_parameters():
+        assert p.grad is not None, name
+        # the offset heads' hidden layer sits behind a zero-initialised output layer,
+        # so only it gets exactly zero gradient at initialisation
+        if not (name.startswith("offset_heads") and ".0." in name):
+            assert p.grad.abs().sum() > 0, name
+
+
+def test_parts_plus_offsets_starts_equal_to_parts():
+    off = M.Generator("parts+offsets", width_mult=0.0625).eval()
+    parts = M.Generator("parts", width_mult=0.0625).eval()
+    missing, unexpected = parts.load_state_dict(off.state_dict(), strict=False)
+    assert not missing and all(k.startswith("offset_heads") for k in unexpected)
+    x, s, t = batch()
+    torch.testing.assert_close(off(x, s, t), parts(x, s, t))
+    assert all(o.abs().max() == 0 for o in off.last_offsets) and len(off.last_offsets) == 4
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="variant must be one of"):
+        M.Generator("deformable")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        M.Generator("parts", norm="batch")
