@@ -14,3 +14,13 @@ def test_bench_ops_prints_a_table_with_ratios():
     for op in ("part_affine_warp", "nn_loss", "keypoint_heatmaps"):
         assert f"| {op} | reference |" in out
     assert "speed-up" in out and "failed" not in out
+
+
+def test_bench_geometry_and_bench_train_run():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_geometry.py"), "--batch", "4",
+                          "--repeat", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "| render_batch, masks at full resolution |" in out and "pairs / s" in out
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--batch", "2",
+                          "--iters", "1", "--width-mult", "0.0625"], capture_output=True, text=True, timeout=600,
+                         check=True).stdout
+    assert "| reference |" in out and "x |" in out
