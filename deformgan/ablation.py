@@ -1,0 +1,112 @@
+"""`python -m deformgan.ablation [--out runs/ablation] [--steps 1200] [--width-mult 0.25]`
+
+The ablation study on the synthetic demo set: the U-Net baseline, the paper's DSC and
+full configurations, and the offsets variant, each trained for the same budget on the
+CPU with the same seed and data order, then evaluated on the held-out identities'
+test pairs. Writes OUT/ablation.md (the table), OUT/ablation.json and
+OUT/ablation.png (the same test pairs across the variants).
+
+The VGG19-based losses (full: NN loss; offsets: NN + perceptual) use pretrained VGG19
+weights when torchvision can load them, else random VGG19 features
+(--allow-random-vgg is implied here and reported in the table), since pretrained
+weights cannot be downloaded on an offline machine.
+"""
+import argparse
+import json
+import os
+import sys
+import warnings
+
+import torch
+from PIL import Image
+
+from .evaluate import evaluate, markdown_table, to_uint8
+from .train import PRESETS, TrainConfig, train
+
+VARIANTS = ("baseline", "dsc", "full", "offsets")
+
+
+def vgg_available() -> bool:
+    try:
+        from torchvision.models import VGG19_Weights
+        VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=False)
+        return True
+    except Exception:
+        return False
+
+
+def figure(out_dir: str, checkpoints: dict, rows: int = 6) -> str:
+    from . import checkpoint as ckpt_io
+    from .data.market import MarketPoseDataset
+    from .evaluate import resolve_data
+    from .viz import grid, pose_image
+
+    first = ckpt_io.load(next(iter(checkpoints.values())))
+    root = resolve_data(first, None)
+    ds = MarketPoseDataset(root, os.path.join(root, "annotations-test.csv"), os.path.join(root, "pairs-test.csv"),
+                           split="test", heatmaps=False)
+    step = max(1, len(ds) // rows)
+    items = [ds[i * step] for i in range(rows)]
+    src = torch.stack([it["source_image"] for it in items])
+    skp = torch.stack([it["source_keypoints"] for it in items])
+    tkp = torch.stack([it["target_keypoints"] for it in items])
+    outs = {}
+    for name, path in checkpoints.items():
+        g = ckpt_io.build_generator(ckpt_io.load(path))
+        with torch.no_grad():
+            outs[name] = to_uint8(g(src, skp, tkp))
+    lines = []
+    for i, it in enumerate(items):
+        row = [Image.fromarray(to_uint8(it["source_image"]).permute(1, 2, 0).numpy()), pose_image(tkp[i])]
+        row += [Image.fromarray(outs[n][i].permute(1, 2, 0).numpy()) for n in checkpoints]
+        row.append(Image.fromarray(to_uint8(it["target_image"]).permute(1, 2, 0).numpy()))
+        lines.append(row)
+    path = os.path.join(out_dir, "ablation.png")
+    grid(lines, titles=["source", "pose"] + list(checkpoints) + ["target"]).save(path)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m deformgan.ablation", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="runs/ablation")
+    ap.add_argument("--steps", type=int, default=1200)
+    ap.add_argument("--width-mult", type=float, default=0.25)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--max-pairs", type=int, default=None)
+    args = ap.parse_args(argv)
+    pretrained_vgg = vgg_available()
+    results, ckpts = [], {}
+    for name in args.variants:
+        values = dict(PRESETS[name])
+        values.update(preset=name, out=os.path.join(args.out, name), steps=args.steps, width_mult=args.width_mult,
+                      batch_size=args.batch_size, seed=args.seed, dropout=0.0, sample_every=args.steps,
+                      save_every=args.steps, log_every=25, allow_random_vgg=not pretrained_vgg,
+                      vgg_weights="imagenet" if pretrained_vgg else None)
+        cfg = TrainConfig(**values)
+        print(f"[deformgan.ablation] training {name} ({cfg.variant}) for {cfg.steps} steps", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = train(cfg)
+        ckpts[name] = res["checkpoint"]
+        r = evaluate(res["checkpoint"], out=os.path.join(args.out, name, "eval"), max_pairs=args.max_pairs,
+                     inception_weights="imagenet", alexnet_weights="imagenet", pose_weights="yolo11n-pose.pt")
+        results.append(r)
+    table = markdown_table(results, names=[f"{n} ({r['variant']})" for n, r in zip(args.variants, results)])
+    note = ("" if pretrained_vgg else
+            "\nThe VGG19 losses of `full` and `offsets` ran on RANDOM VGG19 features: pretrained weights "
+            "could not be loaded on this machine.\n")
+    with open(os.path.join(args.out, "ablation.md"), "w") as fh:
+        fh.write(table + note)
+    with open(os.path.join(args.out, "ablation.json"), "w") as fh:
+        json.dump({"results": results, "pretrained_vgg": pretrained_vgg, "args": vars(args)}, fh, indent=1)
+    fig = figure(args.out, ckpts)
+    print(table + note, end="")
+    print(f"[deformgan.ablation] wrote {os.path.join(args.out, 'ablation.md')} and {fig}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

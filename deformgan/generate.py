@@ -1,0 +1,194 @@
+"""`python -m deformgan.generate --checkpoint CKPT --source IMG
+   (--target-pose POSE.json | --target-image IMG2 | --target-keypoints "[y...]:[x...]")
+   [--source-keypoints "[y...]:[x...]" | --source-pose POSE.json] --out OUT.png [--panel]`
+
+Re-poses one person. Keypoints not given are found with a YOLO pose model
+(``--pose-weights``, default yolo11n-pose.pt through ultralytics). A pose file is JSON:
+``{"keypoints": [[x, y], ... 18 joints]}`` or ``{"x": [...18], "y": [...18]}`` (-1 for
+a missing joint), in the pixels of its image. ``--panel`` writes source | target pose |
+result side by side. Python API: :class:`Reposer` (load once, generate many).
+"""
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import checkpoint as ckpt_io
+from . import pose as P
+
+
+class NoPersonFound(RuntimeError):
+    pass
+
+
+class PoseFileError(ValueError):
+    pass
+
+
+def parse_keypoints_string(text: str) -> torch.Tensor:
+    """``"[y0, ...]:[x0, ...]"`` (the annotation CSV's two fields) -> ``[18, 2]`` (x, y)."""
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError("expected two lists separated by ':'")
+        ys, xs = json.loads(parts[0]), json.loads(parts[1])
+        if len(ys) != 18 or len(xs) != 18:
+            raise ValueError(f"expected 18 values each, got {len(ys)} and {len(xs)}")
+        kp = torch.tensor([[float(x), float(y)] for x, y in zip(xs, ys)])
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise PoseFileError(f"keypoints {text[:60]!r}: {exc} (format: \"[y0, ..., y17]:[x0, ..., x17]\")") from exc
+    kp[P.missing(kp)] = -1
+    return kp
+
+
+def read_pose_file(path: str) -> torch.Tensor:
+    """A JSON pose file -> ``[18, 2]`` (x, y); a malformed one raises PoseFileError naming it."""
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+        if isinstance(data, dict) and "keypoints" in data:
+            kp = torch.tensor(data["keypoints"], dtype=torch.float32)
+        elif isinstance(data, dict) and "x" in data and "y" in data:
+            kp = torch.stack([torch.tensor(data["x"], dtype=torch.float32),
+                              torch.tensor(data["y"], dtype=torch.float32)], -1)
+        else:
+            raise ValueError('expected {"keypoints": [[x, y] x 18]} or {"x": [...], "y": [...]}')
+        if kp.shape != (18, 2):
+            raise ValueError(f"expected 18 (x, y) joints, got shape {list(kp.shape)}")
+    except FileNotFoundError:
+        raise
+    except (ValueError, TypeError, json.JSONDecodeError, RuntimeError) as exc:
+        raise PoseFileError(f"pose file {path}: {exc}") from exc
+    kp[P.missing(kp)] = -1
+    return kp
+
+
+class Reposer:
+    """Load a checkpoint once, re-pose many people.
+
+    >>> r = Reposer("runs/demo/checkpoint.pt")
+    >>> out = r.generate("person.jpg", target_keypoints=kp)   # H x W x 3 uint8
+    """
+
+    def __init__(self, checkpoint: str, device: Optional[str] = None, pose_weights: str = "yolo11n-pose.pt",
+                 ops_backend: Optional[str] = None, variant: Optional[str] = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.ckpt = ckpt_io.load(checkpoint, expect_variant=variant)
+        self.generator = ckpt_io.build_generator(self.ckpt, self.device, ops_backend)
+        self.height, self.width = self.generator.image_size
+        self.pose_weights = pose_weights
+        self._pose_model = None
+
+    def load_image(self, image: Union[str, np.ndarray, Image.Image]) -> Image.Image:
+        if isinstance(image, str):
+            if not os.path.isfile(image):
+                raise FileNotFoundError(f"image not found: {image}")
+            try:
+                with Image.open(image) as im:
+                    return im.convert("RGB")
+            except Exception as exc:
+                raise ValueError(f"cannot read image {image}: {exc}") from exc
+        if isinstance(image, np.ndarray):
+            return Image.fromarray(image).convert("RGB")
+        return image.convert("RGB")
+
+    def keypoints_of(self, image: Image.Image, name: str = "image") -> torch.Tensor:
+        """Keypoints ``[18, 2]`` of the person in ``image`` (its own pixels), with YOLO."""
+        from .keypoints import load_pose_model, result_to_keypoints
+        if self._pose_model is None:
+            self._pose_model = load_pose_model(self.pose_weights)
+        res = self._pose_model.predict([np.asarray(image)[:, :, ::-1].copy()], verbose=False,
+                                       device=str(self.device) if self.device.type == "cpu" else self.device.index)
+        kp = result_to_keypoints(res[0], conf=0.3)
+        if not P.present(kp).any():
+            raise NoPersonFound(f"no person found in {name}")
+        return kp
+
+    def _fit(self, image: Image.Image, kp: torch.Tensor):
+        """Resize to the model's size and scale the keypoints with it."""
+        w, h = image.size
+        if (h, w) != (self.height, self.width):
+            image = image.resize((self.width, self.height), Image.BICUBIC)
+            kp = torch.where(P.missing(kp).unsqueeze(-1), kp,
+                             kp * torch.tensor([self.width / w, self.height / h]))
+        return image, kp
+
+    @torch.no_grad()
+    def generate(self, source, target_keypoints: torch.Tensor, source_keypoints: Optional[torch.Tensor] = None,
+                 target_size: Optional[Sequence[int]] = None) -> np.ndarray:
+        """The source person in the target pose, ``H x W x 3`` uint8 at the model's size.
+        ``target_keypoints`` are in pixels of an image of ``target_size`` (H, W),
+        default the model's size."""
+        img = self.load_image(source)
+        name = source if isinstance(source, str) else "the source image"
+        src_kp = source_keypoints if source_keypoints is not None else self.keypoints_of(img, name)
+        img, src_kp = self._fit(img, src_kp)
+        tgt_kp = target_keypoints.float().clone()
+        if target_size is not None and tuple(target_size) != (self.height, self.width):
+            th, tw = target_size
+            tgt_kp = torch.where(P.missing(tgt_kp).unsqueeze(-1), tgt_kp,
+                                 tgt_kp * torch.tensor([self.width / tw, self.height / th]))
+        x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+        out = self.generator(x.to(self.device), src_kp[None], tgt_kp[None])[0]
+        return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m deformgan.generate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--source", required=True)
+    tgt = ap.add_mutually_exclusive_group(required=True)
+    tgt.add_argument("--target-pose")
+    tgt.add_argument("--target-image")
+    tgt.add_argument("--target-keypoints")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--source-keypoints")
+    src.add_argument("--source-pose")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--panel", action="store_true", help="write source | target pose | result")
+    ap.add_argument("--pose-weights", default="yolo11n-pose.pt")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--variant", default=None, help="fail unless the checkpoint is of this generator variant")
+    args = ap.parse_args(argv)
+    try:
+        r = Reposer(args.checkpoint, args.device, args.pose_weights, variant=args.variant)
+        target_size = None
+        if args.target_pose:
+            tkp = read_pose_file(args.target_pose)
+        elif args.target_keypoints:
+            tkp = parse_keypoints_string(args.target_keypoints)
+        else:
+            timg = r.load_image(args.target_image)
+            tkp = r.keypoints_of(timg, args.target_image)
+            target_size = (timg.size[1], timg.size[0])
+        skp = None
+        if args.source_keypoints:
+            skp = parse_keypoints_string(args.source_keypoints)
+        elif args.source_pose:
+            skp = read_pose_file(args.source_pose)
+        out = r.generate(args.source, tkp, skp, target_size)
+    except (FileNotFoundError, ValueError, NoPersonFound, ckpt_io.CheckpointError, RuntimeError) as exc:
+        print(f"[deformgan.generate] error: {exc}", file=sys.stderr)
+        return 2
+    result = Image.fromarray(out)
+    if args.panel:
+        from .viz import grid, pose_image
+        src_img = r.load_image(args.source).resize((r.width, r.height))
+        if target_size is not None:
+            th, tw = target_size
+            tkp = torch.where(P.missing(tkp).unsqueeze(-1), tkp, tkp * torch.tensor([r.width / tw, r.height / th]))
+        result = grid([[src_img, pose_image(tkp, r.height, r.width), result]], titles=["source", "pose", "result"])
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    result.save(args.out)
+    print(f"[deformgan.generate] wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
