@@ -155,9 +155,16 @@ def main(argv=None) -> int:
     ap.add_argument("--pose-weights", default="yolo11n-pose.pt")
     ap.add_argument("--device", default=None)
     ap.add_argument("--variant", default=None, help="fail unless the checkpoint is of this generator variant")
+    ap.add_argument("--annotations", default=None,
+                    help="an annotation CSV: keypoints of --source / --target-image are looked up there by file name "
+                         "before YOLO is tried")
     args = ap.parse_args(argv)
     try:
         r = Reposer(args.checkpoint, args.device, args.pose_weights, variant=args.variant)
+        known = {}
+        if args.annotations:
+            from .data.market import read_annotations
+            known = read_annotations(args.annotations)
         target_size = None
         if args.target_pose:
             tkp = read_pose_file(args.target_pose)
@@ -165,9 +172,10 @@ def main(argv=None) -> int:
             tkp = parse_keypoints_string(args.target_keypoints)
         else:
             timg = r.load_image(args.target_image)
-            tkp = r.keypoints_of(timg, args.target_image)
+            name = os.path.basename(args.target_image)
+            tkp = known[name] if name in known else r.keypoints_of(timg, args.target_image)
             target_size = (timg.size[1], timg.size[0])
-        skp = None
+        skp = known.get(os.path.basename(args.source))
         if args.source_keypoints:
             skp = parse_keypoints_string(args.source_keypoints)
         elif args.source_pose:

@@ -78,6 +78,14 @@ def test_generate_api_and_cli(trained, tmp_path):
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert Image.open(res).size[0] > 3 * 64  # the panel: source | pose | result
+    # keypoints of the source and of a target image looked up in an annotation CSV
+    res = tmp_path / "out2.png"
+    proc = subprocess.run([sys.executable, "-m", "deformgan.generate", "--checkpoint", ckpt, "--source", src,
+                           "--target-image", os.path.join(data, "bounding_box_test", b),
+                           "--annotations", os.path.join(data, "annotations-test.csv"), "--out", str(res)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert Image.open(res).size == (64, 128)
 
 
 def test_generate_bad_inputs(trained, tmp_path):

@@ -72,6 +72,43 @@ inline void check_nn_loss_inputs(const at::Tensor& generated, const at::Tensor& 
               target.sizes());
   TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1,
               "kernel_size must be an odd positive integer, got ", kernel_size);
+  TORCH_CHECK(generated.size(2) * generated.size(3) < (int64_t(1) << 31),
+              "generated must have fewer than 2^31 pixels per plane, got ", generated.size(2), " x ",
+              generated.size(3));
+}
+
+inline void check_part_affine_warp_backward_inputs(const at::Tensor& grad_output, const at::Tensor& features,
+                                                   const at::Tensor& theta, const at::Tensor& masks,
+                                                   const c10::optional<at::Tensor>& offsets,
+                                                   const at::Tensor& winner) {
+  check_part_affine_warp_inputs(features, theta, masks, offsets);
+  const int64_t N = features.size(0), C = features.size(1), Ho = masks.size(2), Wo = masks.size(3);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({N, C, Ho, Wo}),
+              "grad_output must have shape [N, C, Ho, Wo] = [", N, ", ", C, ", ", Ho, ", ", Wo, "], got ",
+              grad_output.sizes());
+  TORCH_CHECK(winner.sizes() == grad_output.sizes() && winner.scalar_type() == at::kByte,
+              "winner must be a uint8 tensor of shape ", grad_output.sizes(), ", got ", winner.scalar_type(), " ",
+              winner.sizes());
+}
+
+inline void check_keypoint_heatmaps_backward_inputs(const at::Tensor& grad_output, const at::Tensor& keypoints,
+                                                    int64_t height, int64_t width, double sigma) {
+  check_keypoint_heatmaps_inputs(keypoints, height, width, sigma);
+  const int64_t N = keypoints.size(0), K = keypoints.size(1);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({N, K, height, width}),
+              "grad_output must have shape [N, K, height, width] = [", N, ", ", K, ", ", height, ", ", width,
+              "], got ", grad_output.sizes());
+}
+
+inline void check_nn_loss_backward_inputs(const at::Tensor& grad_distance, const at::Tensor& generated,
+                                          const at::Tensor& target, const at::Tensor& argmin,
+                                          int64_t kernel_size) {
+  check_nn_loss_inputs(generated, target, kernel_size);
+  const int64_t N = generated.size(0), H = generated.size(2), W = generated.size(3);
+  TORCH_CHECK(grad_distance.sizes() == at::IntArrayRef({N, H, W}), "grad_distance must have shape [N, H, W] = [",
+              N, ", ", H, ", ", W, "], got ", grad_distance.sizes());
+  TORCH_CHECK(argmin.sizes() == grad_distance.sizes() && argmin.scalar_type() == at::kInt,
+              "argmin must be an int32 tensor of shape [N, H, W], got ", argmin.scalar_type(), " ", argmin.sizes());
 }
 
 }  // namespace deformgan_ops

@@ -35,6 +35,28 @@ def _corners(u, v, H, W, valid):
 
 
 @triton.jit
+def _offsets(off_ptr, n, HWo, offs, valid, HAS_OFFSETS: tl.constexpr, DT: tl.constexpr, BLOCK: tl.constexpr):
+    """The residual displacement (du, dv) of each output pixel (zeros without offsets)."""
+    if HAS_OFFSETS:
+        du = tl.load(off_ptr + n * 2 * HWo + offs, mask=valid, other=0).to(DT)
+        dv = tl.load(off_ptr + (n * 2 + 1) * HWo + offs, mask=valid, other=0).to(DT)
+    else:
+        du = tl.zeros([BLOCK], dtype=DT)
+        dv = tl.zeros([BLOCK], dtype=DT)
+    return du, dv
+
+
+@triton.jit
+def _corner_values(plane, i00, m00, m01, m10, m11, W, DT: tl.constexpr):
+    """The four bilinear corner values, 0 for corners outside the image."""
+    f00 = tl.load(plane + i00, mask=m00, other=0).to(DT)
+    f01 = tl.load(plane + i00 + 1, mask=m01, other=0).to(DT)
+    f10 = tl.load(plane + i00 + W, mask=m10, other=0).to(DT)
+    f11 = tl.load(plane + i00 + W + 1, mask=m11, other=0).to(DT)
+    return f00, f01, f10, f11
+
+
+@triton.jit
 def _location(theta_ptr, row, x, y, du, dv, DT: tl.constexpr):
     """(u, v) = theta[row] @ (x, y, 1) + (du, dv); row may be a scalar or a vector."""
     t0 = tl.load(theta_ptr + row * 6 + 0).to(DT)
@@ -57,12 +79,7 @@ def _part_affine_warp_forward_kernel(feat_ptr, theta_ptr, masks_ptr, off_ptr, ou
     valid = offs < HWo
     x = (offs % Wo).to(DT)
     y = (offs // Wo).to(DT)
-    if HAS_OFFSETS:
-        du = tl.load(off_ptr + n * 2 * HWo + offs, mask=valid, other=0).to(DT)
-        dv = tl.load(off_ptr + (n * 2 + 1) * HWo + offs, mask=valid, other=0).to(DT)
-    else:
-        du = tl.zeros([BLOCK], dtype=DT)
-        dv = tl.zeros([BLOCK], dtype=DT)
+    du, dv = _offsets(off_ptr, n, HWo, offs, valid, HAS_OFFSETS, DT, BLOCK)
     plane = feat_ptr + nc * H * W
     best = tl.full([BLOCK], float("-inf"), dtype=DT)
     best_p = tl.zeros([BLOCK], dtype=tl.int32)
@@ -71,10 +88,7 @@ def _part_affine_warp_forward_kernel(feat_ptr, theta_ptr, masks_ptr, off_ptr, ou
         u, v = _location(theta_ptr, n * P + p, x, y, du, dv, DT)
         # a zero-mask part is not sampled: its corner loads are masked off
         i00, m00, m01, m10, m11, wx1, wy1 = _corners(u, v, H, W, valid & (m != 0))
-        f00 = tl.load(plane + i00, mask=m00, other=0).to(DT)
-        f01 = tl.load(plane + i00 + 1, mask=m01, other=0).to(DT)
-        f10 = tl.load(plane + i00 + W, mask=m10, other=0).to(DT)
-        f11 = tl.load(plane + i00 + W + 1, mask=m11, other=0).to(DT)
+        f00, f01, f10, f11 = _corner_values(plane, i00, m00, m01, m10, m11, W, DT)
         s = (1 - wx1) * (1 - wy1) * f00 + wx1 * (1 - wy1) * f01 + (1 - wx1) * wy1 * f10 + wx1 * wy1 * f11
         cand = tl.where(m != 0, m * s, 0.0)
         wins = cand > best  # strict: ties keep the lowest p
@@ -98,22 +112,14 @@ def _part_affine_warp_backward_kernel(grad_ptr, feat_ptr, theta_ptr, masks_ptr, 
     valid = offs < HWo
     x = (offs % Wo).to(DT)
     y = (offs // Wo).to(DT)
-    if HAS_OFFSETS:
-        du = tl.load(off_ptr + n * 2 * HWo + offs, mask=valid, other=0).to(DT)
-        dv = tl.load(off_ptr + (n * 2 + 1) * HWo + offs, mask=valid, other=0).to(DT)
-    else:
-        du = tl.zeros([BLOCK], dtype=DT)
-        dv = tl.zeros([BLOCK], dtype=DT)
+    du, dv = _offsets(off_ptr, n, HWo, offs, valid, HAS_OFFSETS, DT, BLOCK)
     g = tl.load(grad_ptr + nc * HWo + offs, mask=valid, other=0).to(DT)
     p = tl.load(win_ptr + nc * HWo + offs, mask=valid, other=0).to(tl.int32)
     m = tl.load(masks_ptr + (n * P + p) * HWo + offs, mask=valid, other=0).to(DT)
     u, v = _location(theta_ptr, n * P + p, x, y, du, dv, DT)
     i00, m00, m01, m10, m11, wx1, wy1 = _corners(u, v, H, W, valid)
     plane = feat_ptr + nc * H * W
-    f00 = tl.load(plane + i00, mask=m00, other=0).to(DT)
-    f01 = tl.load(plane + i00 + 1, mask=m01, other=0).to(DT)
-    f10 = tl.load(plane + i00 + W, mask=m10, other=0).to(DT)
-    f11 = tl.load(plane + i00 + W + 1, mask=m11, other=0).to(DT)
+    f00, f01, f10, f11 = _corner_values(plane, i00, m00, m01, m10, m11, W, DT)
     w00 = (1 - wx1) * (1 - wy1)
     w01 = wx1 * (1 - wy1)
     w10 = (1 - wx1) * wy1

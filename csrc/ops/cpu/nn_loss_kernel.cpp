@@ -39,15 +39,16 @@ DEFORMGAN_CPU_CLONES void accumulate_abs_diff(acc_t* __restrict__ a, const scala
   }
 }
 
-// One channel plane of the backward: grad reaches generated at p and target at q[p].
-template <typename scalar_t, typename acc_t>
-void nn_loss_backward_plane(const scalar_t* __restrict__ grad, const int64_t* __restrict__ q,
+// One channel plane of the backward: grad reaches generated at p and target at
+// q[p]; compiled once per combination of the two gradients asked for.
+template <typename scalar_t, typename acc_t, bool kGen, bool kTgt>
+void nn_loss_backward_plane(const scalar_t* __restrict__ grad, const int32_t* __restrict__ q,
                             const scalar_t* __restrict__ g, const scalar_t* __restrict__ t,
                             scalar_t* __restrict__ gg, scalar_t* __restrict__ gt, int64_t HW) {
   for (int64_t p = 0; p < HW; ++p) {
     const acc_t v = static_cast<acc_t>(grad[p]) * abs_diff_grad_generated<acc_t>(t[q[p]], g[p]);
-    if (gg != nullptr) gg[p] = static_cast<scalar_t>(v);
-    if (gt != nullptr) gt[q[p]] -= static_cast<scalar_t>(v);
+    if (kGen) gg[p] = static_cast<scalar_t>(v);
+    if (kTgt) gt[q[p]] -= static_cast<scalar_t>(v);
   }
 }
 
@@ -117,15 +118,9 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
                                                         const at::Tensor& argmin_in,
                                                         int64_t kernel_size,
                                                         std::array<bool, 2> output_mask) {
-  check_nn_loss_inputs(generated_in, target_in, kernel_size);
+  check_nn_loss_backward_inputs(grad_distance_in, generated_in, target_in, argmin_in, kernel_size);
   const int64_t N = generated_in.size(0), C = generated_in.size(1), H = generated_in.size(2),
                 W = generated_in.size(3);
-  TORCH_CHECK(grad_distance_in.sizes() == at::IntArrayRef({N, H, W}),
-              "grad_distance must have shape [N, H, W] = [", N, ", ", H, ", ", W, "], got ",
-              grad_distance_in.sizes());
-  TORCH_CHECK(argmin_in.sizes() == grad_distance_in.sizes() && argmin_in.scalar_type() == at::kInt,
-              "argmin must be an int32 tensor of shape [N, H, W], got ", argmin_in.scalar_type(),
-              " ", argmin_in.sizes());
   const at::Tensor generated = generated_in.contiguous();
   const at::Tensor target = target_in.contiguous();
   const at::Tensor grad_distance = grad_distance_in.to(generated.scalar_type()).contiguous();
@@ -150,7 +145,7 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
     for (int32_t o = 0; o < k * k; ++o) window_offset(o, k, offsets_y[o], offsets_x[o]);
     // Parallel over the batch: each task owns grad_target[n] (the scattered one).
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<int64_t> match(H * W);  // flat index of the winning q of each pixel
+      std::vector<int32_t> match(H * W);  // flat index of the winning q of each pixel
       for (int64_t n = begin; n < end; ++n) {
         for (int64_t y = 0; y < H; ++y) {
           for (int64_t x = 0; x < W; ++x) {
@@ -160,16 +155,22 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
             TORCH_CHECK(known && window_offset_inside(y, x, dy, dx, H, W),
                         "argmin holds window index ", o, " at pixel (", x, ", ", y,
                         "), which is not a window position inside the image");
-            match[y * W + x] = (y + dy) * W + x + dx;
+            match[y * W + x] = static_cast<int32_t>((y + dy) * W + x + dx);
           }
         }
         const scalar_t* __restrict__ grad = gd + n * H * W;
-        const int64_t* __restrict__ q = match.data();
+        const int32_t* __restrict__ q = match.data();
         for (int64_t c = 0; c < C; ++c) {
           const int64_t plane = (n * C + c) * H * W;
-          nn_loss_backward_plane<scalar_t, acc_t>(grad, q, gen + plane, tgt + plane,
-                                                  ggen ? ggen + plane : nullptr,
-                                                  gtgt ? gtgt + plane : nullptr, H * W);
+          scalar_t* gg = ggen ? ggen + plane : nullptr;
+          scalar_t* gt = gtgt ? gtgt + plane : nullptr;
+          if (gg && gt) {
+            nn_loss_backward_plane<scalar_t, acc_t, true, true>(grad, q, gen + plane, tgt + plane, gg, gt, H * W);
+          } else if (gg) {
+            nn_loss_backward_plane<scalar_t, acc_t, true, false>(grad, q, gen + plane, tgt + plane, gg, gt, H * W);
+          } else {
+            nn_loss_backward_plane<scalar_t, acc_t, false, true>(grad, q, gen + plane, tgt + plane, gg, gt, H * W);
+          }
         }
       }
     });

@@ -84,12 +84,9 @@ at::Tensor keypoint_heatmaps_cuda(const at::Tensor& keypoints_in, int64_t height
 at::Tensor keypoint_heatmaps_backward_cuda(const at::Tensor& grad_output_in,
                                            const at::Tensor& keypoints_in, int64_t height,
                                            int64_t width, double sigma) {
-  check_keypoint_heatmaps_inputs(keypoints_in, height, width, sigma);
+  check_keypoint_heatmaps_backward_inputs(grad_output_in, keypoints_in, height, width, sigma);
   c10::cuda::CUDAGuard guard(keypoints_in.device());
   const int64_t N = keypoints_in.size(0), K = keypoints_in.size(1);
-  TORCH_CHECK(grad_output_in.sizes() == at::IntArrayRef({N, K, height, width}),
-              "grad_output must have shape [N, K, height, width] = [", N, ", ", K, ", ", height,
-              ", ", width, "], got ", grad_output_in.sizes());
   const at::Tensor keypoints = keypoints_in.contiguous();
   const at::Tensor grad_output = grad_output_in.to(keypoints.scalar_type()).contiguous();
   at::Tensor grad_keypoints = at::zeros_like(keypoints);

@@ -113,16 +113,10 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cuda(const at::Tensor& grad_
                                                          const at::Tensor& argmin_in,
                                                          int64_t kernel_size,
                                                          std::array<bool, 2> output_mask) {
-  check_nn_loss_inputs(generated_in, target_in, kernel_size);
+  check_nn_loss_backward_inputs(grad_distance_in, generated_in, target_in, argmin_in, kernel_size);
   c10::cuda::CUDAGuard guard(generated_in.device());
   const int64_t N = generated_in.size(0), C = generated_in.size(1), H = generated_in.size(2),
                 W = generated_in.size(3);
-  TORCH_CHECK(grad_distance_in.sizes() == at::IntArrayRef({N, H, W}),
-              "grad_distance must have shape [N, H, W] = [", N, ", ", H, ", ", W, "], got ",
-              grad_distance_in.sizes());
-  TORCH_CHECK(argmin_in.sizes() == grad_distance_in.sizes() && argmin_in.scalar_type() == at::kInt,
-              "argmin must be an int32 tensor of shape [N, H, W], got ", argmin_in.scalar_type(),
-              " ", argmin_in.sizes());
   const bool need_generated = output_mask[0], need_target = output_mask[1];
   if (need_target) {
     at::globalContext().alertNotDeterministic("deformgan_ops::_nn_loss_backward (CUDA, grad of target)");

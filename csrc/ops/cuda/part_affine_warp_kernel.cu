@@ -187,17 +187,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     const at::Tensor& grad_output_in, const at::Tensor& features_in, const at::Tensor& theta_in,
     const at::Tensor& masks_in, const c10::optional<at::Tensor>& offsets_in,
     const at::Tensor& winner_in, std::array<bool, 4> output_mask) {
-  check_part_affine_warp_inputs(features_in, theta_in, masks_in, offsets_in);
+  check_part_affine_warp_backward_inputs(grad_output_in, features_in, theta_in, masks_in, offsets_in, winner_in);
   c10::cuda::CUDAGuard guard(features_in.device());
   const int64_t N = features_in.size(0), C = features_in.size(1), H = features_in.size(2),
                 W = features_in.size(3);
   const int64_t P = theta_in.size(1), Ho = masks_in.size(2), Wo = masks_in.size(3);
-  TORCH_CHECK(grad_output_in.sizes() == at::IntArrayRef({N, C, Ho, Wo}),
-              "grad_output must have shape [N, C, Ho, Wo] = [", N, ", ", C, ", ", Ho, ", ", Wo,
-              "], got ", grad_output_in.sizes());
-  TORCH_CHECK(winner_in.sizes() == grad_output_in.sizes() && winner_in.scalar_type() == at::kByte,
-              "winner must be a uint8 tensor of shape ", grad_output_in.sizes(), ", got ",
-              winner_in.scalar_type(), " ", winner_in.sizes());
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
   const bool need_features = output_mask[0], need_theta = output_mask[1],
              need_masks = output_mask[2], need_offsets = output_mask[3] && has_offsets;
