@@ -181,13 +181,18 @@ class Generator(nn.Module):
         return self.final(x)
 
     def _warp(self, feat: torch.Tensor, pose_feat: torch.Tensor, geo: Dict, level: int) -> torch.Tensor:
-        theta = P.scale_affines(geo["theta"], float(1 << level)).to(feat.dtype)
-        masks = geo["masks"][level].to(feat.dtype)
+        # Sampling locations need more than 16-bit precision (a bf16 translation of 60 px
+        # is off by up to a quarter pixel): under autocast the warp runs in float32.
+        dtype = torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
+        theta = P.scale_affines(geo["theta"], float(1 << level)).to(dtype)
+        masks = geo["masks"][level].to(dtype)
         offsets = None
         if self.offset_heads is not None:
-            offsets = self.offset_heads[level](pose_feat).to(feat.dtype)
+            offsets = self.offset_heads[level](pose_feat)
             self.last_offsets.append(offsets)
-        return deformgan_ops.part_affine_warp(feat, theta, masks, offsets, backend=self.ops_backend)
+            offsets = offsets.to(dtype)
+        out = deformgan_ops.part_affine_warp(feat.to(dtype), theta, masks, offsets, backend=self.ops_backend)
+        return out.to(feat.dtype)
 
 
 class Discriminator(nn.Module):
