@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from . import _validate, reference
+from ._registration import register_keypoint_heatmaps, register_nn_loss, register_part_affine_warp
 from .backend import extension_loaded, resolve
 
 __all__ = ["part_affine_warp", "keypoint_heatmaps", "nn_loss"]
@@ -17,83 +18,12 @@ __all__ = ["part_affine_warp", "keypoint_heatmaps", "nn_loss"]
 
 # ---------------------------------------------------------------- registration
 if extension_loaded():
-
-    @torch.library.register_fake("deformgan_ops::part_affine_warp")
-    def _part_affine_warp_fake(features, theta, masks, offsets):
-        N, C = features.shape[0], features.shape[1]
-        Ho, Wo = masks.shape[2], masks.shape[3]
-        return (features.new_empty((N, C, Ho, Wo)),
-                features.new_empty((N, C, Ho, Wo), dtype=torch.uint8))
-
-    @torch.library.register_fake("deformgan_ops::_part_affine_warp_backward")
-    def _part_affine_warp_backward_fake(grad_output, features, theta, masks, offsets, winner,
-                                        output_mask):
-        like = (features, theta, masks, offsets)
-        return tuple(torch.empty_like(t) if (t is not None and need) else features.new_empty((0,))
-                     for t, need in zip(like, output_mask))
-
-    def _part_affine_warp_setup(ctx, inputs, output):
-        features, theta, masks, offsets = inputs
-        ctx.has_offsets = offsets is not None
-        ctx.save_for_backward(features, theta, masks, offsets, output[1])
-
-    def _part_affine_warp_backward(ctx, grad_output, _grad_winner):
-        features, theta, masks, offsets, winner = ctx.saved_tensors
-        need = [bool(x) for x in ctx.needs_input_grad[:4]]
-        need[3] = need[3] and ctx.has_offsets
-        grads = torch.ops.deformgan_ops._part_affine_warp_backward(
-            grad_output, features, theta, masks, offsets, winner, need)
-        return tuple(g if n else None for g, n in zip(grads, need))
-
-    torch.library.register_autograd("deformgan_ops::part_affine_warp", _part_affine_warp_backward,
-                                    setup_context=_part_affine_warp_setup)
-
-    @torch.library.register_fake("deformgan_ops::keypoint_heatmaps")
-    def _keypoint_heatmaps_fake(keypoints, height, width, sigma):
-        return keypoints.new_empty((keypoints.shape[0], keypoints.shape[1], height, width))
-
-    @torch.library.register_fake("deformgan_ops::_keypoint_heatmaps_backward")
-    def _keypoint_heatmaps_backward_fake(grad_output, keypoints, height, width, sigma):
-        return torch.empty_like(keypoints)
-
-    def _keypoint_heatmaps_setup(ctx, inputs, output):
-        keypoints, height, width, sigma = inputs
-        ctx.height, ctx.width, ctx.sigma = height, width, sigma
-        ctx.save_for_backward(keypoints)
-
-    def _keypoint_heatmaps_backward(ctx, grad_output):
-        (keypoints,) = ctx.saved_tensors
-        grad = torch.ops.deformgan_ops._keypoint_heatmaps_backward(
-            grad_output, keypoints, ctx.height, ctx.width, ctx.sigma)
-        return grad, None, None, None
-
-    torch.library.register_autograd("deformgan_ops::keypoint_heatmaps", _keypoint_heatmaps_backward,
-                                    setup_context=_keypoint_heatmaps_setup)
-
-    @torch.library.register_fake("deformgan_ops::nn_loss")
-    def _nn_loss_fake(generated, target, kernel_size):
-        N, H, W = generated.shape[0], generated.shape[2], generated.shape[3]
-        return (generated.new_empty((N, H, W)), generated.new_empty((N, H, W), dtype=torch.int32))
-
-    @torch.library.register_fake("deformgan_ops::_nn_loss_backward")
-    def _nn_loss_backward_fake(grad_distance, generated, target, argmin, kernel_size, output_mask):
-        return tuple(torch.empty_like(t) if need else t.new_empty((0,))
-                     for t, need in zip((generated, target), output_mask))
-
-    def _nn_loss_setup(ctx, inputs, output):
-        generated, target, kernel_size = inputs
-        ctx.kernel_size = kernel_size
-        ctx.save_for_backward(generated, target, output[1])
-
-    def _nn_loss_backward(ctx, grad_distance, _grad_argmin):
-        generated, target, argmin = ctx.saved_tensors
-        need = [bool(x) for x in ctx.needs_input_grad[:2]]
-        gg, gt = torch.ops.deformgan_ops._nn_loss_backward(
-            grad_distance, generated, target, argmin, ctx.kernel_size, need)
-        return (gg if need[0] else None), (gt if need[1] else None), None
-
-    torch.library.register_autograd("deformgan_ops::nn_loss", _nn_loss_backward,
-                                    setup_context=_nn_loss_setup)
+    _ops = torch.ops.deformgan_ops
+    register_part_affine_warp("deformgan_ops::part_affine_warp", "deformgan_ops::_part_affine_warp_backward",
+                              _ops._part_affine_warp_backward)
+    register_keypoint_heatmaps("deformgan_ops::keypoint_heatmaps", "deformgan_ops::_keypoint_heatmaps_backward",
+                               _ops._keypoint_heatmaps_backward)
+    register_nn_loss("deformgan_ops::nn_loss", "deformgan_ops::_nn_loss_backward", _ops._nn_loss_backward)
 
 
 def _triton():

@@ -3,6 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._registration import register_keypoint_heatmaps
 from ._common import BLOCK, compute_dtype
 
 
@@ -80,28 +81,7 @@ def keypoint_heatmaps_backward_op(grad_output: torch.Tensor, keypoints: torch.Te
     return grad
 
 
-@keypoint_heatmaps_op.register_fake
-def _(keypoints, height, width, sigma):
-    return keypoints.new_empty((keypoints.shape[0], keypoints.shape[1], height, width))
-
-
-@keypoint_heatmaps_backward_op.register_fake
-def _(grad_output, keypoints, height, width, sigma):
-    return torch.empty_like(keypoints)
-
-
-def _setup(ctx, inputs, output):
-    keypoints, height, width, sigma = inputs
-    ctx.args = (height, width, sigma)
-    ctx.save_for_backward(keypoints)
-
-
-def _backward(ctx, grad_output):
-    (keypoints,) = ctx.saved_tensors
-    return keypoint_heatmaps_backward_op(grad_output, keypoints, *ctx.args), None, None, None
-
-
-keypoint_heatmaps_op.register_autograd(_backward, setup_context=_setup)
+register_keypoint_heatmaps(keypoint_heatmaps_op, keypoint_heatmaps_backward_op, keypoint_heatmaps_backward_op)
 
 
 def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._registration import register_nn_loss
 from ._common import BLOCK, accumulator_dtype, compute_dtype, empty_grad
 
 
@@ -94,31 +95,7 @@ def nn_loss_backward_op(grad_distance: torch.Tensor, generated: torch.Tensor, ta
     return ggen, (gtgt.to(generated.dtype) if need_tgt else gtgt)
 
 
-@nn_loss_op.register_fake
-def _(generated, target, kernel_size):
-    N, _, H, W = generated.shape
-    return generated.new_empty((N, H, W)), generated.new_empty((N, H, W), dtype=torch.int32)
-
-
-@nn_loss_backward_op.register_fake
-def _(grad_distance, generated, target, argmin, kernel_size, output_mask):
-    return tuple(torch.empty_like(t) if need else t.new_empty((0,)) for t, need in zip((generated, target), output_mask))
-
-
-def _setup(ctx, inputs, output):
-    generated, target, kernel_size = inputs
-    ctx.kernel_size = kernel_size
-    ctx.save_for_backward(generated, target, output[1])
-
-
-def _backward(ctx, grad_distance, _grad_argmin):
-    generated, target, argmin = ctx.saved_tensors
-    need = [bool(x) for x in ctx.needs_input_grad[:2]]
-    gg, gt = nn_loss_backward_op(grad_distance, generated, target, argmin, ctx.kernel_size, need)
-    return (gg if need[0] else None), (gt if need[1] else None), None
-
-
-nn_loss_op.register_autograd(_backward, setup_context=_setup)
+register_nn_loss(nn_loss_op, nn_loss_backward_op, nn_loss_backward_op)
 
 
 def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .._registration import register_part_affine_warp
 from ._common import BLOCK, accumulator_dtype, compute_dtype, empty_grad
 
 
@@ -203,35 +204,8 @@ def part_affine_warp_backward_op(grad_output: torch.Tensor, features: torch.Tens
             goff.to(dtype) if need_o else empty_grad(features))
 
 
-@part_affine_warp_op.register_fake
-def _(features, theta, masks, offsets):
-    N, C = features.shape[:2]
-    Ho, Wo = masks.shape[2:]
-    return features.new_empty((N, C, Ho, Wo)), features.new_empty((N, C, Ho, Wo), dtype=torch.uint8)
-
-
-@part_affine_warp_backward_op.register_fake
-def _(grad_output, features, theta, masks, offsets, winner, output_mask):
-    like = (features, theta, masks, offsets)
-    return tuple(torch.empty_like(t) if (t is not None and need) else features.new_empty((0,))
-                 for t, need in zip(like, output_mask))
-
-
-def _setup(ctx, inputs, output):
-    features, theta, masks, offsets = inputs
-    ctx.has_offsets = offsets is not None
-    ctx.save_for_backward(features, theta, masks, offsets, output[1])
-
-
-def _backward(ctx, grad_output, _grad_winner):
-    features, theta, masks, offsets, winner = ctx.saved_tensors
-    need = [bool(x) for x in ctx.needs_input_grad[:4]]
-    need[3] = need[3] and ctx.has_offsets
-    grads = part_affine_warp_backward_op(grad_output, features, theta, masks, offsets, winner, need)
-    return tuple(g if n else None for g, n in zip(grads, need))
-
-
-part_affine_warp_op.register_autograd(_backward, setup_context=_setup)
+register_part_affine_warp(part_affine_warp_op, part_affine_warp_backward_op,
+                          part_affine_warp_backward_op)
 
 
 def part_affine_warp(features, theta, masks, offsets=None):
