@@ -4,10 +4,12 @@
 
 For a batch of real Market-1501 pose pairs (from ../shared/data/market, or the
 shipped pose bank), times deformgan.data.render_batch: source and target heatmaps
-(deformgan_ops.keypoint_heatmaps), the ten part affines and the part masks, at full
-resolution only and at the four warped levels of the generator (1, 2, 4, 8), and
-prints pairs per second. The per-item reference path (heatmaps with the reference
-op, one pair at a time) is timed too, for the ratio.
+(deformgan_ops.keypoint_heatmaps), the ten part affines (deformgan_ops.part_affines)
+and the part masks (deformgan_ops.part_masks), at full resolution only and at the
+four warped levels of the generator (1, 2, 4, 8), and prints pairs per second; a
+training loop passes the previous batch back (out=) so the 75 MB of heatmaps are
+not page-faulted in again, and both ways are timed. The PyTorch references and a
+per-pair reference path are timed too, for the ratio.
 """
 import argparse
 import os
@@ -48,8 +50,8 @@ def timed(fn, repeat):
 def per_pair_reference(src, tgt):
     for s, t in zip(src, tgt):
         D.keypoint_heatmaps(torch.stack([s, t]), 128, 64, 6.0, backend="reference")
-        P.part_affines(s[None], t[None])
-        P.part_masks(t[None], 128, 64)
+        D.part_affines(s[None], t[None], backend="reference")
+        D.part_masks(t[None], 128, 64, backend="reference")
 
 
 def main(argv=None):
@@ -64,18 +66,31 @@ def main(argv=None):
           f"heatmap backend: {D.available_backends('cpu')[-1]}")
     print("| path | ms per batch | pairs / s |")
     print("|---|---|---|")
+    prev = {}
+
+    def reuse(levels):
+        def run():
+            prev[levels] = render_batch(src, tgt, levels=levels, out=prev.get(levels))
+        return run
+
+    heat_buf = torch.empty(2 * args.batch, 18, 128, 64)
+    both = torch.cat([src, tgt])
     rows = [
-        ("render_batch, masks at full resolution", lambda: render_batch(src, tgt, levels=(1,))),
-        ("render_batch, masks at levels 1, 2, 4, 8", lambda: render_batch(src, tgt, levels=(1, 2, 4, 8))),
-        ("  of which heatmaps (source + target)", lambda: D.keypoint_heatmaps(torch.cat([src, tgt]), 128, 64, 6.0)),
-        ("  of which part affines", lambda: P.part_affines(src, tgt)),
-        ("  of which part masks (full resolution)", lambda: P.part_masks(tgt, 128, 64)),
-        ("per pair, reference heatmaps (baseline)", lambda: per_pair_reference(src, tgt)),
+        ("render_batch, reusing the previous batch's buffers (out=), masks at full resolution", reuse((1,))),
+        ("render_batch, reusing buffers (out=), masks at levels 1, 2, 4, 8", reuse((1, 2, 4, 8))),
+        ("render_batch, fresh buffers, masks at full resolution", lambda: render_batch(src, tgt, levels=(1,))),
+        ("  of which heatmaps into a reused buffer (out=)",
+         lambda: D.keypoint_heatmaps(both, 128, 64, 6.0, out=heat_buf)),
+        ("  of which heatmaps into a fresh buffer", lambda: D.keypoint_heatmaps(both, 128, 64, 6.0)),
+        ("  of which part affines", lambda: D.part_affines(src, tgt)),
+        ("  of which part masks (full resolution, fresh)", lambda: D.part_masks(tgt, 128, 64)),
+        ("part affines, reference (PyTorch)", lambda: D.part_affines(src, tgt, backend="reference")),
+        ("part masks, reference (PyTorch)", lambda: D.part_masks(tgt, 128, 64, backend="reference")),
+        ("per pair, reference ops (baseline)", lambda: per_pair_reference(src, tgt)),
     ]
     for name, fn in rows:
         t = timed(fn, args.repeat if "per pair" not in name else max(1, args.repeat // 5))
         print(f"| {name} | {t * 1e3:.1f} | {args.batch / t:.0f} |")
-
 
 if __name__ == "__main__":
     main()

@@ -29,6 +29,10 @@ TORCH_LIBRARY(deformgan_ops, m) {
       "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "keypoint_heatmaps(Tensor keypoints, int height, int width, float sigma) -> Tensor");
+  // Writes into out ([N, K, height, width], contiguous, the dtype of keypoints).
+  m.def(
+      "keypoint_heatmaps.out(Tensor keypoints, int height, int width, float sigma, *, "
+      "Tensor(a!) out) -> Tensor(a!)");
   m.def(
       "_keypoint_heatmaps_backward(Tensor grad_output, Tensor keypoints, int height, "
       "int width, float sigma) -> Tensor");
@@ -39,4 +43,14 @@ TORCH_LIBRARY(deformgan_ops, m) {
   m.def(
       "_nn_loss_backward(Tensor grad_distance, Tensor generated, Tensor target, "
       "Tensor argmin, int kernel_size, bool[2] output_mask) -> (Tensor, Tensor)");
+  // Pose geometry (not differentiable). part_masks -> [N, 10, height, width] in
+  // the dtype of keypoints; enabled [N, 10] bool zeroes parts that are off.
+  m.def(
+      "part_masks(Tensor keypoints, int height, int width, float scale, Tensor? enabled) "
+      "-> Tensor");
+  m.def(
+      "part_masks.out(Tensor keypoints, int height, int width, float scale, Tensor? enabled, *, "
+      "Tensor(a!) out) -> Tensor(a!)");
+  // Returns (theta [N, 10, 2, 3] target -> source, valid [N, 10] bool).
+  m.def("part_affines(Tensor source_keypoints, Tensor target_keypoints) -> (Tensor, Tensor)");
 }

@@ -1,4 +1,4 @@
-"""Fake kernels and autograd formulas of the three operators, shared by every
+"""Fake kernels and autograd formulas of the operators, shared by every
 registered implementation: the compiled library (``deformgan_ops::*``) and the Triton
 custom ops (``deformgan_triton::*``). Each ``register_*`` takes the forward op and the
 backward op (qualified names or custom-op objects, which get the fake kernels and the
@@ -78,3 +78,25 @@ def register_nn_loss(forward, backward_op, backward) -> None:
     torch.library.register_fake(forward, fake)
     torch.library.register_fake(backward_op, backward_fake)
     torch.library.register_autograd(forward, grad, setup_context=setup)
+
+
+def register_out_variant(out_op) -> None:
+    """Fake kernel of an ``op.out`` overload: it writes into and returns ``out``."""
+    def fake(*args, out):
+        return out
+
+    torch.library.register_fake(out_op, fake)
+
+
+def register_pose_geometry(masks_op, masks_out_op, affines_op) -> None:
+    """Fake kernels of the (non-differentiable) pose geometry ops."""
+    def masks_fake(keypoints, height, width, scale, enabled):
+        return keypoints.new_empty((keypoints.shape[0], 10, height, width))
+
+    def affines_fake(source, target):
+        N = source.shape[0]
+        return source.new_empty((N, 10, 2, 3)), source.new_empty((N, 10), dtype=torch.bool)
+
+    torch.library.register_fake(masks_op, masks_fake)
+    register_out_variant(masks_out_op)
+    torch.library.register_fake(affines_op, affines_fake)

@@ -69,3 +69,56 @@ def check_nn_loss(generated, target, kernel_size, reduction) -> None:
         raise ValueError(f"kernel_size must be an odd positive int, got {kernel_size!r}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _check_size(name: str, v) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+
+
+def check_out(out, name: str, shape, ref: torch.Tensor, ref_name: str) -> None:
+    """An ``out=`` tensor: exactly ``shape``, the dtype and device of ``ref``, contiguous,
+    and not requiring grad (out= variants are not differentiable)."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(out).__name__}")
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {list(shape)}, got {_shape(out)}")
+    _check_like(out, name, ref, ref_name)
+    if not out.is_contiguous():
+        raise ValueError(f"{name} must be contiguous")
+    if out.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(f"{name}: the out= form does not support autograd ({name} requires grad)")
+
+
+def check_pose_keypoints(kp, name: str) -> None:
+    if not isinstance(kp, torch.Tensor) or kp.dim() < 2 or tuple(kp.shape[-2:]) != (18, 2):
+        shape = _shape(kp) if isinstance(kp, torch.Tensor) else type(kp).__name__
+        raise ValueError(f"{name} must have shape [..., 18, 2] (x, y), got {shape}")
+    if not kp.is_floating_point():
+        raise TypeError(f"{name} must be a floating point tensor, got {kp.dtype}")
+
+
+def check_part_masks(keypoints, height, width, scale, enabled) -> None:
+    check_pose_keypoints(keypoints, "target_keypoints")
+    _check_size("height", height)
+    _check_size("width", width)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    if enabled is not None:
+        if not isinstance(enabled, torch.Tensor):
+            raise TypeError(f"enabled must be a torch.Tensor [..., 10], got {type(enabled).__name__}")
+        want = tuple(keypoints.shape[:-2]) + (10,)
+        if tuple(enabled.shape) != want:
+            raise ValueError(f"enabled must have shape {list(want)}, got {_shape(enabled)}")
+        if enabled.device != keypoints.device:
+            raise ValueError(f"enabled must be on the device of target_keypoints ({keypoints.device}), "
+                             f"got {enabled.device}")
+
+
+def check_part_affines(source, target) -> None:
+    check_pose_keypoints(source, "source_keypoints")
+    check_pose_keypoints(target, "target_keypoints")
+    if source.shape != target.shape:
+        raise ValueError(f"source_keypoints {_shape(source)} and target_keypoints {_shape(target)} "
+                         "must have the same shape")
+    _check_like(target, "target_keypoints", source, "source_keypoints")

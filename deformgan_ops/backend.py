@@ -15,6 +15,8 @@ from typing import Iterator, Optional
 import torch
 
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
+# The operators that have Triton kernels (the pose geometry has none).
+TRITON_OPS = ("part_affine_warp", "keypoint_heatmaps", "nn_loss")
 
 _state = {"backend": os.environ.get("DEFORMGAN_OPS_BACKEND", "auto")}
 _warned: set = set()
@@ -89,6 +91,10 @@ def available_backends(device_type: str = "cpu") -> list:
     return out
 
 
+def _resolve_auto_quiet(op: str, dev: str) -> str:
+    return dev if has_compiled_kernel(op, dev) else "reference"
+
+
 @torch.compiler.assume_constant_result
 def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
     """The concrete backend for one call of ``op`` on ``device`` (under torch.compile
@@ -100,7 +106,7 @@ def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
     if name == "auto":
         if has_compiled_kernel(op, dev):
             return dev
-        if dev == "cuda" and triton_available():
+        if dev == "cuda" and op in TRITON_OPS and triton_available():
             return "triton"
         key = (op, dev)
         if key not in _warned:
@@ -119,6 +125,8 @@ def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
             raise RuntimeError(f"deformgan_ops.{op}: backend {name!r} is not available: {why}")
         return name
     # triton
+    if op not in TRITON_OPS:  # no Triton kernel: the compiled kernel, else the reference
+        return _resolve_auto_quiet(op, dev)
     if not triton_available():
         raise RuntimeError(f"deformgan_ops.{op}: backend 'triton' is not available "
                            "(triton is not installed or the Triton kernels failed to import)")

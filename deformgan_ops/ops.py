@@ -5,15 +5,16 @@ per device. Here, as in pytorch/extension-cpp, the fake (meta) kernels and the
 autograd formulas are registered from Python with :mod:`torch.library`; each
 backward is its own registered op with its own fake kernel.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
 from . import _validate, reference
-from ._registration import register_keypoint_heatmaps, register_nn_loss, register_part_affine_warp
+from ._registration import (register_keypoint_heatmaps, register_nn_loss, register_out_variant,
+                            register_part_affine_warp, register_pose_geometry)
 from .backend import extension_loaded, resolve
 
-__all__ = ["part_affine_warp", "keypoint_heatmaps", "nn_loss"]
+__all__ = ["part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines"]
 
 
 # ---------------------------------------------------------------- registration
@@ -24,6 +25,9 @@ if extension_loaded():
     register_keypoint_heatmaps("deformgan_ops::keypoint_heatmaps", "deformgan_ops::_keypoint_heatmaps_backward",
                                _ops._keypoint_heatmaps_backward)
     register_nn_loss("deformgan_ops::nn_loss", "deformgan_ops::_nn_loss_backward", _ops._nn_loss_backward)
+    register_out_variant("deformgan_ops::keypoint_heatmaps.out")
+    register_pose_geometry("deformgan_ops::part_masks", "deformgan_ops::part_masks.out",
+                           "deformgan_ops::part_affines")
 
 
 def _triton():
@@ -74,7 +78,7 @@ def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.T
 
 
 def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: float = 6.0, *,
-                      backend: Optional[str] = None) -> torch.Tensor:
+                      out: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
     """Gaussian keypoint heatmaps.
 
     ``h[n, k, y, x] = exp(-((x - x_k)^2 + (y - y_k)^2) / (2 sigma^2))`` at every
@@ -86,18 +90,124 @@ def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: f
         keypoints: ``[N, K, 2]`` floating point, (x, y) in pixels.
         height, width: output size (positive ints).
         sigma: Gaussian standard deviation in pixels (> 0); 6 at 128x64.
+        out: optional ``[N, K, height, width]`` contiguous tensor of the dtype and
+            device of ``keypoints`` to write into (and return). Reusing a buffer
+            saves the page faults of a fresh allocation, which on the CPU cost
+            more than computing the maps; the out= form is not differentiable.
         backend: as in :func:`part_affine_warp`.
 
     Returns:
-        ``[N, K, height, width]``, differentiable with respect to ``keypoints``.
+        ``[N, K, height, width]``, differentiable with respect to ``keypoints``
+        (unless ``out`` is given).
     """
     _validate.check_keypoint_heatmaps(keypoints, height, width, sigma)
     which = resolve("keypoint_heatmaps", keypoints.device, backend)
+    if out is not None:
+        _validate.check_out(out, "out", (keypoints.shape[0], keypoints.shape[1], height, width),
+                            keypoints, "keypoints")
+        if keypoints.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError("keypoint_heatmaps(out=...) does not support autograd (keypoints requires grad)")
+        if which in ("cpu", "cuda"):
+            return torch.ops.deformgan_ops.keypoint_heatmaps.out(keypoints, height, width, float(sigma), out=out)
+        return out.copy_(keypoint_heatmaps(keypoints, height, width, sigma, backend=which))
     if which == "reference":
         return reference.keypoint_heatmaps(keypoints, height, width, float(sigma))
     if which == "triton":
         return _triton().keypoint_heatmaps(keypoints, height, width, float(sigma))
     return torch.ops.deformgan_ops.keypoint_heatmaps(keypoints, height, width, float(sigma))
+
+
+def _geometry_input(keypoints: torch.Tensor) -> torch.Tensor:
+    """[..., 18, 2] -> [B, 18, 2] float32/float64, detached (the geometry is piecewise
+    constant or not differentiated: its outputs never require grad)."""
+    kp = keypoints.detach().reshape(-1, 18, 2)
+    if kp.dtype not in (torch.float32, torch.float64):
+        kp = kp.float()
+    return kp
+
+
+def part_masks(target_keypoints: torch.Tensor, height: int, width: int, scale: float = 1.0,
+               enabled: Optional[torch.Tensor] = None, *, out: Optional[torch.Tensor] = None,
+               backend: Optional[str] = None) -> torch.Tensor:
+    """Target-frame masks of the ten body parts of Deformable GAN (SPEC section 4).
+
+    Part 0 (torso) is all ones when its four joints are present (it doubles as the
+    background warp); part 1 (head) is the square centred on the integer mean of
+    the present head joints, extended by ``int(0.4 st)`` on each side (st: torso
+    size); parts 2-9 (limbs) are the limb rectangles (inc 0.5 for lower limbs),
+    a pixel centre on an edge counting as inside. A part missing in the pose is
+    all zeros, as is a part whose ``enabled`` entry is False.
+
+    Args:
+        target_keypoints: ``[..., 18, 2]`` floating point, (x, y) in the pixels of
+            the full-resolution image; missing joints negative or non-finite.
+        height, width: size of the masks (positive ints).
+        scale: rasterise at a level downsampled by ``scale``: pixel (x, y) of the
+            masks is (x scale, y scale) of the image, directly from the scaled
+            geometry (> 0).
+        enabled: optional ``[..., 10]`` (bool or 0/1), e.g. the validity from
+            :func:`part_affines`.
+        out: optional ``[..., 10, height, width]`` contiguous tensor (dtype and
+            device of the keypoints) to write into and return.
+        backend: as in :func:`part_affine_warp` (there are no Triton kernels of the
+            geometry: ``"triton"`` runs the compiled CUDA kernel, else the reference).
+
+    Returns:
+        ``[..., 10, height, width]`` of 0/1 in the dtype of ``target_keypoints``;
+        not differentiable (piecewise constant).
+    """
+    _validate.check_part_masks(target_keypoints, height, width, scale, enabled)
+    lead = tuple(target_keypoints.shape[:-2])
+    shape = lead + (10, height, width)
+    kp = _geometry_input(target_keypoints)
+    on = enabled.detach().reshape(-1, 10).to(torch.bool) if enabled is not None else None
+    which = resolve("part_masks", kp.device, backend)
+    if out is not None:
+        _validate.check_out(out, "out", shape, target_keypoints, "target_keypoints")
+        if which in ("cpu", "cuda") and out.dtype == kp.dtype:
+            torch.ops.deformgan_ops.part_masks.out(kp, height, width, float(scale), on,
+                                                   out=out.view(-1, 10, height, width))
+            return out
+        return out.copy_(part_masks(target_keypoints, height, width, scale, enabled, backend=which))
+    if which == "reference":
+        masks = reference.part_masks(kp, height, width, float(scale), on)
+    else:
+        masks = torch.ops.deformgan_ops.part_masks(kp, height, width, float(scale), on)
+    return masks.to(target_keypoints.dtype).reshape(shape)
+
+
+def part_affines(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor, *,
+                 backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ten least-squares part affines of Deformable GAN (SPEC section 4).
+
+    Each maps the target pose's part to the source pose's (target -> source, in
+    pixels), fitted as ``skimage.transform.estimate_transform("affine", ...)``
+    does (Hartley-normalised points, total least squares, float64): the torso
+    from its four joints, the head from the head joints and shoulders present in
+    both poses, each limb from the four corners of its rectangle (inc 0.1 upper,
+    0.3 lower), a limb missing in the source taken from the source's mirror limb.
+    A part is disabled (zero affine, ``valid`` False) when it is missing in the
+    target, has no source, fewer than 3 points, or a fit with condition number
+    >= 1e4.
+
+    Args:
+        source_keypoints, target_keypoints: ``[..., 18, 2]``, same shape, dtype
+            and device.
+        backend: as in :func:`part_masks`.
+
+    Returns:
+        ``theta`` ``[..., 10, 2, 3]`` (dtype of the keypoints) and ``valid``
+        ``[..., 10]`` bool; not differentiable.
+    """
+    _validate.check_part_affines(source_keypoints, target_keypoints)
+    lead = tuple(source_keypoints.shape[:-2])
+    src, tgt = _geometry_input(source_keypoints), _geometry_input(target_keypoints)
+    which = resolve("part_affines", src.device, backend)
+    if which == "reference":
+        theta, valid = reference.part_affines(src, tgt)
+    else:
+        theta, valid = torch.ops.deformgan_ops.part_affines(src, tgt)
+    return theta.to(source_keypoints.dtype).reshape(lead + (10, 2, 3)), valid.reshape(lead + (10,))
 
 
 def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,

@@ -19,7 +19,8 @@ def test_bench_ops_prints_a_table_with_ratios():
 def test_bench_geometry_and_bench_train_run():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_geometry.py"), "--batch", "4",
                           "--repeat", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
-    assert "| render_batch, masks at full resolution |" in out and "pairs / s" in out
+    assert "| render_batch, reusing the previous batch's buffers (out=), masks at full resolution |" in out
+    assert "| render_batch, fresh buffers, masks at full resolution |" in out and "pairs / s" in out
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--batch", "2",
                           "--iters", "1", "--width-mult", "0.0625"], capture_output=True, text=True, timeout=600,
                          check=True).stdout

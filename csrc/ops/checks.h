@@ -111,4 +111,44 @@ inline void check_nn_loss_backward_inputs(const at::Tensor& grad_distance, const
               "argmin must be an int32 tensor of shape [N, H, W], got ", argmin.scalar_type(), " ", argmin.sizes());
 }
 
+inline void check_pose_keypoints(const at::Tensor& kp, const char* name) {
+  check_dim(kp, name, 3, "[N, 18, 2]");
+  TORCH_CHECK(kp.size(1) == 18 && kp.size(2) == 2, name, " must have shape [N, 18, 2] (x, y), got ",
+              kp.sizes());
+  TORCH_CHECK(kp.scalar_type() == at::kFloat || kp.scalar_type() == at::kDouble, name,
+              " must be float32 or float64 for the compiled kernels, got ", kp.scalar_type());
+}
+
+inline void check_part_masks_inputs(const at::Tensor& keypoints, int64_t height, int64_t width,
+                                    double scale, const c10::optional<at::Tensor>& enabled) {
+  check_pose_keypoints(keypoints, "keypoints");
+  TORCH_CHECK(height >= 1 && width >= 1, "height and width must be positive, got height = ", height,
+              ", width = ", width);
+  TORCH_CHECK(scale > 0 && std::isfinite(scale), "scale must be a positive finite number, got ", scale);
+  if (enabled.has_value() && enabled->defined()) {
+    TORCH_CHECK(enabled->scalar_type() == at::kBool, "enabled must be a bool tensor, got ",
+                enabled->scalar_type());
+    TORCH_CHECK(enabled->sizes() == at::IntArrayRef({keypoints.size(0), 10}),
+                "enabled must have shape [N, 10] = [", keypoints.size(0), ", 10], got ", enabled->sizes());
+    TORCH_CHECK(enabled->device() == keypoints.device(), "enabled must be on the device of keypoints (",
+                keypoints.device(), "), got ", enabled->device());
+  }
+}
+
+inline void check_part_affines_inputs(const at::Tensor& source, const at::Tensor& target) {
+  check_pose_keypoints(source, "source_keypoints");
+  check_pose_keypoints(target, "target_keypoints");
+  check_same_device_dtype(target, "target_keypoints", source, "source_keypoints");
+  TORCH_CHECK(target.size(0) == source.size(0), "target_keypoints must have the shape of source_keypoints ",
+              source.sizes(), ", got ", target.sizes());
+}
+
+// An out= tensor: exactly the expected shape, the dtype and device of ref, contiguous.
+inline void check_out(const at::Tensor& out, at::IntArrayRef sizes, const at::Tensor& ref,
+                      const char* ref_name) {
+  TORCH_CHECK(out.sizes() == sizes, "out must have shape ", sizes, ", got ", out.sizes());
+  check_same_device_dtype(out, "out", ref, ref_name);
+  TORCH_CHECK(out.is_contiguous(), "out must be contiguous");
+}
+
 }  // namespace deformgan_ops

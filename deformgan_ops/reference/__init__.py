@@ -5,5 +5,6 @@ They are vectorised and differentiable by autograd; they do no input validation
 from .keypoint_heatmaps import keypoint_heatmaps
 from .nn_loss import nn_loss
 from .part_affine_warp import part_affine_warp
+from .pose_geometry import part_affines, part_masks
 
-__all__ = ["part_affine_warp", "keypoint_heatmaps", "nn_loss"]
+__all__ = ["part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines"]

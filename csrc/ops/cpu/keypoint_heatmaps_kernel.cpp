@@ -44,14 +44,13 @@ DEFORMGAN_CPU_CLONES void weighted_column_sums(const scalar_t* __restrict__ g,
   }
 }
 
-at::Tensor keypoint_heatmaps_cpu(const at::Tensor& keypoints_in, int64_t height, int64_t width,
-                                 double sigma) {
-  check_keypoint_heatmaps_inputs(keypoints_in, height, width, sigma);
+// Fills output [N, K, height, width] (contiguous, checked by the callers).
+void keypoint_heatmaps_cpu_impl(const at::Tensor& keypoints_in, double sigma, at::Tensor& output) {
   TORCH_CHECK(keypoints_in.device().is_cpu(), "keypoints must be a CPU tensor for the cpu kernel");
+  if (output.numel() == 0) return;
   const at::Tensor keypoints = keypoints_in.contiguous();
   const int64_t N = keypoints.size(0), K = keypoints.size(1);
-  at::Tensor output = at::empty({N, K, height, width}, keypoints.options());
-  if (output.numel() == 0) return output;
+  const int64_t height = output.size(2), width = output.size(3);
   AT_DISPATCH_FLOATING_TYPES(keypoints.scalar_type(), "keypoint_heatmaps_cpu", [&] {
     using acc_t = scalar_t;
     const scalar_t* kp = keypoints.data_ptr<scalar_t>();
@@ -72,7 +71,23 @@ at::Tensor keypoint_heatmaps_cpu(const at::Tensor& keypoints_in, int64_t height,
       }
     });
   });
+}
+
+at::Tensor keypoint_heatmaps_cpu(const at::Tensor& keypoints, int64_t height, int64_t width,
+                                 double sigma) {
+  check_keypoint_heatmaps_inputs(keypoints, height, width, sigma);
+  at::Tensor output =
+      at::empty({keypoints.size(0), keypoints.size(1), height, width}, keypoints.options());
+  keypoint_heatmaps_cpu_impl(keypoints, sigma, output);
   return output;
+}
+
+at::Tensor& keypoint_heatmaps_out_cpu(const at::Tensor& keypoints, int64_t height, int64_t width,
+                                      double sigma, at::Tensor& out) {
+  check_keypoint_heatmaps_inputs(keypoints, height, width, sigma);
+  check_out(out, {keypoints.size(0), keypoints.size(1), height, width}, keypoints, "keypoints");
+  keypoint_heatmaps_cpu_impl(keypoints, sigma, out);
+  return out;
 }
 
 at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
@@ -126,6 +141,7 @@ at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
 
 TORCH_LIBRARY_IMPL(deformgan_ops, CPU, m) {
   m.impl("keypoint_heatmaps", &keypoint_heatmaps_cpu);
+  m.impl("keypoint_heatmaps.out", &keypoint_heatmaps_out_cpu);
   m.impl("_keypoint_heatmaps_backward", &keypoint_heatmaps_backward_cpu);
 }
 

@@ -59,15 +59,13 @@ __global__ void keypoint_heatmaps_backward_kernel(const scalar_t* __restrict__ g
   }
 }
 
-at::Tensor keypoint_heatmaps_cuda(const at::Tensor& keypoints_in, int64_t height, int64_t width,
-                                  double sigma) {
-  check_keypoint_heatmaps_inputs(keypoints_in, height, width, sigma);
+void keypoint_heatmaps_cuda_impl(const at::Tensor& keypoints_in, double sigma, at::Tensor& output) {
   TORCH_CHECK(keypoints_in.is_cuda(), "keypoints must be a CUDA tensor for the cuda kernel");
+  if (output.numel() == 0) return;
   c10::cuda::CUDAGuard guard(keypoints_in.device());
   const at::Tensor keypoints = keypoints_in.contiguous();
-  const int64_t N = keypoints.size(0), K = keypoints.size(1);
-  at::Tensor output = at::empty({N, K, height, width}, keypoints.options());
-  if (output.numel() == 0) return output;
+  const int64_t NK = keypoints.size(0) * keypoints.size(1);
+  const int64_t height = output.size(2), width = output.size(3);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keypoints.scalar_type(),
                                   "keypoint_heatmaps_cuda", [&] {
@@ -75,10 +73,26 @@ at::Tensor keypoint_heatmaps_cuda(const at::Tensor& keypoints_in, int64_t height
     const acc_t inv = acc_t(1) / (acc_t(2) * static_cast<acc_t>(sigma) * static_cast<acc_t>(sigma));
     keypoint_heatmaps_forward_kernel<scalar_t, acc_t>
         <<<blocks_for(output.numel()), kThreads, 0, stream>>>(
-            keypoints.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), N * K, height, width, inv);
+            keypoints.data_ptr<scalar_t>(), output.data_ptr<scalar_t>(), NK, height, width, inv);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
+}
+
+at::Tensor keypoint_heatmaps_cuda(const at::Tensor& keypoints, int64_t height, int64_t width,
+                                  double sigma) {
+  check_keypoint_heatmaps_inputs(keypoints, height, width, sigma);
+  at::Tensor output =
+      at::empty({keypoints.size(0), keypoints.size(1), height, width}, keypoints.options());
+  keypoint_heatmaps_cuda_impl(keypoints, sigma, output);
   return output;
+}
+
+at::Tensor& keypoint_heatmaps_out_cuda(const at::Tensor& keypoints, int64_t height, int64_t width,
+                                       double sigma, at::Tensor& out) {
+  check_keypoint_heatmaps_inputs(keypoints, height, width, sigma);
+  check_out(out, {keypoints.size(0), keypoints.size(1), height, width}, keypoints, "keypoints");
+  keypoint_heatmaps_cuda_impl(keypoints, sigma, out);
+  return out;
 }
 
 at::Tensor keypoint_heatmaps_backward_cuda(const at::Tensor& grad_output_in,
@@ -109,6 +123,7 @@ at::Tensor keypoint_heatmaps_backward_cuda(const at::Tensor& grad_output_in,
 
 TORCH_LIBRARY_IMPL(deformgan_ops, CUDA, m) {
   m.impl("keypoint_heatmaps", &keypoint_heatmaps_cuda);
+  m.impl("keypoint_heatmaps.out", &keypoint_heatmaps_out_cuda);
   m.impl("_keypoint_heatmaps_backward", &keypoint_heatmaps_backward_cuda);
 }
 
