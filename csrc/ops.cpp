@@ -29,10 +29,11 @@ TORCH_LIBRARY(deformgan_ops, m) {
       "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "keypoint_heatmaps(Tensor keypoints, int height, int width, float sigma) -> Tensor");
-  // Writes into out ([N, K, height, width], contiguous, the dtype of keypoints).
+  // Writes into out ([N, K, height, width], contiguous, the dtype of keypoints); returns
+  // nothing (torch.compile functionalises mutating custom ops only without aliased outputs).
   m.def(
       "keypoint_heatmaps.out(Tensor keypoints, int height, int width, float sigma, *, "
-      "Tensor(a!) out) -> Tensor(a!)");
+      "Tensor(a!) out) -> ()");
   m.def(
       "_keypoint_heatmaps_backward(Tensor grad_output, Tensor keypoints, int height, "
       "int width, float sigma) -> Tensor");
@@ -50,7 +51,7 @@ TORCH_LIBRARY(deformgan_ops, m) {
       "-> Tensor");
   m.def(
       "part_masks.out(Tensor keypoints, int height, int width, float scale, Tensor? enabled, *, "
-      "Tensor(a!) out) -> Tensor(a!)");
+      "Tensor(a!) out) -> ()");
   // Returns (theta [N, 10, 2, 3] target -> source, valid [N, 10] bool).
   m.def("part_affines(Tensor source_keypoints, Tensor target_keypoints) -> (Tensor, Tensor)");
 }

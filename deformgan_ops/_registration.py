@@ -81,9 +81,9 @@ def register_nn_loss(forward, backward_op, backward) -> None:
 
 
 def register_out_variant(out_op) -> None:
-    """Fake kernel of an ``op.out`` overload: it writes into and returns ``out``."""
+    """Fake kernel of an ``op.out`` overload: it writes into ``out`` and returns nothing."""
     def fake(*args, out):
-        return out
+        return None
 
     torch.library.register_fake(out_op, fake)
 

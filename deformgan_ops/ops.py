@@ -108,7 +108,8 @@ def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: f
         if keypoints.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("keypoint_heatmaps(out=...) does not support autograd (keypoints requires grad)")
         if which in ("cpu", "cuda"):
-            return torch.ops.deformgan_ops.keypoint_heatmaps.out(keypoints, height, width, float(sigma), out=out)
+            torch.ops.deformgan_ops.keypoint_heatmaps.out(keypoints, height, width, float(sigma), out=out)
+            return out
         return out.copy_(keypoint_heatmaps(keypoints, height, width, sigma, backend=which))
     if which == "reference":
         return reference.keypoint_heatmaps(keypoints, height, width, float(sigma))

@@ -9,7 +9,7 @@ import torch
 import deformgan_ops as D
 from helpers import assert_close_scaled, grads_of, warp_inputs
 
-OPS = ("part_affine_warp", "keypoint_heatmaps", "nn_loss")
+OPS = ("part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines")
 HAS_GPU = torch.cuda.is_available()
 GPU_BACKENDS = [b for b in ("cuda", "triton") if HAS_GPU and b in D.available_backends("cuda")]
 
@@ -119,3 +119,29 @@ def test_deterministic_mode_alerts_on_atomic_backward():
         assert any("_part_affine_warp_backward" in str(w.message) for w in caught)
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pose_geometry_gpu(dtype):
+    if not D.has_compiled_kernel("part_masks", "cuda"):
+        pytest.skip("CUDA kernels not compiled")
+    from test_pose_geometry import random_poses
+    src, tgt = random_poses(300, 0, dtype), random_poses(300, 1, dtype)
+    th, v = D.part_affines(src.cuda(), tgt.cuda(), backend="cuda")
+    th_r, v_r = D.part_affines(src, tgt, backend="reference")
+    assert torch.equal(v.cpu(), v_r)
+    assert ((th.cpu().double() - th_r.double()).abs() / (th_r.double().abs() + 1)).max() <= \
+        (1e-5 if dtype == torch.float32 else 1e-9)
+    for scale in (1, 2, 8):
+        H, W = 128 // scale, 64 // scale
+        m = D.part_masks(tgt.cuda(), H, W, float(scale), v.cuda(), backend="cuda")
+        assert torch.equal(m.cpu(), D.part_masks(tgt, H, W, float(scale), v_r, backend="reference"))
+    out = torch.empty(300, 10, 37, 23, dtype=dtype, device="cuda")
+    D.part_masks(tgt.cuda(), 37, 23, 1.5, out=out, backend="cuda")
+    assert torch.equal(out.cpu(), D.part_masks(tgt, 37, 23, 1.5, backend="reference"))
+    heat = torch.empty(300, 18, 16, 8, dtype=dtype, device="cuda")
+    D.keypoint_heatmaps(tgt.cuda(), 16, 8, 2.0, out=heat, backend="cuda")
+    assert_close_scaled(heat.cpu(), D.keypoint_heatmaps(tgt, 16, 8, 2.0, backend="reference"))
+    torch.library.opcheck(torch.ops.deformgan_ops.part_masks.default, (tgt[:4].cuda(), 16, 8, 8.0, None))
+    torch.library.opcheck(torch.ops.deformgan_ops.part_affines.default, (src[:4].cuda(), tgt[:4].cuda()))

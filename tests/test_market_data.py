@@ -190,6 +190,17 @@ def test_render_batch(tiny_market):
     assert [g["masks"][s].shape[-2:] for s in (1, 2, 4, 8)] == [(128, 64), (64, 32), (32, 16), (16, 8)]
     disabled = ~g["valid"]
     assert (g["masks"][1].sum((-1, -2))[disabled] == 0).all()
+    assert torch.equal(g["source_heatmaps"], D.keypoint_heatmaps(kps[:4], 128, 64, 6.0))
+    # passing the previous result back reuses its buffers and gives the same values
+    buffers = [g["source_heatmaps"].data_ptr(), g["target_heatmaps"].data_ptr(), g["masks"][2].data_ptr()]
+    g2 = M.render_batch(kps[4:8], kps[:4], levels=(1, 2, 4, 8), out=g)
+    assert [g2["source_heatmaps"].data_ptr(), g2["target_heatmaps"].data_ptr(), g2["masks"][2].data_ptr()] == buffers
+    fresh = M.render_batch(kps[4:8], kps[:4], levels=(1, 2, 4, 8))
+    for key in ("source_heatmaps", "target_heatmaps", "theta", "valid"):
+        assert torch.equal(g2[key], fresh[key])
+    assert all(torch.equal(g2["masks"][s], fresh["masks"][s]) for s in (1, 2, 4, 8))
+    g3 = M.render_batch(kps[:3], kps[3:6], levels=(1,), out=g2)  # other batch size: new buffers
+    assert g3["source_heatmaps"].shape == (3, 18, 128, 64) and g3["masks"][1].shape == (3, 10, 128, 64)
 
 
 # ---------------------------------------------------------------- keypoint extraction

@@ -6,6 +6,8 @@ import torch
 from skimage.measure import points_in_poly
 from skimage.transform import estimate_transform
 
+import deformgan_ops as D
+from conftest import requires_cpu_kernels
 from deformgan import pose as P
 from deformgan.data.market import read_annotations
 
@@ -19,6 +21,13 @@ def real_poses():
     path = path if os.path.exists(path) else f"{SHARED}/market-annotation-train.csv"
     ann = read_annotations(path)
     return torch.stack(list(ann.values())[:400])
+
+
+@pytest.fixture(params=["reference", pytest.param("cpu", marks=requires_cpu_kernels)])
+def backend(request):
+    """The geometry tests run on the PyTorch reference and on the compiled kernels."""
+    with D.use_backend(request.param):
+        yield request.param
 
 
 def test_tables():
@@ -77,7 +86,7 @@ def test_flip_swaps_pairs_and_mirrors_x():
     assert torch.allclose(P.flip_keypoints(f, 64), kp)
 
 
-def test_torso_and_limb_affines_match_skimage_on_real_rows(real_poses):
+def test_torso_and_limb_affines_match_skimage_on_real_rows(real_poses, backend):
     src, tgt = real_poses[:100], real_poses[100:200]
     theta, valid = P.part_affines(src, tgt)
     checked = 0
@@ -99,7 +108,7 @@ def test_torso_and_limb_affines_match_skimage_on_real_rows(real_poses):
     assert checked > 100
 
 
-def test_condition_number_disables_a_degenerate_head_fit(real_poses):
+def test_condition_number_disables_a_degenerate_head_fit(real_poses, backend):
     from deformgan.data.market import read_annotations  # noqa: F401
     src = torch.full((1, 18, 2), -1.0)
     tgt = torch.full((1, 18, 2), -1.0)
@@ -114,7 +123,7 @@ def test_condition_number_disables_a_degenerate_head_fit(real_poses):
     assert not valid[0, 1] and theta[0, 1].abs().max() == 0
 
 
-def test_mirror_limb_fallback_and_disabled_parts(real_poses):
+def test_mirror_limb_fallback_and_disabled_parts(real_poses, backend):
     full = real_poses[[P.present(k[:14]).all().item() for k in real_poses]]
     src, tgt = full[0:1].clone(), full[1:2].clone()
     src[0, P.J["r_knee"]] = -1  # r upper and lower leg missing in the source
@@ -146,7 +155,7 @@ def test_mirror_limb_fallback_and_disabled_parts(real_poses):
     assert not valid[0, 1]
 
 
-def test_limb_mask_is_exactly_its_rectangles_pixel_centres(real_poses):
+def test_limb_mask_is_exactly_its_rectangles_pixel_centres(real_poses, backend):
     kp = real_poses[:20]
     masks = P.part_masks(kp, 128, 64)
     st = P.torso_size(kp)
@@ -176,7 +185,7 @@ def _distance_to_segment(p, a, b):
     return float(np.linalg.norm(p - (a + t * d)))
 
 
-def test_head_mask_square():
+def test_head_mask_square(backend):
     kp = torch.full((18, 2), -1.0)
     kp[P.J["r_shoulder"]] = torch.tensor([20.0, 30.0])
     kp[P.J["l_shoulder"]] = torch.tensor([40.0, 30.0])
@@ -193,7 +202,7 @@ def test_head_mask_square():
     assert torch.equal(m, expected)
 
 
-def test_masks_at_a_downsampled_level_follow_the_scaled_geometry(real_poses):
+def test_masks_at_a_downsampled_level_follow_the_scaled_geometry(real_poses, backend):
     kp = real_poses[:4]
     full = P.part_masks(kp, 128, 64)
     half = P.part_masks(kp, 64, 32, scale=2.0)
@@ -201,7 +210,7 @@ def test_masks_at_a_downsampled_level_follow_the_scaled_geometry(real_poses):
     assert (half != full[..., ::2, ::2]).float().mean() < 0.01
 
 
-def test_batched_results_equal_per_sample_results(real_poses):
+def test_batched_results_equal_per_sample_results(real_poses, backend):
     src, tgt = real_poses[:16], real_poses[16:32]
     theta, valid = P.part_affines(src, tgt)
     masks = P.part_masks(tgt, 128, 64)
@@ -212,7 +221,7 @@ def test_batched_results_equal_per_sample_results(real_poses):
         assert torch.equal(P.part_masks(tgt[n], 128, 64), masks[n])
 
 
-def test_global_affine_and_scaling(real_poses):
+def test_global_affine_and_scaling(real_poses, backend):
     theta, valid = P.global_affine(real_poses[:10], real_poses[10:20])
     assert theta.shape == (10, 2, 3) and valid.any()
     same, ok = P.global_affine(real_poses[:3], real_poses[:3])
@@ -221,7 +230,7 @@ def test_global_affine_and_scaling(real_poses):
     assert torch.equal(s[..., :2], theta[..., :2]) and torch.allclose(s[..., 2], theta[..., 2] / 4)
 
 
-def test_bad_keypoints_shape():
+def test_bad_keypoints_shape(backend):
     with pytest.raises(ValueError, match=r"must have shape \[..., 18, 2\]"):
         P.part_masks(torch.zeros(2, 17, 2), 128, 64)
     with pytest.raises(ValueError, match="same shape"):

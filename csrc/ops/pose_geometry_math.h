@@ -18,6 +18,7 @@ constexpr int kNumParts = 10;
 constexpr int kNumLimbs = 8;
 constexpr int kMaxFitPoints = 7;
 constexpr double kMaxCondition = 1e4;
+constexpr double kMinSpread = 1e-10;
 
 enum Joint : int {
   NOSE = 0, NECK = 1, R_SHOULDER = 2, R_ELBOW = 3, R_WRIST = 4, L_SHOULDER = 5, L_ELBOW = 6,
@@ -369,7 +370,8 @@ DEFORMGAN_HD void normalisation(const double* x, const double* y, const double* 
 // [0, 0, 0, x, y, 1, Y] of the present points, the solution the eigenvector of
 // A^T A with the smallest eigenvalue (A's last right singular vector), then
 // de-normalised. theta (2x3, row-major) is zero and false is returned unless
-// there are >= 3 points, everything is finite and cond(H) < 1e4.
+// there are >= 3 points, the target points are not collinear, everything is
+// finite and cond(H) < 1e4.
 DEFORMGAN_HD bool fit_affine(const double* tx, const double* ty, const double* sx, const double* sy,
                              const double* w, int k, double* theta) {
   for (int i = 0; i < 6; ++i) theta[i] = 0.0;
@@ -383,6 +385,18 @@ DEFORMGAN_HD bool fit_affine(const double* tx, const double* ty, const double* s
                            is_finite_value(tcy * tinv) && is_finite_value(scx * sinv) &&
                            is_finite_value(scy * sinv);
   if (count < 3 || !finite_norm) return false;
+  // the present target points must span the plane: the determinant of their
+  // normalised covariance (trace 2) is ~0 only when they are collinear
+  double cxx = 0, cyy = 0, cxy = 0;
+  for (int i = 0; i < k; ++i) {
+    if (w[i] == 0) continue;
+    const double x = tx[i] * tinv - tcx * tinv, y = ty[i] * tinv - tcy * tinv;
+    cxx += x * x;
+    cyy += y * y;
+    cxy += x * y;
+  }
+  cxx /= count; cyy /= count; cxy /= count;
+  if (!(cxx * cyy - cxy * cxy > kMinSpread)) return false;
   double m[49];
   for (int i = 0; i < 49; ++i) m[i] = 0.0;
   for (int i = 0; i < k; ++i) {
@@ -430,6 +444,18 @@ DEFORMGAN_HD bool fit_affine(const double* tx, const double* ty, const double* s
   return true;
 }
 
+// Fit point i from joint j, or a zero point of weight 0 when the joint is not
+// in both poses (a missing joint may be NaN or inf, and inf * 0 is NaN).
+template <typename T>
+DEFORMGAN_HD void take_point(const T* src, const T* tgt, int j, bool both, int i, double* tx, double* ty,
+                             double* sx, double* sy, double* w) {
+  tx[i] = both ? static_cast<double>(tgt[2 * j]) : 0.0;
+  ty[i] = both ? static_cast<double>(tgt[2 * j + 1]) : 0.0;
+  sx[i] = both ? static_cast<double>(src[2 * j]) : 0.0;
+  sy[i] = both ? static_cast<double>(src[2 * j + 1]) : 0.0;
+  w[i] = both ? 1.0 : 0.0;
+}
+
 // The ten part affines of one pose pair (target -> source, pixels): theta
 // [10][2][3] (zero where disabled) and valid [10]. Torso: its four joints,
 // present in both poses. Head: the head joints and shoulders present in both
@@ -444,9 +470,7 @@ DEFORMGAN_HD void part_affines_of_pair(const T* src, const T* tgt, double* theta
     const int j = torso_joint(i);
     const bool both = joint_present(src, j) && joint_present(tgt, j);
     all_torso = all_torso && both;
-    tx[i] = tgt[2 * j]; ty[i] = tgt[2 * j + 1];
-    sx[i] = src[2 * j]; sy[i] = src[2 * j + 1];
-    w[i] = both ? 1.0 : 0.0;
+    take_point(src, tgt, j, both, i, tx, ty, sx, sy, w);
   }
   valid[0] = fit_affine(tx, ty, sx, sy, w, 4, theta) && all_torso;
   // head
@@ -455,9 +479,7 @@ DEFORMGAN_HD void part_affines_of_pair(const T* src, const T* tgt, double* theta
     const int j = head_fit_joint(i);
     const bool both = joint_present(src, j) && joint_present(tgt, j);
     if (i < kNumHeadJoints) any_head = any_head || both;
-    tx[i] = tgt[2 * j]; ty[i] = tgt[2 * j + 1];
-    sx[i] = src[2 * j]; sy[i] = src[2 * j + 1];
-    w[i] = both ? 1.0 : 0.0;
+    take_point(src, tgt, j, both, i, tx, ty, sx, sy, w);
   }
   valid[1] = fit_affine(tx, ty, sx, sy, w, 7, theta + 6) && any_head;
   // limbs

@@ -39,6 +39,7 @@ LIMB_PARTS = {
 }
 GLOBAL_JOINTS = TORSO_JOINTS + (J["r_knee"], J["l_knee"])
 MAX_CONDITION = 1e4
+MIN_SPREAD = 1e-10  # determinant of the normalised target points' covariance (collinear: 0)
 
 
 def missing(keypoints: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,13 @@ def _check_keypoints(kp: torch.Tensor, name: str = "keypoints") -> None:
         raise TypeError(f"{name} must be a floating point tensor, got {kp.dtype}")
 
 
+def _sqrt(x: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded square root in the dtype of x (computed in float64: torch's
+    vectorised float32 sqrt can be off by an ulp, and the kernels' is exact), so that
+    the reference and the kernels agree on pixel centres that lie on a mask edge."""
+    return torch.sqrt(x.double()).to(x.dtype)
+
+
 def torso_size(keypoints: torch.Tensor) -> torch.Tensor:
     """``st = sqrt((|Rhip - Rsho|^2 + |Lhip - Lsho|^2) / 2)`` per pose, ``[...]``.
     With one side missing, that side's length is replaced by the other's; with
@@ -70,7 +78,7 @@ def torso_size(keypoints: torch.Tensor) -> torch.Tensor:
     r2, l2 = (r * r).sum(-1), (l * l).sum(-1)
     r2 = torch.where(r_ok, r2, l2)
     l2 = torch.where(l_ok, l2, r2)
-    st = torch.sqrt((r2 + l2) / 2)
+    st = _sqrt(((r2 + l2) / 2))
     return torch.where(r_ok | l_ok, st, torch.full_like(st, float("nan")))
 
 
@@ -85,7 +93,7 @@ def limb_rectangle(a: torch.Tensor, b: torch.Tensor, st: torch.Tensor, inc) -> t
     a2 = a + 0.1 * (a - b)
     b2 = b + inc * (b - a2)
     d = b - a
-    length = d.norm(dim=-1, keepdim=True)
+    length = _sqrt(d[..., 0:1] * d[..., 0:1] + d[..., 1:2] * d[..., 1:2])
     n = torch.stack([-d[..., 1], d[..., 0]], -1) / length.clamp_min(1e-12)
     w = (0.2 * st).unsqueeze(-1) * n
     rect = torch.stack([a2 + w, a2 - w, b2 - w, b2 + w], -2)
@@ -118,17 +126,27 @@ def fit_affines(target_points: torch.Tensor, source_points: torch.Tensor,
     by SVD, then de-normalised.
 
     target_points, source_points ``[B, k, 2]``; weights ``[B, k]`` (0 drops a point).
-    Returns theta ``[B, 2, 3]`` and valid ``[B]``: at least 3 points, a finite
-    solution, and a fitted 3x3 matrix with condition number < 1e4 (collinear points
-    give a singular fit). The small solves run in float64."""
+    Returns theta ``[B, 2, 3]`` and valid ``[B]``: at least 3 points, target points
+    that are not collinear (they would leave the fit undetermined), a finite
+    solution, and a fitted 3x3 matrix with condition number < 1e4 (nearly
+    collinear points give an ill-conditioned fit). The small solves run in float64."""
     dtype = torch.float64
     tgt = target_points.to(dtype)
     src = source_points.to(dtype)
     w = (weights > 0).to(dtype)
     B, k = w.shape
+    # dropped points are zeroed first: a missing joint may be NaN, and NaN * 0 is NaN
+    tgt = torch.where(w.unsqueeze(-1) > 0, tgt, torch.zeros_like(tgt))
+    src = torch.where(w.unsqueeze(-1) > 0, src, torch.zeros_like(src))
     t_norm, s_norm = _normalisation(tgt, w), _normalisation(src, w)
     tn = tgt @ t_norm[:, :2, :2].transpose(1, 2) + t_norm[:, None, :2, 2]
     sn = src @ s_norm[:, :2, :2].transpose(1, 2) + s_norm[:, None, :2, 2]
+    # the present target points must span the plane (collinear points leave the
+    # affine undetermined: the solution below would be an arbitrary null vector);
+    # normalised, their covariance has trace 2, and its determinant is ~0 only
+    # when they are (numerically exactly) collinear
+    cov = (tn.unsqueeze(-1) * tn.unsqueeze(-2) * w[..., None, None]).sum(1) / w.sum(-1).clamp_min(1)[:, None, None]
+    spread = (cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]) > MIN_SPREAD
     # rows [x, y, 1, 0, 0, 0, X] and [0, 0, 0, x, y, 1, Y] of every present point
     A = torch.zeros(B, 2 * k, 7, dtype=dtype, device=tgt.device)
     A[:, :k, 0:2] = tn
@@ -157,7 +175,7 @@ def fit_affines(target_points: torch.Tensor, source_points: torch.Tensor,
     H = H / H[:, 2:3, 2:3]
     finite = torch.isfinite(H).all(-1).all(-1)
     cond = torch.linalg.cond(torch.where(finite[:, None, None], H, eye))
-    valid = (w.sum(-1) >= 3) & finite_in & finite_norm & ok_last & finite & torch.isfinite(cond) & \
+    valid = (w.sum(-1) >= 3) & finite_in & finite_norm & spread & ok_last & finite & torch.isfinite(cond) & \
         (cond < MAX_CONDITION)
     theta = torch.where(valid[:, None, None], H[:, :2, :], torch.zeros_like(H[:, :2, :]))
     return theta.to(target_points.dtype), valid

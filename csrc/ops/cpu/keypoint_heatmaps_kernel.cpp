@@ -82,12 +82,11 @@ at::Tensor keypoint_heatmaps_cpu(const at::Tensor& keypoints, int64_t height, in
   return output;
 }
 
-at::Tensor& keypoint_heatmaps_out_cpu(const at::Tensor& keypoints, int64_t height, int64_t width,
+void keypoint_heatmaps_out_cpu(const at::Tensor& keypoints, int64_t height, int64_t width,
                                       double sigma, at::Tensor& out) {
   check_keypoint_heatmaps_inputs(keypoints, height, width, sigma);
   check_out(out, {keypoints.size(0), keypoints.size(1), height, width}, keypoints, "keypoints");
   keypoint_heatmaps_cpu_impl(keypoints, sigma, out);
-  return out;
 }
 
 at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,

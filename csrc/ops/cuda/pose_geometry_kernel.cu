@@ -75,13 +75,12 @@ at::Tensor part_masks_cuda(const at::Tensor& keypoints, int64_t height, int64_t 
   return output;
 }
 
-at::Tensor& part_masks_out_cuda(const at::Tensor& keypoints, int64_t height, int64_t width,
+void part_masks_out_cuda(const at::Tensor& keypoints, int64_t height, int64_t width,
                                 double scale, const c10::optional<at::Tensor>& enabled,
                                 at::Tensor& out) {
   check_part_masks_inputs(keypoints, height, width, scale, enabled);
   check_out(out, {keypoints.size(0), kNumParts, height, width}, keypoints, "keypoints");
   part_masks_cuda_impl(keypoints, scale, enabled, out);
-  return out;
 }
 
 std::tuple<at::Tensor, at::Tensor> part_affines_cuda(const at::Tensor& source_in,

@@ -1,0 +1,263 @@
+"""The pose-geometry operators (part_masks, part_affines) and the out= forms:
+compiled CPU kernels against the PyTorch reference on every real annotation row,
+random and degenerate poses, odd sizes, levels, dtypes, layouts and bad input."""
+import os
+
+import pytest
+import torch
+
+import deformgan_ops as D
+from conftest import requires_cpu_kernels
+from deformgan.data.market import read_annotations
+from deformgan_ops.reference import pose_geometry as R
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "market")
+if not os.path.isdir(SHARED):
+    SHARED = "/work/shared/data/market"
+
+
+@pytest.fixture(scope="module")
+def all_real_poses():
+    ann = read_annotations(os.path.join(SHARED, "market-annotation-train.csv"))
+    ann.update(read_annotations(os.path.join(SHARED, "market-annotation-test.csv")))
+    return torch.stack(list(ann.values()))
+
+
+def random_poses(n, seed=0, dtype=torch.float32, missing=0.15):
+    """Poses with integer and fractional joints, some missing (-1, NaN, negative),
+    some outside the image, some joints coinciding."""
+    g = torch.Generator().manual_seed(seed)
+    kp = torch.stack([torch.rand(n, 18, generator=g, dtype=torch.float64) * 80 - 8,
+                      torch.rand(n, 18, generator=g, dtype=torch.float64) * 150 - 11], -1)
+    kp[: n // 2] = kp[: n // 2].round()
+    drop = torch.rand(n, 18, generator=g) < missing
+    kp[drop] = -1.0
+    if n > 3:
+        kp[1, 3] = float("nan")
+        kp[1, 0] = float("nan")  # a missing head joint as NaN
+        kp[0, 14] = float("inf")
+        kp[2, 8] = kp[2, 2]  # r_hip on r_shoulder
+        kp[3, 9] = kp[3, 8]  # a zero-length limb
+    return kp.to(dtype)
+
+
+def compare_affines(src, tgt, rtol):
+    th_c, v_c = D.part_affines(src, tgt, backend="cpu")
+    th_r, v_r = D.part_affines(src, tgt, backend="reference")
+    assert th_c.dtype == src.dtype and v_c.dtype == torch.bool
+    assert torch.equal(v_c, v_r), f"{(v_c != v_r).sum().item()} validity mismatches"
+    scale = th_r.double().abs() + 1
+    err = ((th_c.double() - th_r.double()).abs() / scale).max().item() if th_r.numel() else 0.0
+    assert err <= rtol, f"affines differ by {err:.3g} (relative)"
+    assert torch.equal(th_c[~v_c], torch.zeros_like(th_c[~v_c]))
+    return v_c
+
+
+@requires_cpu_kernels
+def test_part_affines_cpu_matches_reference_on_every_real_pair(all_real_poses):
+    kp = all_real_poses
+    g = torch.Generator().manual_seed(1)
+    perm = torch.randperm(len(kp), generator=g)
+    valid = compare_affines(kp[perm], kp, rtol=1e-5)
+    assert 0.3 < valid.float().mean().item() < 1.0  # both valid and disabled parts occur
+    valid = compare_affines(kp[perm[:3000]].double(), kp[:3000].double(), rtol=1e-9)
+    assert valid.any() and not valid.all()
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("dtype,rtol", [(torch.float32, 1e-5), (torch.float64, 1e-9)])
+def test_part_affines_cpu_matches_reference_on_random_and_degenerate_poses(dtype, rtol):
+    src, tgt = random_poses(400, 0, dtype), random_poses(400, 1, dtype)
+    compare_affines(src, tgt, rtol)
+    compare_affines(tgt, tgt, rtol)  # identical poses: identity affines
+    th, v = D.part_affines(tgt, tgt, backend="cpu")
+    eye = torch.tensor([[1.0, 0, 0], [0, 1, 0]], dtype=dtype)
+    assert torch.allclose(th[v], eye.expand(int(v.sum()), 2, 3), atol=1e-3)
+
+
+@requires_cpu_kernels
+def test_part_affines_shapes_layouts_and_empty_batch(all_real_poses):
+    src, tgt = all_real_poses[:24].view(2, 3, 4, 18, 2), all_real_poses[24:48].view(2, 3, 4, 18, 2)
+    th, v = D.part_affines(src, tgt, backend="cpu")
+    assert th.shape == (2, 3, 4, 10, 2, 3) and v.shape == (2, 3, 4, 10)
+    flat, vf = D.part_affines(src.reshape(-1, 18, 2), tgt.reshape(-1, 18, 2), backend="cpu")
+    assert torch.equal(th.reshape(-1, 10, 2, 3), flat) and torch.equal(v.reshape(-1, 10), vf)
+    nc_src = torch.stack([src.reshape(-1, 18, 2)] * 2, -1)[..., 0]  # non-contiguous
+    assert not nc_src.is_contiguous()
+    assert torch.equal(D.part_affines(nc_src, tgt.reshape(-1, 18, 2), backend="cpu")[0], flat)
+    th0, v0 = D.part_affines(src[:0, 0, 0], tgt[:0, 0, 0], backend="cpu")
+    assert th0.shape == (0, 10, 2, 3) and v0.shape == (0, 10)
+    half, vh = D.part_affines(src.half(), tgt.half(), backend="cpu")  # computed in float32, returned in half
+    assert half.dtype == torch.float16 and vh.shape == v.shape
+
+
+def compare_masks(kp, H, W, scale, enabled=None):
+    m_c = D.part_masks(kp, H, W, scale, enabled, backend="cpu")
+    m_r = D.part_masks(kp, H, W, scale, enabled, backend="reference")
+    assert m_c.dtype == kp.dtype and m_c.shape == kp.shape[:-2] + (10, H, W)
+    bad = (m_c != m_r).sum().item()
+    assert bad == 0, f"{bad} mask pixels differ"
+    return m_c
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_part_masks_cpu_matches_reference_on_real_poses_at_every_level(all_real_poses, scale):
+    kp = all_real_poses[::16]  # ~2,000 real poses
+    valid = D.part_affines(kp.flip(0), kp, backend="cpu")[1]
+    m = compare_masks(kp, 128 // scale, 64 // scale, float(scale), valid)
+    assert m[:, 2:].sum() > 0 and (m[:, 0] == 0).any()
+    compare_masks(kp, 128 // scale, 64 // scale, float(scale))
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(128, 64, 1.0), (37, 23, 1.5), (1, 1, 3.0), (5, 200, 0.7)])
+def test_part_masks_cpu_matches_reference_on_random_poses_and_odd_sizes(dtype, size):
+    H, W, scale = size
+    kp = random_poses(120, 3, dtype)
+    enabled = torch.rand(120, 10, generator=torch.Generator().manual_seed(2)) > 0.2
+    compare_masks(kp, H, W, scale, enabled)
+    compare_masks(kp, H, W, scale)
+
+
+@requires_cpu_kernels
+def test_part_masks_layouts_empty_batch_and_dtypes(all_real_poses):
+    kp = all_real_poses[:12]
+    ref = D.part_masks(kp, 32, 16, 4.0, backend="cpu")
+    nc = torch.stack([kp, kp], -1)[..., 1]
+    assert not nc.is_contiguous()
+    assert torch.equal(D.part_masks(nc, 32, 16, 4.0, backend="cpu"), ref)
+    assert torch.equal(D.part_masks(kp.view(3, 4, 18, 2), 32, 16, 4.0, backend="cpu"), ref.view(3, 4, 10, 32, 16))
+    assert D.part_masks(kp[:0], 32, 16, backend="cpu").shape == (0, 10, 32, 16)
+    bf = D.part_masks(kp.bfloat16(), 32, 16, 4.0, backend="cpu")
+    assert bf.dtype == torch.bfloat16 and torch.equal(bf.float(), ref)
+    enabled_int = torch.ones(12, 10, dtype=torch.int64)
+    enabled_int[:, 3] = 0
+    m = D.part_masks(kp, 32, 16, 4.0, enabled_int, backend="cpu")
+    assert m[:, 3].sum() == 0 and torch.equal(m[:, 2], ref[:, 2])
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpu", marks=requires_cpu_kernels)])
+def test_degenerate_limb_rectangle_gives_an_empty_mask(backend):
+    kp = torch.full((1, 18, 2), -1.0)
+    # torso size 0 (hips on shoulders) makes every limb rectangle a zero-area segment
+    for j, xy in ((2, (20, 30)), (8, (20, 30)), (5, (40, 30)), (11, (40, 30)), (9, (20, 60)), (12, (40, 60))):
+        kp[0, j] = torch.tensor(xy, dtype=torch.float32)
+    m = D.part_masks(kp, 128, 64, backend=backend)
+    assert m[0, 2:].sum().item() == 0
+    assert m[0, 0].min().item() == 1  # the torso is still on
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_out_forms_write_into_the_given_buffers(all_real_poses, backend):
+    kp = all_real_poses[:6]
+    out = torch.full((6, 10, 64, 32), 7.0)
+    r = D.part_masks(kp, 64, 32, 2.0, out=out, backend=backend)
+    assert r is out and torch.equal(out, D.part_masks(kp, 64, 32, 2.0, backend="reference"))
+    heat = torch.full((6, 18, 128, 64), 7.0)
+    r = D.keypoint_heatmaps(kp, 128, 64, 6.0, out=heat, backend=backend)
+    assert r is heat
+    torch.testing.assert_close(heat, D.keypoint_heatmaps(kp, 128, 64, 6.0, backend="reference"))
+    with pytest.raises(ValueError, match=r"out must have shape \[6, 18, 128, 64\]"):
+        D.keypoint_heatmaps(kp, 128, 64, 6.0, out=torch.empty(6, 18, 64, 64), backend=backend)
+    with pytest.raises(TypeError, match="out must have the dtype of keypoints"):
+        D.keypoint_heatmaps(kp, 128, 64, 6.0, out=heat.double(), backend=backend)
+    with pytest.raises(ValueError, match="out must be contiguous"):
+        D.part_masks(kp, 64, 32, 2.0, out=torch.empty(6, 10, 32, 64).transpose(2, 3), backend=backend)
+    with pytest.raises(RuntimeError, match="does not support autograd"):
+        D.keypoint_heatmaps(kp.clone().requires_grad_(), 128, 64, 6.0, out=heat, backend=backend)
+
+
+@requires_cpu_kernels
+def test_opcheck_geometry_and_out_forms(all_real_poses):
+    kp = all_real_poses[:5]
+    on = torch.rand(5, 10) > 0.3
+    ops = torch.ops.deformgan_ops
+    torch.library.opcheck(ops.part_masks.default, (kp, 16, 8, 8.0, on))
+    torch.library.opcheck(ops.part_masks.default, (kp.double(), 9, 7, 3.0, None))
+    torch.library.opcheck(ops.part_masks.out, (kp, 16, 8, 8.0, on), {"out": torch.empty(5, 10, 16, 8)})
+    torch.library.opcheck(ops.part_affines.default, (kp.flip(0), kp))
+    torch.library.opcheck(ops.keypoint_heatmaps.out, (kp, 9, 7, 2.0), {"out": torch.empty(5, 18, 9, 7)})
+
+
+@requires_cpu_kernels
+def test_geometry_under_torch_compile(all_real_poses):
+    src, tgt = all_real_poses[:4], all_real_poses[4:8]
+
+    def f(s, t):
+        theta, valid = D.part_affines(s, t)
+        return theta, D.part_masks(t, 32, 16, 4.0, valid)
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    for a, b in zip(compiled(src, tgt), f(src, tgt)):
+        assert torch.equal(a, b)
+
+
+BAD_MASKS = [
+    (dict(kp=torch.zeros(2, 17, 2)), ValueError, r"target_keypoints must have shape \[..., 18, 2\]"),
+    (dict(kp=torch.zeros(2, 18, 2, dtype=torch.int64)), TypeError, "target_keypoints must be a floating point"),
+    (dict(height=0), ValueError, "height must be a positive int"),
+    (dict(width=3.5), ValueError, "width must be a positive int"),
+    (dict(scale=0.0), ValueError, "scale must be a positive finite number"),
+    (dict(scale=float("inf")), ValueError, "scale must be a positive finite number"),
+    (dict(enabled=torch.ones(2, 9, dtype=torch.bool)), ValueError, r"enabled must have shape \[2, 10\]"),
+    (dict(enabled=[True] * 10), TypeError, "enabled must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpu", marks=requires_cpu_kernels)])
+@pytest.mark.parametrize("change,exc,msg", BAD_MASKS)
+def test_part_masks_bad_input(backend, change, exc, msg):
+    a = dict(kp=torch.zeros(2, 18, 2), height=16, width=8, scale=1.0, enabled=None)
+    a.update(change)
+    with pytest.raises(exc, match=msg):
+        D.part_masks(a["kp"], a["height"], a["width"], a["scale"], a["enabled"], backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpu", marks=requires_cpu_kernels)])
+def test_part_affines_bad_input(backend):
+    with pytest.raises(ValueError, match="must have the same shape"):
+        D.part_affines(torch.zeros(2, 18, 2), torch.zeros(3, 18, 2), backend=backend)
+    with pytest.raises(TypeError, match="target_keypoints must have the dtype of source_keypoints"):
+        D.part_affines(torch.zeros(2, 18, 2), torch.zeros(2, 18, 2, dtype=torch.float64), backend=backend)
+    with pytest.raises(ValueError, match=r"source_keypoints must have shape \[..., 18, 2\]"):
+        D.part_affines(torch.zeros(2, 18, 3), torch.zeros(2, 18, 3), backend=backend)
+
+
+@requires_cpu_kernels
+def test_cpp_checks_name_the_argument():
+    ops = torch.ops.deformgan_ops
+    with pytest.raises(RuntimeError, match=r"keypoints must have shape \[N, 18, 2\]"):
+        ops.part_masks(torch.zeros(2, 17, 2), 8, 8, 1.0, None)
+    with pytest.raises(RuntimeError, match="keypoints must be float32 or float64"):
+        ops.part_masks(torch.zeros(2, 18, 2, dtype=torch.float16), 8, 8, 1.0, None)
+    with pytest.raises(RuntimeError, match="scale must be a positive finite number"):
+        ops.part_masks(torch.zeros(2, 18, 2), 8, 8, -1.0, None)
+    with pytest.raises(RuntimeError, match=r"enabled must have shape \[N, 10\]"):
+        ops.part_masks(torch.zeros(2, 18, 2), 8, 8, 1.0, torch.ones(3, 10, dtype=torch.bool))
+    with pytest.raises(RuntimeError, match="enabled must be a bool tensor"):
+        ops.part_masks(torch.zeros(2, 18, 2), 8, 8, 1.0, torch.ones(2, 10))
+    with pytest.raises(RuntimeError, match=r"out must have shape \[2, 10, 8, 8\]"):
+        ops.part_masks.out(torch.zeros(2, 18, 2), 8, 8, 1.0, None, out=torch.empty(2, 10, 8, 9))
+    with pytest.raises(RuntimeError, match="target_keypoints must have the shape of source_keypoints"):
+        ops.part_affines(torch.zeros(2, 18, 2), torch.zeros(3, 18, 2))
+    with pytest.raises(RuntimeError, match="out must be contiguous"):
+        ops.keypoint_heatmaps.out(torch.zeros(2, 3, 2), 8, 8, 1.0, out=torch.empty(2, 3, 8, 8).transpose(2, 3))
+
+
+def test_reference_is_the_module_deformgan_pose_reexports():
+    from deformgan import pose as P
+    assert P.torso_size is R.torso_size and P.J is R.J and P.LIMB_PARTS is R.LIMB_PARTS
+
+
+@requires_cpu_kernels
+def test_triton_backend_setting_runs_the_compiled_geometry(all_real_poses):
+    # there are no Triton kernels of the geometry: "triton" uses the compiled kernel
+    kp = all_real_poses[:4]
+    with D.use_backend("triton"):
+        m = D.part_masks(kp, 32, 16, 4.0)
+        th, v = D.part_affines(kp.flip(0), kp)
+    assert torch.equal(m, D.part_masks(kp, 32, 16, 4.0, backend="cpu"))
+    assert torch.equal(th, D.part_affines(kp.flip(0), kp, backend="cpu")[0])
