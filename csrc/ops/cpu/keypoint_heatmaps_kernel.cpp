@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "../entry_points.h"
 #include "cpu_utils.h"
 #include "../keypoint_heatmaps_math.h"
 
@@ -73,22 +74,6 @@ void keypoint_heatmaps_cpu_impl(const at::Tensor& keypoints_in, double sigma, at
   });
 }
 
-at::Tensor keypoint_heatmaps_cpu(const at::Tensor& keypoints, int64_t height, int64_t width,
-                                 double sigma) {
-  check_keypoint_heatmaps_inputs(keypoints, height, width, sigma);
-  at::Tensor output =
-      at::empty({keypoints.size(0), keypoints.size(1), height, width}, keypoints.options());
-  keypoint_heatmaps_cpu_impl(keypoints, sigma, output);
-  return output;
-}
-
-void keypoint_heatmaps_out_cpu(const at::Tensor& keypoints, int64_t height, int64_t width,
-                                      double sigma, at::Tensor& out) {
-  check_keypoint_heatmaps_inputs(keypoints, height, width, sigma);
-  check_out(out, {keypoints.size(0), keypoints.size(1), height, width}, keypoints, "keypoints");
-  keypoint_heatmaps_cpu_impl(keypoints, sigma, out);
-}
-
 at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
                                           const at::Tensor& keypoints_in, int64_t height,
                                           int64_t width, double sigma) {
@@ -139,8 +124,8 @@ at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deformgan_ops, CPU, m) {
-  m.impl("keypoint_heatmaps", &keypoint_heatmaps_cpu);
-  m.impl("keypoint_heatmaps.out", &keypoint_heatmaps_out_cpu);
+  m.impl("keypoint_heatmaps", &keypoint_heatmaps_entry<keypoint_heatmaps_cpu_impl>);
+  m.impl("keypoint_heatmaps.out", &keypoint_heatmaps_out_entry<keypoint_heatmaps_cpu_impl>);
   m.impl("_keypoint_heatmaps_backward", &keypoint_heatmaps_backward_cpu);
 }
 

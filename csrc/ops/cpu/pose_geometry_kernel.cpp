@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "../checks.h"
+#include "../entry_points.h"
 #include "../pose_geometry_math.h"
 #include "cpu_utils.h"
 
@@ -78,22 +79,6 @@ void part_masks_cpu_impl(const at::Tensor& keypoints_in, double scale,
   });
 }
 
-at::Tensor part_masks_cpu(const at::Tensor& keypoints, int64_t height, int64_t width, double scale,
-                          const c10::optional<at::Tensor>& enabled) {
-  check_part_masks_inputs(keypoints, height, width, scale, enabled);
-  at::Tensor output = at::empty({keypoints.size(0), kNumParts, height, width}, keypoints.options());
-  part_masks_cpu_impl(keypoints, scale, enabled, output);
-  return output;
-}
-
-void part_masks_out_cpu(const at::Tensor& keypoints, int64_t height, int64_t width,
-                               double scale, const c10::optional<at::Tensor>& enabled,
-                               at::Tensor& out) {
-  check_part_masks_inputs(keypoints, height, width, scale, enabled);
-  check_out(out, {keypoints.size(0), kNumParts, height, width}, keypoints, "keypoints");
-  part_masks_cpu_impl(keypoints, scale, enabled, out);
-}
-
 std::tuple<at::Tensor, at::Tensor> part_affines_cpu(const at::Tensor& source_in,
                                                     const at::Tensor& target_in) {
   check_part_affines_inputs(source_in, target_in);
@@ -123,8 +108,8 @@ std::tuple<at::Tensor, at::Tensor> part_affines_cpu(const at::Tensor& source_in,
 }  // namespace
 
 TORCH_LIBRARY_IMPL(deformgan_ops, CPU, m) {
-  m.impl("part_masks", &part_masks_cpu);
-  m.impl("part_masks.out", &part_masks_out_cpu);
+  m.impl("part_masks", &part_masks_entry<part_masks_cpu_impl>);
+  m.impl("part_masks.out", &part_masks_out_entry<part_masks_cpu_impl>);
   m.impl("part_affines", &part_affines_cpu);
 }
 
