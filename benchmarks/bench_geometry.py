@@ -10,10 +10,17 @@ four warped levels of the generator (1, 2, 4, 8), and prints pairs per second; a
 training loop passes the previous batch back (out=) so the 75 MB of heatmaps are
 not page-faulted in again, and both ways are timed. The PyTorch references and a
 per-pair reference path are timed too, for the ratio.
+
+Fresh buffers are slow on the CPU only because glibc returns blocks over 32 MB to the
+OS on free, so each batch faults its 75 MB of heatmaps in again. On Linux the last row
+runs the fresh path in a child process with glibc told to keep freed memory
+(GLIBC_TUNABLES below), which a CPU training job can set too.
 """
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -54,14 +61,24 @@ def per_pair_reference(src, tgt):
         D.part_masks(t[None], 128, 64, backend="reference")
 
 
+KEEP_FREED_MEMORY = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
+FRESH = "render_batch, fresh buffers, masks at full resolution"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--fresh-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     src, tgt = poses(args.batch)
+    if args.fresh_only:  # the child process of the last row
+        t = timed(lambda: render_batch(src, tgt, levels=(1,)), args.repeat)
+        print(f"| {FRESH}, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')} | {t * 1e3:.1f} | "
+              f"{args.batch / t:.0f} |")
+        return
     print(f"# batched geometry + heatmaps: {args.batch} pairs, 128x64, threads={torch.get_num_threads()}, "
           f"heatmap backend: {D.available_backends('cpu')[-1]}")
     print("| path | ms per batch | pairs / s |")
@@ -78,7 +95,7 @@ def main(argv=None):
     rows = [
         ("render_batch, reusing the previous batch's buffers (out=), masks at full resolution", reuse((1,))),
         ("render_batch, reusing buffers (out=), masks at levels 1, 2, 4, 8", reuse((1, 2, 4, 8))),
-        ("render_batch, fresh buffers, masks at full resolution", lambda: render_batch(src, tgt, levels=(1,))),
+        (FRESH, lambda: render_batch(src, tgt, levels=(1,))),
         ("  of which heatmaps into a reused buffer (out=)",
          lambda: D.keypoint_heatmaps(both, 128, 64, 6.0, out=heat_buf)),
         ("  of which heatmaps into a fresh buffer", lambda: D.keypoint_heatmaps(both, 128, 64, 6.0)),
@@ -91,6 +108,12 @@ def main(argv=None):
     for name, fn in rows:
         t = timed(fn, args.repeat if "per pair" not in name else max(1, args.repeat // 5))
         print(f"| {name} | {t * 1e3:.1f} | {args.batch / t:.0f} |")
+    if sys.platform.startswith("linux") and "GLIBC_TUNABLES" not in os.environ:
+        env = dict(os.environ, GLIBC_TUNABLES=KEEP_FREED_MEMORY)
+        child = subprocess.run([sys.executable, os.path.abspath(__file__), "--fresh-only", "--batch", str(args.batch),
+                                "--threads", str(args.threads), "--repeat", str(args.repeat)],
+                               env=env, capture_output=True, text=True)
+        print(child.stdout.strip() if child.returncode == 0 else f"| {FRESH}, GLIBC_TUNABLES: failed | - | - |")
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,8 @@ def test_bench_geometry_and_bench_train_run():
                           "--repeat", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
     assert "| render_batch, reusing the previous batch's buffers (out=), masks at full resolution |" in out
     assert "| render_batch, fresh buffers, masks at full resolution |" in out and "pairs / s" in out
+    if sys.platform.startswith("linux"):
+        assert "fresh buffers, masks at full resolution, GLIBC_TUNABLES=glibc.malloc.mmap_max=0" in out
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--batch", "2",
                           "--iters", "1", "--width-mult", "0.0625"], capture_output=True, text=True, timeout=600,
                          check=True).stdout
