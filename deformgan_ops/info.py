@@ -11,7 +11,7 @@ def main() -> None:
     else:
         print(f"compiled extension: NOT loaded ({backend._extension_error})")
     for dev in ("cpu", "cuda"):
-        ops = [op for op in ("part_affine_warp", "keypoint_heatmaps", "nn_loss")
+        ops = [op for op in ("part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines")
                if backend.has_compiled_kernel(op, dev)]
         print(f"compiled {dev} kernels: {', '.join(ops) if ops else 'none'}")
     print(f"triton kernels available: {backend.triton_available()}")
