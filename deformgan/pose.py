@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import torch
 
-import deformgan_ops
+from deformgan_ops import part_affines, part_masks  # noqa: F401  (re-exported)
 from deformgan_ops.reference.pose_geometry import (  # noqa: F401  (re-exported)
     GLOBAL_JOINTS, HEAD_JOINTS, J, JOINTS, LIMB_PARTS, MAX_CONDITION, NUM_JOINTS, NUM_PARTS, PARTS,
     TORSO_JOINTS, _check_keypoints, fit_affines, limb_rectangle, missing, present, torso_size)
@@ -66,21 +66,6 @@ def flip_keypoints(keypoints: torch.Tensor, width: int) -> torch.Tensor:
     out = out[..., list(FLIP_PERMUTATION), :]
     was_missing = missing(keypoints)[..., list(FLIP_PERMUTATION)]
     return torch.where(was_missing.unsqueeze(-1), torch.full_like(out, -1.0), out)
-
-
-def part_affines(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor, *,
-                 backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ten part affines (target -> source, pixels) ``[..., 10, 2, 3]`` and their
-    validity ``[..., 10]``: :func:`deformgan_ops.part_affines`."""
-    return deformgan_ops.part_affines(source_keypoints, target_keypoints, backend=backend)
-
-
-def part_masks(target_keypoints: torch.Tensor, height: int, width: int, scale: float = 1.0,
-               enabled: Optional[torch.Tensor] = None, *, out: Optional[torch.Tensor] = None,
-               backend: Optional[str] = None) -> torch.Tensor:
-    """Target-frame masks of the ten parts ``[..., 10, height, width]``:
-    :func:`deformgan_ops.part_masks`."""
-    return deformgan_ops.part_masks(target_keypoints, height, width, scale, enabled, out=out, backend=backend)
 
 
 def global_affine(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor

@@ -91,10 +91,6 @@ def available_backends(device_type: str = "cpu") -> list:
     return out
 
 
-def _resolve_auto_quiet(op: str, dev: str) -> str:
-    return dev if has_compiled_kernel(op, dev) else "reference"
-
-
 @torch.compiler.assume_constant_result
 def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
     """The concrete backend for one call of ``op`` on ``device`` (under torch.compile
@@ -126,7 +122,7 @@ def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
         return name
     # triton
     if op not in TRITON_OPS:  # no Triton kernel: the compiled kernel, else the reference
-        return _resolve_auto_quiet(op, dev)
+        return dev if has_compiled_kernel(op, dev) else "reference"
     if not triton_available():
         raise RuntimeError(f"deformgan_ops.{op}: backend 'triton' is not available "
                            "(triton is not installed or the Triton kernels failed to import)")

@@ -231,15 +231,14 @@ DEFORMGAN_HD MaskShape<T> make_mask_shape(const T* kp, int part, T scale, bool e
 }
 
 // Per row: whether the row can hold any inside pixel and, for quads, the x bounds.
-template <typename T>
 struct MaskRow {
   bool any;
   double lo, hi;
 };
 
 template <typename T>
-DEFORMGAN_HD MaskRow<T> mask_row(const MaskShape<T>& s, int64_t y) {
-  MaskRow<T> r;
+DEFORMGAN_HD MaskRow mask_row(const MaskShape<T>& s, int64_t y) {
+  MaskRow r;
   r.lo = -INFINITY;
   r.hi = INFINITY;
   switch (s.kind) {
@@ -263,7 +262,7 @@ DEFORMGAN_HD MaskRow<T> mask_row(const MaskShape<T>& s, int64_t y) {
 
 // The mask value (0 or 1) at column x of a row.
 template <typename T>
-DEFORMGAN_HD bool mask_inside(const MaskShape<T>& s, const MaskRow<T>& r, int64_t x) {
+DEFORMGAN_HD bool mask_inside(const MaskShape<T>& s, const MaskRow& r, int64_t x) {
   if (!r.any) return false;
   if (s.kind == 2) {
     const T d = static_cast<T>(x) * s.scale - s.cx;
