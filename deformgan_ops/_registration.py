@@ -6,6 +6,17 @@ autograd formula) and the callable that runs the backward."""
 import torch
 
 
+def _forbid_double_backward(backward_op, name: str) -> None:
+    """The backward ops are not differentiable: differentiating through them (double
+    backward, e.g. a gradient penalty) raises instead of silently giving zeros."""
+    def grad(ctx, *grads):
+        raise RuntimeError(
+            f"double backward through deformgan_ops.{name} is not supported by the fused kernels "
+            f"(their backward is not differentiable); use backend='reference' for higher-order gradients")
+
+    torch.library.register_autograd(backward_op, grad)
+
+
 def register_part_affine_warp(forward, backward_op, backward) -> None:
     def fake(features, theta, masks, offsets):
         N, C = features.shape[0], features.shape[1]
@@ -32,6 +43,7 @@ def register_part_affine_warp(forward, backward_op, backward) -> None:
     torch.library.register_fake(forward, fake)
     torch.library.register_fake(backward_op, backward_fake)
     torch.library.register_autograd(forward, grad, setup_context=setup)
+    _forbid_double_backward(backward_op, "part_affine_warp")
 
 
 def register_keypoint_heatmaps(forward, backward_op, backward) -> None:
@@ -53,6 +65,7 @@ def register_keypoint_heatmaps(forward, backward_op, backward) -> None:
     torch.library.register_fake(forward, fake)
     torch.library.register_fake(backward_op, backward_fake)
     torch.library.register_autograd(forward, grad, setup_context=setup)
+    _forbid_double_backward(backward_op, "keypoint_heatmaps")
 
 
 def register_nn_loss(forward, backward_op, backward) -> None:
@@ -78,6 +91,7 @@ def register_nn_loss(forward, backward_op, backward) -> None:
     torch.library.register_fake(forward, fake)
     torch.library.register_fake(backward_op, backward_fake)
     torch.library.register_autograd(forward, grad, setup_context=setup)
+    _forbid_double_backward(backward_op, "nn_loss")
 
 
 def register_out_variant(out_op) -> None:

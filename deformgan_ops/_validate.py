@@ -1,5 +1,6 @@
 """Input validation shared by every backend (the C++ kernels check again)."""
 import math
+import numbers
 from typing import Optional
 
 import torch
@@ -7,6 +8,30 @@ import torch
 
 def _shape(t: torch.Tensor) -> str:
     return str(list(t.shape))
+
+
+def size_arg(name: str, v) -> int:
+    """A positive integer size (Python or numpy int, never bool) as an int."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def positive_arg(name: str, v) -> float:
+    """A positive finite real (a Python or numpy number, never bool) as a float."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+    return float(v)
+
+
+def check_no_overlap(out: torch.Tensor, name: str, inputs) -> None:
+    """``out`` must not share memory with any input (it is written while they are read)."""
+    o = out.untyped_storage()
+    for t, tname in inputs:
+        if t is not None and t.device == out.device and t.untyped_storage().data_ptr() == o.data_ptr() \
+                and o.nbytes() > 0:
+            raise ValueError(f"{name} must not share memory with {tname}: the operator writes {name} while "
+                             f"it reads {tname}; pass a separate buffer")
 
 
 def _check_tensor(t, name: str, dim: int, layout: str) -> None:
@@ -51,11 +76,9 @@ def check_keypoint_heatmaps(keypoints, height, width, sigma) -> None:
     _check_tensor(keypoints, "keypoints", 3, "[N, K, 2]")
     if keypoints.shape[2] != 2:
         raise ValueError(f"keypoints must have shape [N, K, 2] (x, y), got {_shape(keypoints)}")
-    for name, v in (("height", height), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+    size_arg("height", height)
+    size_arg("width", width)
+    positive_arg("sigma", sigma)
 
 
 def check_nn_loss(generated, target, kernel_size, reduction) -> None:
@@ -65,15 +88,18 @@ def check_nn_loss(generated, target, kernel_size, reduction) -> None:
     _check_like(target, "target", generated, "generated")
     if target.shape != generated.shape:
         raise ValueError(f"target must have the shape of generated {_shape(generated)}, got {_shape(target)}")
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, numbers.Integral) or kernel_size < 1 \
+            or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive int, got {kernel_size!r}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def _check_size(name: str, v) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
+def effective_kernel_size(kernel_size: int, height: int, width: int) -> int:
+    """The window clipped to the image: a radius past ``max(H, W) - 1`` adds no
+    position inside the image (the result is the same), only work and scratch."""
+    radius = min(int(kernel_size) // 2, max(height, width, 1) - 1)
+    return 2 * radius + 1
 
 
 def check_out(out, name: str, shape, ref: torch.Tensor, ref_name: str) -> None:
@@ -100,10 +126,9 @@ def check_pose_keypoints(kp, name: str) -> None:
 
 def check_part_masks(keypoints, height, width, scale, enabled) -> None:
     check_pose_keypoints(keypoints, "target_keypoints")
-    _check_size("height", height)
-    _check_size("width", width)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    size_arg("height", height)
+    size_arg("width", width)
+    positive_arg("scale", scale)
     if enabled is not None:
         if not isinstance(enabled, torch.Tensor):
             raise TypeError(f"enabled must be a torch.Tensor [..., 10], got {type(enabled).__name__}")

@@ -101,10 +101,12 @@ def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: f
         (unless ``out`` is given).
     """
     _validate.check_keypoint_heatmaps(keypoints, height, width, sigma)
+    height, width, sigma = int(height), int(width), float(sigma)
     which = resolve("keypoint_heatmaps", keypoints.device, backend)
     if out is not None:
         _validate.check_out(out, "out", (keypoints.shape[0], keypoints.shape[1], height, width),
                             keypoints, "keypoints")
+        _validate.check_no_overlap(out, "out", [(keypoints, "keypoints")])
         if keypoints.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("keypoint_heatmaps(out=...) does not support autograd (keypoints requires grad)")
         if which in ("cpu", "cuda"):
@@ -158,6 +160,7 @@ def part_masks(target_keypoints: torch.Tensor, height: int, width: int, scale: f
         not differentiable (piecewise constant).
     """
     _validate.check_part_masks(target_keypoints, height, width, scale, enabled)
+    height, width, scale = int(height), int(width), float(scale)
     lead = tuple(target_keypoints.shape[:-2])
     shape = lead + (10, height, width)
     kp = _geometry_input(target_keypoints)
@@ -165,6 +168,7 @@ def part_masks(target_keypoints: torch.Tensor, height: int, width: int, scale: f
     which = resolve("part_masks", kp.device, backend)
     if out is not None:
         _validate.check_out(out, "out", shape, target_keypoints, "target_keypoints")
+        _validate.check_no_overlap(out, "out", [(target_keypoints, "target_keypoints"), (enabled, "enabled")])
         if which in ("cpu", "cuda") and out.dtype == kp.dtype:
             torch.ops.deformgan_ops.part_masks.out(kp, height, width, float(scale), on,
                                                    out=out.view(-1, 10, height, width))
@@ -226,12 +230,15 @@ def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,
 
     Args:
         generated, target: ``[N, C, H, W]``, same shape, dtype and device.
-        kernel_size: odd positive int (3 for Market-1501, 5 for DeepFashion).
+        kernel_size: odd positive int (3 for Market-1501, 5 for DeepFashion); a
+            window wider than ``2 max(H, W) - 1`` is clipped to that (it adds no
+            position inside the image, so the result is the same).
         reduction: ``"mean"`` (over N, H, W; NaN for an empty batch, like
             torch's losses), ``"sum"`` or ``"none"`` (``[N, H, W]``).
         backend: as in :func:`part_affine_warp`.
     """
     _validate.check_nn_loss(generated, target, kernel_size, reduction)
+    kernel_size = _validate.effective_kernel_size(kernel_size, generated.shape[2], generated.shape[3])
     which = resolve("nn_loss", generated.device, backend)
     if which == "reference":
         return reference.nn_loss(generated, target, kernel_size, reduction)

@@ -2,6 +2,8 @@
 // the argument, what was expected and what was given).
 #pragma once
 
+#include <algorithm>
+
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -72,6 +74,13 @@ inline void check_nn_loss_inputs(const at::Tensor& generated, const at::Tensor& 
               target.sizes());
   TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1,
               "kernel_size must be an odd positive integer, got ", kernel_size);
+  // A window wider than 2 max(H, W) - 1 adds no position inside the image, only
+  // scratch (k^2 per pixel of a row): deformgan_ops.nn_loss clips it to that.
+  const int64_t longest = std::max<int64_t>(generated.size(2), generated.size(3));
+  TORCH_CHECK(kernel_size <= std::max<int64_t>(1, 2 * longest - 1),
+              "kernel_size must be at most 2 * max(H, W) - 1 = ", std::max<int64_t>(1, 2 * longest - 1),
+              " for generated of shape ", generated.sizes(), ", got ", kernel_size,
+              " (deformgan_ops.nn_loss clips a larger window to the image)");
   TORCH_CHECK(generated.size(2) * generated.size(3) < (int64_t(1) << 31),
               "generated must have fewer than 2^31 pixels per plane, got ", generated.size(2), " x ",
               generated.size(3));

@@ -2,7 +2,8 @@
 //   d[n, y, x] = min over q in the k x k window centred on p=(x, y), clipped to
 //                the image, of sum_c |target[n, c, q] - generated[n, c, p]|
 // The window is walked in row-major order, offset index o = (dy + r) * k + (dx + r)
-// with r = k / 2; ties keep the first index.
+// with r = k / 2; ties keep the first index; a NaN distance wins (the first NaN
+// in window order), so a NaN in either input reaches the loss.
 #pragma once
 
 #include "common.h"
@@ -18,6 +19,14 @@ DEFORMGAN_HD void window_offset(int32_t o, int64_t k, int64_t& dy, int64_t& dx) 
   const int64_t r = k / 2;
   dy = o / k - r;
   dx = o % k - r;
+}
+
+// Running minimum over the window: the first position inside the image starts
+// it (have == false), a later one replaces it when strictly smaller, and a NaN
+// replaces any number and is then kept (torch.argmin's rule, the reference's).
+template <typename acc_t>
+DEFORMGAN_HD bool nn_candidate_wins(acc_t d, acc_t best, bool have) {
+  return !have || d < best || (d != d && best == best);
 }
 
 template <typename acc_t>

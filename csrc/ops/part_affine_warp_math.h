@@ -103,17 +103,20 @@ DEFORMGAN_HD void bilinear_grad_location(const BilinearCorners<acc_t>& c, const 
   ds_dv = (f[2] - f[0]) * wx0 + (f[3] - f[1]) * c.wx1;
 }
 
-// Branch-free form of the four corners for a kernel that reuses one location
-// across many channels: outside corners get index 0 and all-zero coefficients,
-// so the sample is sum_i w[i] * plane[idx[i]] and its derivatives are
-// sum_i du[i] * plane[idx[i]] and sum_i dv[i] * plane[idx[i]]. (Features are
-// assumed finite: an infinite value at index 0 would leak through a 0 weight.)
+// The four corners in the form a kernel that reuses one location across many
+// channels wants: outside corners get index 0, all-zero coefficients and
+// in[i] false, so the sample is sum_i w[i] * f[i] and its derivatives are
+// sum_i du[i] * f[i] and sum_i dv[i] * f[i], with f[i] = plane[idx[i]] for the
+// corners inside and 0 for the others (see taps_load: an outside corner is never
+// read, so a non-finite value elsewhere cannot leak through a zero weight, and an
+// empty plane is never touched).
 template <typename acc_t>
 struct BilinearTaps {
   int64_t idx[4];
   acc_t w[4];
   acc_t du[4];
   acc_t dv[4];
+  bool in[4];
 };
 
 template <typename acc_t>
@@ -127,6 +130,7 @@ DEFORMGAN_HD BilinearTaps<acc_t> bilinear_taps(const BilinearCorners<acc_t>& c) 
 DEFORMGAN_UNROLL
   for (int i = 0; i < 4; ++i) {
     const bool in = c.idx[i] >= 0;
+    t.in[i] = in;
     t.idx[i] = in ? c.idx[i] : 0;
     t.w[i] = in ? w[i] : acc_t(0);
     t.du[i] = in ? du[i] : acc_t(0);
@@ -135,10 +139,23 @@ DEFORMGAN_UNROLL
   return t;
 }
 
+// Taps of a location with no corner inside: the sample and its derivatives are 0.
+template <typename acc_t>
+DEFORMGAN_HD BilinearTaps<acc_t> empty_taps() {
+  BilinearTaps<acc_t> t;
+DEFORMGAN_UNROLL
+  for (int i = 0; i < 4; ++i) {
+    t.idx[i] = 0;
+    t.w[i] = t.du[i] = t.dv[i] = acc_t(0);
+    t.in[i] = false;
+  }
+  return t;
+}
+
 template <typename scalar_t, typename acc_t>
 DEFORMGAN_HD void taps_load(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4]) {
 DEFORMGAN_UNROLL
-  for (int i = 0; i < 4; ++i) f[i] = static_cast<acc_t>(plane[t.idx[i]]);
+  for (int i = 0; i < 4; ++i) f[i] = t.in[i] ? static_cast<acc_t>(plane[t.idx[i]]) : acc_t(0);
 }
 
 template <typename acc_t>
@@ -155,11 +172,21 @@ DEFORMGAN_HD acc_t part_candidate(const scalar_t* plane, const BilinearCorners<a
   return mask * bilinear_sample(plane, c);
 }
 
-// The max over parts keeps the first (lowest p) of equal candidates: a later
-// part replaces the current best only when strictly larger.
+// The max over parts (SPEC 5, non-finite values): a NaN candidate wins over
+// any number and keeps winning (the first NaN in p order is the result); among
+// numbers a later part replaces the current best only when strictly larger, so
+// ties keep the lowest p. This is torch.argmax's rule, which the reference uses.
 template <typename acc_t>
 DEFORMGAN_HD bool candidate_wins(acc_t candidate, acc_t best) {
-  return candidate > best;
+  return candidate > best || (candidate != candidate && best == best);
+}
+
+// d out / d mask of the winning part is its sample. For a part whose mask is
+// exactly zero the candidate is 0 without sampling, so a non-finite sample (a
+// NaN or inf feature under the location) gives the mask gradient 0, never NaN.
+template <typename acc_t>
+DEFORMGAN_HD acc_t mask_grad_sample(acc_t mask, acc_t sample) {
+  return (mask == acc_t(0) && !is_finite_value(sample)) ? acc_t(0) : sample;
 }
 
 }  // namespace deformgan_ops

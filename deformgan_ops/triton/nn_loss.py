@@ -20,6 +20,7 @@ def _nn_loss_forward_kernel(gen_ptr, tgt_ptr, dist_ptr, argmin_ptr, C, H, W,
     y = offs // W
     best = tl.full([BLOCK], float("inf"), dtype=DT)
     best_o = tl.zeros([BLOCK], dtype=tl.int32)
+    have = tl.zeros([BLOCK], dtype=tl.int1)
     base = n * C * HW
     for o in tl.static_range(K * K):
         dy = o // K - K // 2
@@ -31,10 +32,12 @@ def _nn_loss_forward_kernel(gen_ptr, tgt_ptr, dist_ptr, argmin_ptr, C, H, W,
             g = tl.load(gen_ptr + base + c * HW + offs, mask=valid, other=0).to(DT)
             t = tl.load(tgt_ptr + base + c * HW + q, mask=inside, other=0).to(DT)
             d += tl.abs(t - g)
-        d = tl.where(inside, d, float("inf"))
-        better = d < best  # strict: ties keep the first window position
+        # the first position inside starts the minimum; then strict: ties keep the
+        # first window position; the first NaN wins and stays (SPEC 5)
+        better = inside & ((have == 0) | (d < best) | ((d != d) & (best == best)))
         best = tl.where(better, d, best)
         best_o = tl.where(better, o, best_o)
+        have = have | inside
     tl.store(dist_ptr + n * HW + offs, best.to(dist_ptr.dtype.element_ty), mask=valid)
     tl.store(argmin_ptr + n * HW + offs, best_o, mask=valid)
 

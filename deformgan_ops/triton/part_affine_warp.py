@@ -92,7 +92,8 @@ def _part_affine_warp_forward_kernel(feat_ptr, theta_ptr, masks_ptr, off_ptr, ou
         f00, f01, f10, f11 = _corner_values(plane, i00, m00, m01, m10, m11, W, DT)
         s = (1 - wx1) * (1 - wy1) * f00 + wx1 * (1 - wy1) * f01 + (1 - wx1) * wy1 * f10 + wx1 * wy1 * f11
         cand = tl.where(m != 0, m * s, 0.0)
-        wins = cand > best  # strict: ties keep the lowest p
+        # strict: ties keep the lowest p; the first NaN wins and stays (SPEC 5)
+        wins = (cand > best) | ((cand != cand) & (best == best))
         best = tl.where(wins, cand, best)
         best_p = tl.where(wins, p, best_p)
     tl.store(out_ptr + nc * HWo + offs, best.to(out_ptr.dtype.element_ty), mask=valid)
@@ -127,8 +128,10 @@ def _part_affine_warp_backward_kernel(grad_ptr, feat_ptr, theta_ptr, masks_ptr, 
     w11 = wx1 * wy1
     if NEED_M:
         s = w00 * f00 + w01 * f01 + w10 * f10 + w11 * f11
+        # a zero-mask part's candidate is 0 unsampled: a non-finite sample gives 0
+        s = tl.where((m == 0) & ((s != s) | (s - s != 0)), 0.0, s)
         tl.atomic_add(gmask_ptr + (n * P + p) * HWo + offs, g * s, mask=valid)
-    gm = g * m
+    gm = tl.where(m == 0, 0.0, g * m)
     if NEED_F:
         gplane = gfeat_ptr + nc * H * W
         nz = gm != 0

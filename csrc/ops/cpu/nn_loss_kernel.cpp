@@ -87,13 +87,14 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
           const scalar_t* t = tgt + (n * C * H + y + dy) * W + dx;
           accumulate_abs_diff<scalar_t, acc_t>(a + x_lo, t + x_lo, g + x_lo, x_hi - x_lo, C, H * W);
         }
-        // Running minimum over the window in row-major order (strict < keeps the
-        // first of equal distances); offsets outside the image are skipped.
+        // Running minimum over the window in row-major order (nn_candidate_wins:
+        // the first of equal distances, the first NaN); offsets outside the image
+        // are skipped; best_o < 0 until the first position inside.
         scalar_t* __restrict__ best = dist + row * W;
         int32_t* __restrict__ best_o = amin + row * W;
         for (int64_t x = 0; x < W; ++x) {
           best[x] = std::numeric_limits<scalar_t>::infinity();
-          best_o[x] = 0;
+          best_o[x] = -1;
         }
         for (int32_t o = 0; o < KK; ++o) {
           const int64_t dy = offsets_y[o], dx = offsets_x[o];
@@ -101,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
           const int64_t x_lo = std::max<int64_t>(0, -dx), x_hi = std::min<int64_t>(W, W - dx);
           const acc_t* __restrict__ a = acc.data() + o * W;
           for (int64_t x = x_lo; x < x_hi; ++x) {
-            const bool better = a[x] < static_cast<acc_t>(best[x]);
+            const bool better = nn_candidate_wins(a[x], static_cast<acc_t>(best[x]), best_o[x] >= 0);
             best[x] = better ? static_cast<scalar_t>(a[x]) : best[x];
             best_o[x] = better ? o : best_o[x];
           }

@@ -56,24 +56,23 @@ void row_taps(const scalar_t* theta_n, const scalar_t* masks_n, const scalar_t* 
       }
       if (mv == acc_t(0) || !c.any) have_zero = true;
       sampled[i] = c.any;
-      if (c.any) {
-        taps[i] = bilinear_taps(c);
-      } else if (for_backward) {
-        taps[i] = BilinearTaps<acc_t>{};  // all zero: contributes exact zeros
-      }
+      taps[i] = c.any ? bilinear_taps(c) : empty_taps<acc_t>();
     }
   }
 }
 
-// The parts that can win at one pixel, in increasing p: every sampled part
-// with a nonzero mask, plus the first part whose candidate is exactly zero
-// (zero mask, or a location with no corner inside), stored with zero weights;
-// later zero candidates tie with it and never win.
+// The parts that can win at one pixel, in increasing p:
+//  - every sampled part with a nonzero mask (candidate mask * sample);
+//  - the first part whose candidate is exactly zero (zero mask, or a finite mask
+//    at a location with no corner inside); later zero candidates tie with it;
+//  - a non-finite mask at a location with no corner inside: its candidate
+//    mask * 0 is NaN, which wins, so no later part is listed.
 template <typename acc_t>
 struct WarpEntry {
-  int64_t idx[4];
-  acc_t w[4];
+  BilinearTaps<acc_t> taps;  // used when sampled
   acc_t mask;
+  acc_t constant;            // the candidate when not sampled
+  bool sampled;
   int32_t part;
 };
 
@@ -86,18 +85,24 @@ inline void warp_pixel_block(const WarpEntry<acc_t>* entries, int64_t count, con
   acc_t best[B] = {};  // set by the first entry
   int32_t best_p[B] = {};
   for (int64_t e = 0; e < count; ++e) {
-    const WarpEntry<acc_t> en = entries[e];
+    const WarpEntry<acc_t>& en = entries[e];
+    if (en.sampled) {
 #pragma GCC unroll 8
-    for (int j = 0; j < B; ++j) {
-      const scalar_t* plane = plane0 + j * plane_stride;
-      // A zero entry has zero weights and mask: its candidate is exactly 0.
-      const acc_t cand = en.mask * (en.w[0] * static_cast<acc_t>(plane[en.idx[0]]) +
-                                    en.w[1] * static_cast<acc_t>(plane[en.idx[1]]) +
-                                    en.w[2] * static_cast<acc_t>(plane[en.idx[2]]) +
-                                    en.w[3] * static_cast<acc_t>(plane[en.idx[3]]));
-      const bool wins = e == 0 || candidate_wins(cand, best[j]);  // branch-free update
-      best[j] = wins ? cand : best[j];
-      best_p[j] = wins ? en.part : best_p[j];
+      for (int j = 0; j < B; ++j) {
+        acc_t f[4];
+        taps_load(plane0 + j * plane_stride, en.taps, f);
+        const acc_t cand = en.mask * taps_dot(en.taps.w, f);
+        const bool wins = e == 0 || candidate_wins(cand, best[j]);  // branch-free update
+        best[j] = wins ? cand : best[j];
+        best_p[j] = wins ? en.part : best_p[j];
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int j = 0; j < B; ++j) {
+        const bool wins = e == 0 || candidate_wins(en.constant, best[j]);
+        best[j] = wins ? en.constant : best[j];
+        best_p[j] = wins ? en.part : best_p[j];
+      }
     }
   }
 #pragma GCC unroll 8
@@ -154,17 +159,26 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
           bool have_zero = false;
           for (int64_t p = 0; p < P; ++p) {
             const int64_t i = p * Wo + x;
-            const bool zero = mask_row[i] == acc_t(0) || !sampled[i];
-            if (zero && have_zero) continue;
-            have_zero = have_zero || zero;
             WarpEntry<acc_t> en;
-            for (int k = 0; k < 4; ++k) {
-              en.idx[k] = zero ? 0 : taps[i].idx[k];
-              en.w[k] = zero ? acc_t(0) : taps[i].w[k];
-            }
-            en.mask = zero ? acc_t(0) : mask_row[i];
             en.part = static_cast<int32_t>(p);
-            entries.push_back(en);
+            en.mask = mask_row[i];
+            en.sampled = mask_row[i] != acc_t(0) && sampled[i];
+            if (en.sampled) {
+              en.taps = taps[i];
+              en.constant = acc_t(0);
+              entries.push_back(en);
+              continue;
+            }
+            // Not sampled: the candidate is exactly 0 for a zero mask, else mask * 0.
+            en.constant = mask_row[i] == acc_t(0) ? acc_t(0) : mask_row[i] * acc_t(0);
+            if (en.constant == acc_t(0)) {
+              if (have_zero) continue;
+              have_zero = true;
+              entries.push_back(en);
+            } else {  // NaN: it wins, and no later part can replace it
+              entries.push_back(en);
+              break;
+            }
           }
         }
         first[Wo] = static_cast<int64_t>(entries.size());
@@ -261,15 +275,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
             for (int64_t x = 0; x < Wo; ++x) {
               const acc_t g = static_cast<acc_t>(go[row_off + x]);
               const int64_t i = static_cast<int64_t>(win[row_off + x]) * Wo + x;
-              // Parts that were not sampled (no corner inside) have all-zero taps,
-              // so everything below adds exact zeros for them.
+              // Parts that were not sampled (no corner inside) have all-zero taps
+              // with no corner inside: nothing is read or scattered for them.
               const BilinearTaps<acc_t>& t = taps[i];
               acc_t f[4];
               taps_load(plane, t, f);
-              if (need_masks) gmask_row[i] += g * taps_dot(t.w, f);
-              const acc_t gm = g * mask_row[i];
+              if (need_masks) gmask_row[i] += g * mask_grad_sample(mask_row[i], taps_dot(t.w, f));
+              // The candidate of a zero-mask part does not depend on the sample.
+              const acc_t gm = mask_row[i] == acc_t(0) ? acc_t(0) : g * mask_row[i];
               if (need_features) {
-                for (int k = 0; k < 4; ++k) gplane[t.idx[k]] += static_cast<scalar_t>(gm * t.w[k]);
+                for (int k = 0; k < 4; ++k) {
+                  if (t.in[k]) gplane[t.idx[k]] += static_cast<scalar_t>(gm * t.w[k]);
+                }
               }
               if (need_location) {
                 gu_row[i] += gm * taps_dot(t.du, f);

@@ -32,7 +32,7 @@ __global__ void nn_loss_forward_kernel(const scalar_t* __restrict__ gen,
     const int64_t n = i / HW;
     const scalar_t* g = gen + n * C * HW + y * W + x;
     acc_t best = std::numeric_limits<acc_t>::infinity();
-    int32_t best_o = 0;
+    int32_t best_o = -1;  // set by the first window position inside the image
     for (int32_t o = 0; o < k * k; ++o) {
       int64_t dy, dx;
       window_offset(o, k, dy, dx);
@@ -42,7 +42,7 @@ __global__ void nn_loss_forward_kernel(const scalar_t* __restrict__ gen,
       for (int64_t c = 0; c < C; ++c) {
         d += abs_diff<acc_t>(static_cast<acc_t>(t[c * HW]), static_cast<acc_t>(g[c * HW]));
       }
-      if (d < best) {
+      if (nn_candidate_wins(d, best, best_o >= 0)) {
         best = d;
         best_o = o;
       }

@@ -97,11 +97,12 @@ __global__ void part_affine_warp_backward_kernel(
       acc_t f[4], w[4];
       corner_values(plane, cr, f);
       bilinear_weights(cr, w);
-      if (gmask != nullptr) {
-        gmask[(n * P + p) * HWo + pix] += g * (w[0] * f[0] + w[1] * f[1] + w[2] * f[2] + w[3] * f[3]);
-      }
       const acc_t m = static_cast<acc_t>(masks[(n * P + p) * HWo + pix]);
-      if (m == acc_t(0)) continue;
+      if (gmask != nullptr) {
+        gmask[(n * P + p) * HWo + pix] +=
+            g * mask_grad_sample(m, w[0] * f[0] + w[1] * f[1] + w[2] * f[2] + w[3] * f[3]);
+      }
+      if (m == acc_t(0)) continue;  // the candidate of a zero-mask part ignores the sample
       const acc_t gm = g * m;
       if (gfeat != nullptr) {
         acc_t* gplane = gfeat + (n * C + c) * H * W;
