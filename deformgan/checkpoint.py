@@ -2,6 +2,8 @@
 import os
 import random
 import tempfile
+import zipfile
+import zlib
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -52,11 +54,46 @@ def save_atomic(obj: Dict[str, Any], path: str) -> None:
         raise
 
 
+def verify(path: str) -> None:
+    """Check every member of the checkpoint's zip container against its CRC-32
+    (torch.load does not): a truncated or bit-flipped file is refused, naming it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is damaged (not a readable zip container: {exc}); "
+                              "it was not loaded") from exc
+    if bad is not None:
+        raise CheckpointError(f"checkpoint {path} is damaged: member {bad!r} fails its CRC-32 check; "
+                              "it was not loaded")
+
+
+# Options that fix the shapes of the saved networks: a resumed run must match them.
+ARCHITECTURE = ("variant", "norm", "width_mult", "image_size")
+
+
+def check_architecture(ckpt: Dict[str, Any], path: str, config: Dict[str, Any]) -> None:
+    """Refuse to resume with options that change the networks' shapes, naming the flags."""
+    saved = ckpt["config"]
+    diffs = []
+    for key in ARCHITECTURE:
+        a, b = saved.get(key), config.get(key)
+        a = list(a) if isinstance(a, (list, tuple)) else a
+        b = list(b) if isinstance(b, (list, tuple)) else b
+        if a != b:
+            diffs.append(f"--{key.replace('_', '-')} {b} (the checkpoint has {a})")
+    if diffs:
+        raise CheckpointError(f"cannot resume from {path}: the networks it holds were built with other options: "
+                              + "; ".join(diffs) + ". Resume with the checkpoint's options, or start a new run "
+                              "in another --out folder")
+
+
 def load(path: str, expect_variant: Optional[str] = None) -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; check its format and, when given,
     that it was trained with ``expect_variant``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    verify(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

@@ -96,6 +96,52 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+# Allowed ranges of the numeric options: name -> (type, check, what is allowed).
+_INT, _REAL = "int", "number"
+_RANGES = {
+    "steps": (_INT, lambda v: v >= 1, "an int >= 1"),
+    "batch_size": (_INT, lambda v: v >= 1, "an int >= 1"),
+    "log_every": (_INT, lambda v: v >= 1, "an int >= 1"),
+    "sample_every": (_INT, lambda v: v >= 1, "an int >= 1"),
+    "save_every": (_INT, lambda v: v >= 1, "an int >= 1"),
+    "num_workers": (_INT, lambda v: v >= 0, "an int >= 0"),
+    "nn_kernel": (_INT, lambda v: v >= 1 and v % 2 == 1, "an odd int >= 1"),
+    "synthetic_ids": (_INT, lambda v: v >= 2, "an int >= 2"),
+    "synthetic_images_per_id": (_INT, lambda v: v >= 2, "an int >= 2"),
+    "seed": (_INT, lambda v: v >= 0, "an int >= 0"),
+    "width_mult": (_REAL, lambda v: 0 < v <= 16, "a number in (0, 16]"),
+    "dropout": (_REAL, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "sigma": (_REAL, lambda v: v > 0, "a number > 0"),
+    "lr": (_REAL, lambda v: 0 < v < 1, "a number in (0, 1)"),
+    "beta1": (_REAL, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "beta2": (_REAL, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "flip": (_REAL, lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    "adv": (_REAL, lambda v: v >= 0, "a weight >= 0"),
+    "l1": (_REAL, lambda v: v >= 0, "a weight >= 0"),
+    "nn": (_REAL, lambda v: v >= 0, "a weight >= 0"),
+    "perceptual": (_REAL, lambda v: v >= 0, "a weight >= 0"),
+    "smooth": (_REAL, lambda v: v >= 0, "a weight >= 0"),
+}
+
+
+def validate_config(cfg: "TrainConfig") -> None:
+    """Every numeric option in its allowed range (from the command line, a config
+    file or a preset alike); the ValueError names the flag and the range."""
+    for name, (kind, ok, allowed) in _RANGES.items():
+        v = getattr(cfg, name)
+        typed = isinstance(v, int) if kind == _INT else isinstance(v, (int, float))
+        if isinstance(v, bool) or not typed or not math.isfinite(v) or not ok(v):
+            raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {v!r}")
+    size = cfg.image_size
+    if len(size) != 2 or not all(isinstance(x, int) and x >= 8 for x in size):
+        raise ValueError(f"--image-size must be two ints >= 8 (height width), got {size!r}")
+    if cfg.device not in ("auto", "cpu") and not cfg.device.startswith("cuda"):
+        raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {cfg.device}: no CUDA GPU is available to this process "
+                         "(torch.cuda.is_available() is False); use --device cpu or auto")
+
+
 # ---------------------------------------------------------------- config
 def build_config(argv=None) -> Tuple[TrainConfig, argparse.Namespace]:
     ap = argparse.ArgumentParser(prog="python -m deformgan.train", description=__doc__,
@@ -137,6 +183,10 @@ def build_config(argv=None) -> Tuple[TrainConfig, argparse.Namespace]:
     cfg = TrainConfig(**values)
     if cfg.out == "runs/demo" and preset != "demo":
         cfg.out = f"runs/{preset}"
+    try:
+        validate_config(cfg)
+    except ValueError as exc:
+        ap.error(str(exc))
     return cfg, args
 
 
@@ -278,9 +328,17 @@ class Logger:
             fh.write(json.dumps(row) + "\n")
         new = not os.path.exists(self.csv_path)
         if self.fields is None:
-            self.fields = list(row.keys())
+            self.fields = list(row.keys()) if new else self._header()
+        missing = [k for k in row if k not in self.fields]
+        if missing and not new:
+            # A column this file lacks (a resumed run with other loss terms): rewrite
+            # the file with the wider header, old rows blank in the new columns.
+            self.fields = self.fields + missing
+            self._rewrite()
+        elif missing:
+            self.fields = self.fields + missing
         with open(self.csv_path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore")
+            w = csv.DictWriter(fh, fieldnames=self.fields, restval="")
             if new:
                 w.writeheader()
             w.writerow(row)
@@ -288,6 +346,20 @@ class Logger:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(k, v, row["step"])
+
+    def _header(self) -> List[str]:
+        with open(self.csv_path, newline="") as fh:
+            return next(csv.reader(fh), [])
+
+    def _rewrite(self) -> None:
+        with open(self.csv_path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        tmp = self.csv_path + ".tmp"
+        with open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.fields, restval="")
+            w.writeheader()
+            w.writerows(rows)
+        os.replace(tmp, self.csv_path)
 
     def close(self):
         if self.tb is not None:
@@ -376,10 +448,17 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
     if resume:
         path = ckpt_path if resume == "auto" else resume
         state = ckpt_io.load(path, expect_variant=cfg.variant)
+        ckpt_io.check_architecture(state, path, dataclasses.asdict(cfg))
         G.load_state_dict(state["generator"])
         D.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
+        # The optimiser state carries the old run's hyperparameters: the config in
+        # force (the one written to config.json below) is this run's.
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr
+                group["betas"] = (cfg.beta1, cfg.beta2)
         step, data_state = state["step"], state["data"]
         ckpt_io.set_rng_state(state["rng"])
         if rank == 0:
@@ -432,7 +511,12 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             d_fake_g = D(src, h_a, fake, h_b)
             loss_g, terms = loss_fn(fake.float(), tgt, d_fake_g.float(), offsets=Gm.last_offsets)
-        if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
+        finite = torch.isfinite(loss_g.detach()) & torch.isfinite(loss_d.detach())
+        if world > 1:  # every rank stops at the same step, or none does
+            flag = finite.to(torch.int32).reshape(1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = flag[0].bool()
+        if not bool(finite):
             bar.close()
             where = f"; the last good checkpoint is {ckpt_path}" if os.path.exists(ckpt_path) else ""
             raise NonFiniteLoss(f"non-finite loss at step {step + 1}: loss_g={loss_g.item()}, loss_d={loss_d.item()}, "
@@ -446,21 +530,39 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
         row.update({f"loss_{k}": float(v) for k, v in terms.items()})
         history.append(row)
         bar.update(1)
+        # The checkpoint first: no failure of an optional output below (log, sample
+        # grid, TensorBoard) can cost the run its checkpoint.
+        if step % cfg.save_every == 0 or step == target_step:
+            save()
         if step % cfg.log_every == 0 or step == target_step:
             now = time.perf_counter()
             row["it_per_s"] = (step - n_last) / max(now - t_last, 1e-9)
             t_last, n_last = now, step
-            logger.log(row)
+            _optional(f"writing the logs in {cfg.out}", logger.log, row)
             bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")})
         if rank == 0 and (step % cfg.sample_every == 0 or step == cfg.steps):
-            save_samples(os.path.join(cfg.out, "samples", f"step_{step:06d}.png"), Gm, sample_batch, device)
-        if step % cfg.save_every == 0 or step == target_step:
-            save()
+            _optional("writing the sample grid", save_samples,
+                      os.path.join(cfg.out, "samples", f"step_{step:06d}.png"), Gm, sample_batch, device)
     bar.close()
     logger.close()
     if dist.is_initialized():
         dist.barrier()
     return {"step": step, "history": history, "checkpoint": ckpt_path}
+
+
+_optional_failures: Dict[str, int] = {}
+
+
+def _optional(what: str, fn, *args) -> None:
+    """Run an optional output; a failure is reported (once per kind) and the run goes on."""
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - any failure of an optional output
+        n = _optional_failures.get(what, 0)
+        _optional_failures[what] = n + 1
+        if n == 0:
+            print(f"[deformgan.train] WARNING: {what} failed ({type(exc).__name__}: {exc}); training goes on "
+                  "and checkpoints are still written", file=sys.stderr)
 
 
 def _jsonable(d: Dict) -> Dict:
