@@ -22,6 +22,7 @@ from PIL import Image
 
 from .evaluate import evaluate, markdown_table, to_uint8
 from .train import PRESETS, TrainConfig, train
+from .cli_types import int_at_least, positive_int, real_in
 
 VARIANTS = ("baseline", "dsc", "full", "offsets")
 
@@ -70,12 +71,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deformgan.ablation", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/ablation")
-    ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--width-mult", type=float, default=0.25)
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--steps", type=positive_int, default=1200)
+    ap.add_argument("--width-mult", type=real_in(0, 16, low_open=True), default=0.25)
+    ap.add_argument("--batch-size", type=positive_int, default=4)
+    ap.add_argument("--seed", type=int_at_least(0), default=0)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    ap.add_argument("--max-pairs", type=int, default=None)
+    ap.add_argument("--max-pairs", type=positive_int, default=None)
     args = ap.parse_args(argv)
     pretrained_vgg = vgg_available()
     results, ckpts = [], {}

@@ -23,6 +23,7 @@ import torch
 from . import checkpoint as ckpt_io
 from . import metrics as MT
 from .data.market import MarketPoseDataset, load_image, read_annotations, read_pairs, standard_pairs
+from .cli_types import positive_int
 
 
 def _find(root: str, *names: str) -> Optional[str]:
@@ -198,8 +199,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="Market-layout folder (default: the checkpoint's data)")
     ap.add_argument("--pairs", default="test", help="'test', 'train' or a pairs CSV of the test split")
     ap.add_argument("--out", default="runs/eval")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--max-pairs", type=int, default=None)
+    ap.add_argument("--batch-size", type=positive_int, default=16)
+    ap.add_argument("--max-pairs", type=positive_int, default=None)
     ap.add_argument("--device", default=None)
     ap.add_argument("--inception-weights", default="imagenet")
     ap.add_argument("--alexnet-weights", default="imagenet")

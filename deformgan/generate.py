@@ -46,6 +46,18 @@ def parse_keypoints_string(text: str) -> torch.Tensor:
     return kp
 
 
+def check_usable_pose(kp: torch.Tensor, height: int, width: int, what: str = "target") -> None:
+    """A pose the generator can follow has at least one joint inside the image;
+    with none (all missing, or all outside), the output would be a featureless
+    grey image, so this raises a ValueError saying so instead."""
+    kp = torch.as_tensor(kp, dtype=torch.float32).reshape(-1, 2)
+    present = ~P.missing(kp)
+    inside = present & (kp[:, 0] < width) & (kp[:, 1] < height)
+    if not bool(inside.any()):
+        raise ValueError(f"the {what} pose has no usable joint: {int(present.sum())} of {kp.shape[0]} joints are "
+                         f"present and none lies inside the {height}x{width} image; nothing to generate from it")
+
+
 def read_pose_file(path: str) -> torch.Tensor:
     """A JSON pose file -> ``[18, 2]`` (x, y); a malformed one raises PoseFileError naming it."""
     try:
@@ -133,6 +145,8 @@ class Reposer:
             th, tw = target_size
             tgt_kp = torch.where(P.missing(tgt_kp).unsqueeze(-1), tgt_kp,
                                  tgt_kp * torch.tensor([self.width / tw, self.height / th]))
+        for what, kp in (("target", tgt_kp), ("source", src_kp)):
+            check_usable_pose(kp, self.height, self.width, what)
         x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
         out = self.generator(x.to(self.device), src_kp[None], tgt_kp[None])[0]
         return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()

@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from . import pose as P
-from .data.market import read_annotations, write_annotations
+from .data.market import AnnotationError, check_image_name, read_annotations, write_annotations
+from .cli_types import positive_int, real_in
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -85,12 +86,22 @@ def _read_rgb(path: str) -> np.ndarray:
 
 def extract(images_dir: str, out: str, weights: str = "yolo11n-pose.pt", device: Optional[str] = None,
             batch_size: int = 16, conf: float = 0.3, model=None, progress: bool = True) -> Tuple[int, int, List[str]]:
-    """Run the extraction; returns (images written, images skipped as done, unreadable names)."""
+    """Run the extraction; returns (images written, images skipped as done, names not done:
+    unreadable images and names the annotation file cannot hold)."""
     from tqdm import tqdm
 
     if not os.path.isdir(images_dir):
         raise FileNotFoundError(f"images folder not found: {images_dir}")
     names = list_images(images_dir)
+    refused = []
+    for name in names:
+        try:
+            check_image_name(name)
+        except AnnotationError as exc:
+            refused.append(name)
+            print(f"[deformgan.keypoints] {exc} (skipped; rename the file)", file=sys.stderr)
+    names = [n for n in names if n not in set(refused)]
+    repair_partial_last_line(out)
     done = set(read_annotations(out).keys()) if os.path.exists(out) and os.path.getsize(out) > 0 else set()
     todo = [n for n in names if n not in done]
     model = model if model is not None else load_pose_model(weights)
@@ -116,7 +127,24 @@ def extract(images_dir: str, out: str, weights: str = "yolo11n-pose.pt", device:
             written += len(rows)
         bar.update(len(chunk))
     bar.close()
-    return written, len(done & set(names)), unreadable
+    return written, len(done & set(names)), unreadable + refused
+
+
+def repair_partial_last_line(path: str) -> Optional[str]:
+    """A run killed mid-write can leave a last line without its newline: cut it
+    off (it is redone on resume) and say so; returns the dropped text, if any."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return None
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data.endswith(b"\n"):
+            return None
+        cut = data.rfind(b"\n") + 1
+        fh.truncate(cut)
+    dropped = data[cut:].decode("utf-8", "replace")
+    print(f"[deformgan.keypoints] {path}: dropped an incomplete last line left by an interrupted run "
+          f"({dropped[:60]!r}); its image is redone", file=sys.stderr)
+    return dropped
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -126,8 +154,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", required=True, help="annotation CSV to write (appended to when it exists)")
     ap.add_argument("--weights", default="yolo11n-pose.pt", help="YOLO pose weights (.pt) or architecture (.yaml)")
     ap.add_argument("--device", default=None, help="e.g. cpu, 0, cuda:0 (default: ultralytics' choice)")
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--conf", type=float, default=0.3, help="keypoint confidence under which a joint is missing")
+    ap.add_argument("--batch-size", type=positive_int, default=16)
+    ap.add_argument("--conf", type=real_in(0, 1), default=0.3, help="keypoint confidence under which a joint is missing")
     args = ap.parse_args(argv)
     written, skipped, unreadable = extract(args.images_dir, args.out, args.weights, args.device,
                                            args.batch_size, args.conf)

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from .data.market import read_annotations, standard_pairs, write_pairs
+from .cli_types import int_at_least, positive_int
 
 
 def main(argv=None) -> int:
@@ -15,11 +16,9 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("annotations", help="annotation CSV (name:keypoints_y:keypoints_x)")
     ap.add_argument("--out", required=True, help="pairs CSV to write (from,to)")
-    ap.add_argument("--sample", type=int, default=None, help="keep a random sample of this many pairs")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample", type=positive_int, default=None, help="keep a random sample of this many pairs")
+    ap.add_argument("--seed", type=int_at_least(0), default=0)
     args = ap.parse_args(argv)
-    if args.sample is not None and args.sample < 1:
-        ap.error(f"--sample must be positive, got {args.sample}")
     annotations = read_annotations(args.annotations)
     pairs = standard_pairs(annotations, sample=args.sample, seed=args.seed)
     write_pairs(args.out, pairs)

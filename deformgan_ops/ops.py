@@ -52,7 +52,12 @@ def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.T
     ``grid_sample(align_corners=True, padding_mode="zeros")``); non-finite
     locations sample 0. A part whose mask is exactly 0 at a pixel contributes
     exactly 0 and is not sampled. Ties go to the lowest ``p``; the gradient of
-    the max reaches the winning part only.
+    the max reaches the winning part only. Non-finite values (the same on every
+    backend, see :mod:`deformgan_ops.reference.part_affine_warp`): a corner outside
+    the image is never read; a NaN/inf feature at a corner inside reaches the
+    sample even with weight 0; a NaN candidate wins the max (the first in p
+    order). Features with ``H = 0`` or ``W = 0`` sample 0 everywhere. Double
+    backward is supported by the reference only (the fused kernels raise).
 
     Args:
         features: ``[N, C, H, W]`` floating point.
@@ -227,6 +232,9 @@ def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,
 
     The gradient flows through the winning ``q`` (ties: first in row-major
     window order) to both inputs. ``kernel_size=1`` is the channel-summed L1.
+    A NaN distance wins the minimum (the first in window order), so a NaN in
+    either input gives a NaN loss on every backend; double backward is supported
+    by the reference only (the fused kernels raise).
 
     Args:
         generated, target: ``[N, C, H, W]``, same shape, dtype and device.

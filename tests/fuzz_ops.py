@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
 import deformgan_ops as D
+from helpers import grads_of
 
 FINITE_TOL = {torch.float32: 1e-4, torch.float64: 1e-10}
 
@@ -73,15 +74,6 @@ def assert_same(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: 
         assert err <= tol * scale, f"{what}: max abs difference {err:.3g} > {tol} * {scale:.3g}"
 
 
-def _grads(fn, inputs, grad_out):
-    leaves = [t.detach().clone().requires_grad_(True) if t is not None else None for t in inputs]
-    out = fn(*leaves)
-    need = [t for t in leaves if t is not None]
-    grads = torch.autograd.grad(out, need, grad_out, allow_unused=True)
-    it = iter(grads)
-    return out.detach(), [next(it) if t is not None else None for t in leaves]
-
-
 def _dyadic(draw, shape, lo, hi, dtype):
     """Multiples of 1/4 in [lo, hi]: sampling locations are then exact in any float
     type, so every backend sees the same corners (and the same NaN neighbours)."""
@@ -131,8 +123,8 @@ def check_part_affine_warp(backend, case):
         ref = D.part_affine_warp(*inputs, backend="reference")
         assert_same(out, ref, tol, "part_affine_warp output")
         return
-    out, grads = _grads(lambda *a: D.part_affine_warp(*a, backend=backend), inputs, grad_out)
-    ref, ref_grads = _grads(lambda *a: D.part_affine_warp(*a, backend="reference"), inputs, grad_out)
+    out, grads = grads_of(lambda *a: D.part_affine_warp(*a, backend=backend), inputs, grad_out)
+    ref, ref_grads = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), inputs, grad_out)
     assert_same(out, ref, tol, "part_affine_warp output")
     for name, a, e in zip(("features", "theta", "masks", "offsets"), grads, ref_grads):
         if e is None and a is None:
@@ -175,8 +167,8 @@ def check_nn_loss(backend, case):
         g2 = gen.detach().clone().requires_grad_(True)
         D.nn_loss(g2, tgt, k, reduction="sum", backend=backend).backward()
         return
-    out, grads = _grads(fn(backend), [gen, tgt], grad_out)
-    ref, ref_grads = _grads(fn("reference"), [gen, tgt], grad_out)
+    out, grads = grads_of(fn(backend), [gen, tgt], grad_out)
+    ref, ref_grads = grads_of(fn("reference"), [gen, tgt], grad_out)
     assert_same(out, ref, tol, "nn_loss distance")
     for name, a, e in zip(("generated", "target"), grads, ref_grads):
         if e is None:
@@ -205,8 +197,8 @@ def check_keypoint_heatmaps(backend, case):
     tol = FINITE_TOL[kp.dtype]
     # a joint exactly on the -0.0 / 0 boundary is the only tie; random floats avoid it
     assume(not bool((kp == 0).any()))
-    out, (grad,) = _grads(lambda k: D.keypoint_heatmaps(k, H, W, sigma, backend=backend), [kp], grad_out)
-    ref, (ref_grad,) = _grads(lambda k: D.keypoint_heatmaps(k, H, W, sigma, backend="reference"), [kp], grad_out)
+    out, (grad,) = grads_of(lambda k: D.keypoint_heatmaps(k, H, W, sigma, backend=backend), [kp], grad_out)
+    ref, (ref_grad,) = grads_of(lambda k: D.keypoint_heatmaps(k, H, W, sigma, backend="reference"), [kp], grad_out)
     assert_same(out, ref, tol, "keypoint_heatmaps")
     assert_same(grad, ref_grad, tol * 10, "keypoint_heatmaps grad")
 

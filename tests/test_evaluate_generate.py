@@ -117,3 +117,22 @@ def test_generate_bad_inputs(trained, tmp_path):
                            "--target-pose", str(bad), "--out", str(tmp_path / "o.png")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "pose file" in proc.stderr
+
+
+def test_a_target_pose_with_no_usable_joint_is_refused_not_a_grey_image(trained, tmp_path):
+    data, ckpt, _ = trained
+    ann = read_annotations(os.path.join(data, "annotations-test.csv"))
+    a, kp_a = next(iter(ann.items()))
+    src = os.path.join(data, "bounding_box_test", a)
+    r = GEN.Reposer(ckpt, device="cpu")
+    assert r.generate(src, kp_a, kp_a).shape == (128, 64, 3)
+    for bad in (torch.full((18, 2), -1.0), torch.full((18, 2), 500.0)):  # all missing; all outside
+        with pytest.raises(ValueError, match="the target pose has no usable joint"):
+            r.generate(src, bad, kp_a)
+    proc = subprocess.run([sys.executable, "-m", "deformgan.generate", "--checkpoint", ckpt, "--source", src,
+                           "--target-keypoints", json.dumps([-1] * 18) + ":" + json.dumps([-1] * 18),
+                           "--source-keypoints", "{}:{}".format(*[json.dumps([int(v) for v in kp_a[:, i]])
+                                                                 for i in (1, 0)]),
+                           "--out", str(tmp_path / "o.png")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "no usable joint" in proc.stderr
+    assert not (tmp_path / "o.png").exists()

@@ -4,7 +4,6 @@ checkpoints, NaN on one DDP rank (README "Failure behaviour")."""
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -13,24 +12,8 @@ import torch
 
 from deformgan import checkpoint as C
 from deformgan import train as T
-from deformgan.data.synthetic import make_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = dict(width_mult=0.0625, dropout=0.0, batch_size=2, log_every=1, sample_every=1000, save_every=1000,
-            deterministic=True, seed=3, l1=100.0, variant="parts")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic")
-    make_dataset(str(root), ids=5, images_per_id=3, seed=11, progress=False)
-    return str(root)
-
-
-def cfg(data, out, **kw):
-    values = dict(TINY, data=data, out=str(out), preset="dsc")
-    values.update(kw)
-    return T.TrainConfig(**values)
+from test_train import ROOT, _free_port, cfg, data  # noqa: F401 - the shared tiny config and data fixture
 
 
 @pytest.mark.parametrize("flags,message", [
@@ -138,12 +121,6 @@ def test_a_bit_flipped_checkpoint_is_refused_naming_the_file(data, tmp_path):
     path.write_bytes(bytes(blob[: len(blob) // 3]))  # truncated
     with pytest.raises(C.CheckpointError, match="is damaged"):
         C.load(str(path))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_nan_on_one_ddp_rank_stops_every_rank_cleanly(data, tmp_path):

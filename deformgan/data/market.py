@@ -30,6 +30,32 @@ class AnnotationError(ValueError):
     """A malformed line of an annotation or pairs file (the message names file and line)."""
 
 
+def check_image_name(name: str, where: str = "image name") -> str:
+    """An image name as the annotation and pairs files hold it: a plain file name
+    inside the dataset's image folder. Refused (ValueError naming it): empty names,
+    path separators or ``.``/``..`` (a name must not reach outside the data root),
+    ``:`` (the annotation file's separator), ``,`` (the pairs file's), line breaks,
+    and leading/trailing white space (the readers strip it)."""
+    bad = None
+    if not isinstance(name, str) or not name:
+        raise AnnotationError(f"{where} {name!r} cannot be used: it is an empty image name")
+    elif name != name.strip():
+        bad = "leading or trailing white space"
+    elif any(c in name for c in "/\\"):
+        bad = "a path separator (names are plain file names inside the image folder)"
+    elif name in (".", ".."):
+        bad = "a relative folder"
+    elif ":" in name:
+        bad = "':' (the annotation file's field separator)"
+    elif "," in name:
+        bad = "',' (the pairs file's field separator)"
+    elif any(c in name for c in "\r\n\x00"):
+        bad = "a line break or NUL"
+    if bad is not None:
+        raise AnnotationError(f"{where} {name!r} cannot be used: it contains {bad}")
+    return name
+
+
 def person_id(name: str) -> str:
     """The person id of a Market-1501 file name: the prefix before the first ``_``."""
     return os.path.basename(name).split("_", 1)[0]
@@ -64,8 +90,7 @@ def read_annotations(path: str) -> "OrderedDict[str, torch.Tensor]":
                 raise AnnotationError(f"{path}:{lineno}: expected 'name: [y...]: [x...]' (3 fields separated "
                                       f"by ':'), got {len(parts)} fields: {line[:80]!r}")
             name = parts[0].strip()
-            if not name:
-                raise AnnotationError(f"{path}:{lineno}: empty image name")
+            check_image_name(name, f"{path}:{lineno}: image name")
             ys = _parse_int_list(parts[1], path, lineno, "keypoints_y")
             xs = _parse_int_list(parts[2], path, lineno, "keypoints_x")
             if name in out:
@@ -93,6 +118,8 @@ def write_annotations(path: str, annotations: Dict[str, torch.Tensor], append: b
     """Write ``{name: keypoints [18, 2] (x, y)}`` in the standard format (coordinates
     rounded to integers, missing joints -1). ``append`` adds lines to an existing file
     (writing the header if the file is new or empty)."""
+    for name in annotations:
+        check_image_name(name)  # refuse before writing anything
     new = not append or not os.path.exists(path) or os.path.getsize(path) == 0
     with open(path, "a" if append else "w", newline="") as fh:
         if new:
@@ -121,6 +148,8 @@ def read_pairs(path: str, annotations: Optional[Dict[str, torch.Tensor]] = None,
             if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
                 raise AnnotationError(f"{path}:{lineno}: expected 'from,to', got {line[:80]!r}")
             a, b = parts[0].strip(), parts[1].strip()
+            check_image_name(a, f"{path}:{lineno}: image name")
+            check_image_name(b, f"{path}:{lineno}: image name")
             if annotations is not None and (a not in annotations or b not in annotations):
                 if on_missing == "skip":
                     skipped += 1
@@ -134,6 +163,12 @@ def read_pairs(path: str, annotations: Optional[Dict[str, torch.Tensor]] = None,
 
 
 def write_pairs(path: str, pairs: Iterable[Tuple[str, str]]) -> None:
+    """Write a pairs CSV (``from,to``); a name the reader could not read back is
+    refused before anything is written."""
+    pairs = list(pairs)
+    for a, b in pairs:
+        check_image_name(a)
+        check_image_name(b)
     with open(path, "w", newline="") as fh:
         fh.write(PAIRS_HEADER + "\n")
         for a, b in pairs:
@@ -214,6 +249,9 @@ class MarketPoseDataset(torch.utils.data.Dataset):
             self.pairs = read_pairs(pairs, self.annotations, on_missing=on_missing)
         else:
             self.pairs = list(pairs)
+            for pair in self.pairs:  # names are joined to the image folder: plain names only
+                for n in pair:
+                    check_image_name(n, "pair image name")
             missing_names = [n for pair in self.pairs for n in pair if n not in self.annotations]
             if missing_names and on_missing == "raise":
                 raise AnnotationError(f"pair names {missing_names[0]!r}, which has no annotation")

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from .. import pose as P
 from .market import standard_pairs, write_annotations, write_pairs
+from ..cli_types import int_at_least, positive_int
 
 HEIGHT, WIDTH = 128, 64
 SUPERSAMPLE = 3
@@ -250,10 +251,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deformgan.data.synthetic", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out_dir")
-    ap.add_argument("--ids", type=int, default=60, help="identities (the last 20%% are the test split)")
-    ap.add_argument("--images-per-id", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--test-pairs", type=int, default=200, help="sampled test pairs")
+    ap.add_argument("--ids", type=int_at_least(2), default=60, help="identities (the last 20%% are the test split)")
+    ap.add_argument("--images-per-id", type=int_at_least(2), default=6)
+    ap.add_argument("--seed", type=int_at_least(0), default=0)
+    ap.add_argument("--test-pairs", type=positive_int, default=200, help="sampled test pairs")
     args = ap.parse_args(argv)
     t0 = time.time()
     paths = make_dataset(args.out_dir, args.ids, args.images_per_id, args.seed, test_pairs=args.test_pairs)
