@@ -154,8 +154,13 @@ DEFORMGAN_UNROLL
 
 template <typename scalar_t, typename acc_t>
 DEFORMGAN_HD void taps_load(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4]) {
+  if (t.in[0] && t.in[1] && t.in[2] && t.in[3]) {  // the common case: four plain loads
 DEFORMGAN_UNROLL
-  for (int i = 0; i < 4; ++i) f[i] = t.in[i] ? static_cast<acc_t>(plane[t.idx[i]]) : acc_t(0);
+    for (int i = 0; i < 4; ++i) f[i] = static_cast<acc_t>(plane[t.idx[i]]);
+  } else {
+DEFORMGAN_UNROLL
+    for (int i = 0; i < 4; ++i) f[i] = t.in[i] ? static_cast<acc_t>(plane[t.idx[i]]) : acc_t(0);
+  }
 }
 
 template <typename acc_t>

@@ -69,16 +69,21 @@ void row_taps(const scalar_t* theta_n, const scalar_t* masks_n, const scalar_t* 
 //    mask * 0 is NaN, which wins, so no later part is listed.
 template <typename acc_t>
 struct WarpEntry {
-  BilinearTaps<acc_t> taps;  // used when sampled
+  int64_t idx[4];            // BilinearTaps::idx (0 for corners outside)
+  acc_t w[4];                // BilinearTaps::w (0 for corners outside)
   acc_t mask;
   acc_t constant;            // the candidate when not sampled
-  bool sampled;
   int32_t part;
+  uint8_t kind;              // kAllInside, kSomeInside or kConstant
+  bool in[4];                // BilinearTaps::in
 };
+constexpr uint8_t kAllInside = 0, kSomeInside = 1, kConstant = 2;
 
 // The max over the entries of one pixel for B consecutive channels. The first
 // entry initialises the running best (every pixel has at least one entry), so
-// the B bests and winners live in registers.
+// the B bests and winners live in registers. An entry whose four corners are
+// inside (most) loads them plainly; one with corners outside reads only those
+// inside (taps_load's rule), so nothing outside the image is ever read.
 template <int B, typename scalar_t, typename acc_t>
 inline void warp_pixel_block(const WarpEntry<acc_t>* entries, int64_t count, const scalar_t* plane0,
                              int64_t plane_stride, scalar_t* out, uint8_t* win, int64_t out_stride) {
@@ -86,23 +91,31 @@ inline void warp_pixel_block(const WarpEntry<acc_t>* entries, int64_t count, con
   int32_t best_p[B] = {};
   for (int64_t e = 0; e < count; ++e) {
     const WarpEntry<acc_t>& en = entries[e];
-    if (en.sampled) {
+    acc_t cand[B];
+    if (en.kind == kAllInside) {
 #pragma GCC unroll 8
       for (int j = 0; j < B; ++j) {
-        acc_t f[4];
-        taps_load(plane0 + j * plane_stride, en.taps, f);
-        const acc_t cand = en.mask * taps_dot(en.taps.w, f);
-        const bool wins = e == 0 || candidate_wins(cand, best[j]);  // branch-free update
-        best[j] = wins ? cand : best[j];
-        best_p[j] = wins ? en.part : best_p[j];
+        const scalar_t* plane = plane0 + j * plane_stride;
+        cand[j] = en.mask * (en.w[0] * static_cast<acc_t>(plane[en.idx[0]]) +
+                             en.w[1] * static_cast<acc_t>(plane[en.idx[1]]) +
+                             en.w[2] * static_cast<acc_t>(plane[en.idx[2]]) +
+                             en.w[3] * static_cast<acc_t>(plane[en.idx[3]]));
+      }
+    } else if (en.kind == kSomeInside) {
+      for (int j = 0; j < B; ++j) {
+        const scalar_t* plane = plane0 + j * plane_stride;
+        acc_t s = 0;
+        for (int k = 0; k < 4; ++k) s = s + (en.in[k] ? en.w[k] * static_cast<acc_t>(plane[en.idx[k]]) : acc_t(0));
+        cand[j] = en.mask * s;
       }
     } else {
+      for (int j = 0; j < B; ++j) cand[j] = en.constant;
+    }
 #pragma GCC unroll 8
-      for (int j = 0; j < B; ++j) {
-        const bool wins = e == 0 || candidate_wins(en.constant, best[j]);
-        best[j] = wins ? en.constant : best[j];
-        best_p[j] = wins ? en.part : best_p[j];
-      }
+    for (int j = 0; j < B; ++j) {
+      const bool wins = e == 0 || candidate_wins(cand[j], best[j]);  // branch-free update
+      best[j] = wins ? cand[j] : best[j];
+      best_p[j] = wins ? en.part : best_p[j];
     }
   }
 #pragma GCC unroll 8
@@ -162,13 +175,19 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
             WarpEntry<acc_t> en;
             en.part = static_cast<int32_t>(p);
             en.mask = mask_row[i];
-            en.sampled = mask_row[i] != acc_t(0) && sampled[i];
-            if (en.sampled) {
-              en.taps = taps[i];
-              en.constant = acc_t(0);
+            en.constant = acc_t(0);
+            const BilinearTaps<acc_t>& t = taps[i];
+            for (int k = 0; k < 4; ++k) {
+              en.idx[k] = t.idx[k];
+              en.w[k] = t.w[k];
+              en.in[k] = t.in[k];
+            }
+            if (mask_row[i] != acc_t(0) && sampled[i]) {
+              en.kind = (t.in[0] && t.in[1] && t.in[2] && t.in[3]) ? kAllInside : kSomeInside;
               entries.push_back(en);
               continue;
             }
+            en.kind = kConstant;
             // Not sampled: the candidate is exactly 0 for a zero mask, else mask * 0.
             en.constant = mask_row[i] == acc_t(0) ? acc_t(0) : mask_row[i] * acc_t(0);
             if (en.constant == acc_t(0)) {
