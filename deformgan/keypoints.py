@@ -100,7 +100,8 @@ def extract(images_dir: str, out: str, weights: str = "yolo11n-pose.pt", device:
         except AnnotationError as exc:
             refused.append(name)
             print(f"[deformgan.keypoints] {exc} (skipped; rename the file)", file=sys.stderr)
-    names = [n for n in names if n not in set(refused)]
+    refused_set = set(refused)
+    names = [n for n in names if n not in refused_set]
     repair_partial_last_line(out)
     done = set(read_annotations(out).keys()) if os.path.exists(out) and os.path.getsize(out) > 0 else set()
     todo = [n for n in names if n not in done]

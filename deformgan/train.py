@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoint as ckpt_io
 from . import pose as P
+from .cli_types import int_at_least, positive_int, real_in
 from .data.market import MarketPoseDataset, read_annotations, standard_pairs
 from .losses import GeneratorLoss, discriminator_loss
 from .models import Discriminator, Generator
@@ -96,42 +97,26 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-# Allowed ranges of the numeric options: name -> (type, check, what is allowed).
-_INT, _REAL = "int", "number"
+# Allowed ranges of the numeric options (deformgan.cli_types, shared with the other CLIs).
 _RANGES = {
-    "steps": (_INT, lambda v: v >= 1, "an int >= 1"),
-    "batch_size": (_INT, lambda v: v >= 1, "an int >= 1"),
-    "log_every": (_INT, lambda v: v >= 1, "an int >= 1"),
-    "sample_every": (_INT, lambda v: v >= 1, "an int >= 1"),
-    "save_every": (_INT, lambda v: v >= 1, "an int >= 1"),
-    "num_workers": (_INT, lambda v: v >= 0, "an int >= 0"),
-    "nn_kernel": (_INT, lambda v: v >= 1 and v % 2 == 1, "an odd int >= 1"),
-    "synthetic_ids": (_INT, lambda v: v >= 2, "an int >= 2"),
-    "synthetic_images_per_id": (_INT, lambda v: v >= 2, "an int >= 2"),
-    "seed": (_INT, lambda v: v >= 0, "an int >= 0"),
-    "width_mult": (_REAL, lambda v: 0 < v <= 16, "a number in (0, 16]"),
-    "dropout": (_REAL, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "sigma": (_REAL, lambda v: v > 0, "a number > 0"),
-    "lr": (_REAL, lambda v: 0 < v < 1, "a number in (0, 1)"),
-    "beta1": (_REAL, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "beta2": (_REAL, lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "flip": (_REAL, lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    "adv": (_REAL, lambda v: v >= 0, "a weight >= 0"),
-    "l1": (_REAL, lambda v: v >= 0, "a weight >= 0"),
-    "nn": (_REAL, lambda v: v >= 0, "a weight >= 0"),
-    "perceptual": (_REAL, lambda v: v >= 0, "a weight >= 0"),
-    "smooth": (_REAL, lambda v: v >= 0, "a weight >= 0"),
+    "steps": positive_int, "batch_size": positive_int, "log_every": positive_int,
+    "sample_every": positive_int, "save_every": positive_int, "num_workers": int_at_least(0),
+    "nn_kernel": int_at_least(1, odd=True), "synthetic_ids": int_at_least(2),
+    "synthetic_images_per_id": int_at_least(2), "seed": int_at_least(0),
+    "width_mult": real_in(0, 16, low_open=True), "dropout": real_in(0, 1, high_open=True),
+    "sigma": real_in(0, low_open=True), "lr": real_in(0, 1, low_open=True, high_open=True),
+    "beta1": real_in(0, 1, high_open=True), "beta2": real_in(0, 1, high_open=True), "flip": real_in(0, 1),
+    **{w: real_in(0) for w in ("adv", "l1", "nn", "perceptual", "smooth")},
 }
 
 
 def validate_config(cfg: "TrainConfig") -> None:
     """Every numeric option in its allowed range (from the command line, a config
     file or a preset alike); the ValueError names the flag and the range."""
-    for name, (kind, ok, allowed) in _RANGES.items():
-        v = getattr(cfg, name)
-        typed = isinstance(v, int) if kind == _INT else isinstance(v, (int, float))
-        if isinstance(v, bool) or not typed or not math.isfinite(v) or not ok(v):
-            raise ValueError(f"--{name.replace('_', '-')} must be {allowed}, got {v!r}")
+    for name, allowed in _RANGES.items():
+        error = allowed.check(getattr(cfg, name))
+        if error:
+            raise ValueError(f"--{name.replace('_', '-')} {error}")
     size = cfg.image_size
     if len(size) != 2 or not all(isinstance(x, int) and x >= 8 for x in size):
         raise ValueError(f"--image-size must be two ints >= 8 (height width), got {size!r}")
@@ -328,15 +313,14 @@ class Logger:
             fh.write(json.dumps(row) + "\n")
         new = not os.path.exists(self.csv_path)
         if self.fields is None:
-            self.fields = list(row.keys()) if new else self._header()
+            self.fields = list(row) if new else self._header()
         missing = [k for k in row if k not in self.fields]
-        if missing and not new:
-            # A column this file lacks (a resumed run with other loss terms): rewrite
-            # the file with the wider header, old rows blank in the new columns.
+        if missing:
+            # A column this file lacks (a resumed run with other loss terms): widen
+            # the header, rewriting the file with the old rows blank there.
             self.fields = self.fields + missing
-            self._rewrite()
-        elif missing:
-            self.fields = self.fields + missing
+            if not new:
+                self._rewrite()
         with open(self.csv_path, "a", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=self.fields, restval="")
             if new:

@@ -24,7 +24,7 @@ from test_train import ROOT, _free_port, cfg, data  # noqa: F401 - the shared ti
     (["--sample-every", "-1"], "--sample-every must be an int >= 1"),
     (["--nn-kernel", "4"], "--nn-kernel must be an odd int >= 1"),
     (["--lr", "nan"], "--lr must be a number in (0, 1)"),
-    (["--flip", "1.5"], "--flip must be a probability in [0, 1]"),
+    (["--flip", "1.5"], "--flip must be a number in [0, 1]"),
     (["--width-mult", "0"], "--width-mult must be a number in (0, 16]"),
     (["--image-size", "0", "64"], "--image-size must be two ints >= 8"),
 ])

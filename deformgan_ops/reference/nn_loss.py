@@ -11,6 +11,8 @@ with ``sign(0) = sign(NaN) = 0`` (autograd's derivative of abs).
 import torch
 import torch.nn.functional as F
 
+from .._validate import effective_kernel_size
+
 
 def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,
             reduction: str = "mean") -> torch.Tensor:
@@ -22,7 +24,7 @@ def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,
     W), "sum" or "none" (``[N, H, W]``).
     """
     N, C, H, W = generated.shape
-    r = min(kernel_size // 2, max(H, W, 1) - 1)
+    r = effective_kernel_size(kernel_size, H, W) // 2
     padded = F.pad(target, (r, r, r, r))
     inside = F.pad(torch.ones(1, 1, H, W, dtype=torch.bool, device=target.device), (r, r, r, r))
     distances, valids = [], []
