@@ -109,6 +109,15 @@ def l1(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (generated.double() - target.double()).abs().mean((1, 2, 3)) / 255.0
 
 
+def mask_l1(generated: torch.Tensor, target: torch.Tensor, target_keypoints: torch.Tensor) -> torch.Tensor:
+    """L1 (0..1 scale) of both images multiplied by the target's pose mask, averaged over
+    the whole image as mask-SSIM is (pixels outside the mask count as equal)."""
+    H, W = generated.shape[-2:]
+    masks = torch.from_numpy(np.stack([pose_mask(k, H, W) for k in target_keypoints])).to(generated.device)
+    m = masks.unsqueeze(1).to(torch.float64)
+    return l1(generated.to(torch.float64) * m, target.to(torch.float64) * m)
+
+
 def psnr(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR (dB) of uint8-valued images."""
     mse = ((generated.double() - target.double()) ** 2).mean((1, 2, 3)).clamp_min(1e-10)
@@ -180,7 +189,9 @@ class InceptionFeatures(torch.nn.Module):
         super().__init__()
         from torchvision.models import Inception_V3_Weights, inception_v3
 
-        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # random networks (tests) are the same in every process
+            net = inception_v3(weights=None, aux_logits=True, init_weights=False)
         if weights is None:
             if not allow_random:
                 raise RuntimeError("Inception weights=None needs allow_random=True")
@@ -190,6 +201,20 @@ class InceptionFeatures(torch.nn.Module):
             net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         net.fc_saved = net.fc
         net.fc = torch.nn.Identity()
+        if weights is None:
+            # random BatchNorm running statistics (mean 0, var 1) make every activation
+            # vanish; one seeded pass in training mode sets them from noise so that random
+            # features still tell images apart (tests of IS / FID)
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                torch.manual_seed(0)
+                for m in net.modules():
+                    if isinstance(m, torch.nn.BatchNorm2d):
+                        m.momentum = None
+                net.train()
+                net.aux_logits, aux = False, net.AuxLogits
+                net.AuxLogits = None
+                net(torch.randn(4, 3, 299, 299))
+                net.AuxLogits = aux
         self.net = net.eval()
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
@@ -220,7 +245,10 @@ class LPIPS(torch.nn.Module):
         super().__init__()
         from torchvision.models import AlexNet_Weights, alexnet
 
-        net = alexnet(weights=None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # random networks (tests) are the same in every process
+            net = alexnet(weights=None)
+            lins = [torch.rand(1, c, 1, 1) if allow_random else torch.zeros(1, c, 1, 1) for c in self.CHANNELS]
         if alexnet_weights == "imagenet":
             net.load_state_dict(AlexNet_Weights.IMAGENET1K_V1.get_state_dict(progress=False))
         elif alexnet_weights is not None:
@@ -228,8 +256,7 @@ class LPIPS(torch.nn.Module):
         elif not allow_random:
             raise RuntimeError("AlexNet weights=None needs allow_random=True")
         self.features = net.features[:12].eval()
-        self.lins = torch.nn.ParameterList([torch.nn.Parameter(torch.rand(1, c, 1, 1) if allow_random else
-                                                               torch.zeros(1, c, 1, 1)) for c in self.CHANNELS])
+        self.lins = torch.nn.ParameterList([torch.nn.Parameter(t) for t in lins])
         if linear_weights is not None:
             state = torch.load(linear_weights, map_location="cpu", weights_only=True)
             for i, p in enumerate(self.lins):

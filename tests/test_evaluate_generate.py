@@ -33,7 +33,8 @@ def test_evaluate_end_to_end(trained):
     data, ckpt, root = trained
     out = root / "eval"
     r = evaluate(ckpt, data, out=str(out), batch_size=4, inception_weights="random", alexnet_weights="random",
-                 lpips_weights="random", pose_weights="yolo11n-pose.yaml", allow_random_networks=True, progress=False)
+                 lpips_weights="random", pose_weights="yolo11n-pose.yaml", allow_random_networks=True, progress=False,
+                 fid_cache=str(root / "fid-cache"))
     for k in ("ssim", "mask_ssim", "l1", "psnr", "lpips", "is", "mask_is", "fid"):
         assert k in r and np.isfinite(r[k]), k
     assert 0 <= r["ssim"] <= 1 and r["pairs"] > 0
@@ -42,6 +43,22 @@ def test_evaluate_end_to_end(trained):
     assert saved["ssim"] == pytest.approx(r["ssim"])
     assert "| SSIM | mask-SSIM |" in (out / "metrics.md").read_text()
     assert (out / "examples.png").exists()
+
+
+def test_checkpoint_mode_writes_images_that_the_folder_mode_scores_the_same(trained, tmp_path):
+    from deformgan.evaluate import evaluate_folder
+    data, ckpt, _ = trained
+    nets = dict(inception_weights="random", alexnet_weights="random", lpips_weights="random", pose_weights="none",
+                allow_random_networks=True, fid_cache=str(tmp_path / "cache"), progress=False)
+    a = evaluate(ckpt, data, out=str(tmp_path / "ck"), batch_size=4, **nets)
+    pairs = (tmp_path / "ck" / "pairs.csv").read_text().splitlines()[1:]
+    assert len(os.listdir(tmp_path / "ck" / "generated")) == a["pairs"] == len(pairs)
+    b = evaluate_folder(a["generated"], a["real"], str(tmp_path / "re"), a["annotations"], a["pairs_file"],
+                        fid_reference=a["fid_reference"], batch_size=3, **nets)
+    assert b["fid_reference_cached"]
+    for k in ("pairs", "ssim", "mask_ssim", "l1", "mask_l1", "psnr", "lpips", "is", "mask_is", "fid"):
+        assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), k
+    assert b["ssim"] == a["ssim"] and b["mask_ssim"] == a["mask_ssim"]
 
 
 def test_evaluate_cli_reports_skipped_metrics_and_bad_checkpoints(trained, tmp_path):
