@@ -36,6 +36,20 @@ def _triton():
     return triton_ops
 
 
+# The C++ CPU kernels compute in float32 / float64. Half and bfloat16 CPU inputs are
+# upcast to float32 for them and the result cast back to the input dtype (autograd
+# casts the gradients back too), so every backend takes every floating dtype.
+_CPU_KERNEL_DTYPES = (torch.float32, torch.float64)
+
+
+def _needs_upcast(which: str, t: torch.Tensor) -> bool:
+    return which == "cpu" and t.dtype not in _CPU_KERNEL_DTYPES
+
+
+def _f32(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.float()
+
+
 # ---------------------------------------------------------------- public API
 def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.Tensor,
                      offsets: Optional[torch.Tensor] = None, *,
@@ -79,6 +93,9 @@ def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.T
         return reference.part_affine_warp(features, theta, masks, offsets)
     if which == "triton":
         return _triton().part_affine_warp(features, theta, masks, offsets)
+    if _needs_upcast(which, features):
+        out = torch.ops.deformgan_ops.part_affine_warp(features.float(), theta.float(), masks.float(), _f32(offsets))
+        return out[0].to(features.dtype)
     return torch.ops.deformgan_ops.part_affine_warp(features, theta, masks, offsets)[0]
 
 
@@ -114,7 +131,7 @@ def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: f
         _validate.check_no_overlap(out, "out", [(keypoints, "keypoints")])
         if keypoints.requires_grad and torch.is_grad_enabled():
             raise RuntimeError("keypoint_heatmaps(out=...) does not support autograd (keypoints requires grad)")
-        if which in ("cpu", "cuda"):
+        if which in ("cpu", "cuda") and not _needs_upcast(which, keypoints):
             torch.ops.deformgan_ops.keypoint_heatmaps.out(keypoints, height, width, float(sigma), out=out)
             return out
         return out.copy_(keypoint_heatmaps(keypoints, height, width, sigma, backend=which))
@@ -122,6 +139,8 @@ def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: f
         return reference.keypoint_heatmaps(keypoints, height, width, float(sigma))
     if which == "triton":
         return _triton().keypoint_heatmaps(keypoints, height, width, float(sigma))
+    if _needs_upcast(which, keypoints):
+        return torch.ops.deformgan_ops.keypoint_heatmaps(keypoints.float(), height, width, sigma).to(keypoints.dtype)
     return torch.ops.deformgan_ops.keypoint_heatmaps(keypoints, height, width, float(sigma))
 
 
@@ -252,6 +271,9 @@ def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,
         return reference.nn_loss(generated, target, kernel_size, reduction)
     if which == "triton":
         distance = _triton().nn_loss(generated, target, kernel_size)
+    elif _needs_upcast(which, generated):
+        distance = torch.ops.deformgan_ops.nn_loss(generated.float(), target.float(), kernel_size)[0]
+        distance = distance.to(generated.dtype)
     else:
         distance = torch.ops.deformgan_ops.nn_loss(generated, target, kernel_size)[0]
     if reduction == "none":

@@ -4,7 +4,7 @@ import triton
 import triton.language as tl
 
 from .._registration import register_keypoint_heatmaps
-from ._common import BLOCK, compute_dtype
+from ._common import BLOCK, compute_dtype, device_guard, scalar, tile_of, tiles
 
 
 @triton.jit
@@ -14,10 +14,10 @@ def _keypoint_missing(kx, ky):
 
 
 @triton.jit
-def _keypoint_heatmaps_forward_kernel(kp_ptr, out_ptr, height, width, inv,
+def _keypoint_heatmaps_forward_kernel(kp_ptr, out_ptr, height, width, inv_ptr,
                                       DT: tl.constexpr, BLOCK: tl.constexpr):
-    j = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    j, offs = tile_of(height * width, BLOCK)
+    inv = tl.load(inv_ptr).to(DT)
     valid = offs < height * width
     kx = tl.load(kp_ptr + j * 2).to(DT)
     ky = tl.load(kp_ptr + j * 2 + 1).to(DT)
@@ -29,9 +29,10 @@ def _keypoint_heatmaps_forward_kernel(kp_ptr, out_ptr, height, width, inv,
 
 
 @triton.jit
-def _keypoint_heatmaps_backward_kernel(grad_ptr, kp_ptr, gkp_ptr, height, width, inv,
+def _keypoint_heatmaps_backward_kernel(grad_ptr, kp_ptr, gkp_ptr, height, width, inv_ptr,
                                        DT: tl.constexpr, BLOCK: tl.constexpr):
-    j = tl.program_id(0)
+    j = tl.program_id(0).to(tl.int64)
+    inv = tl.load(inv_ptr).to(DT)
     kx = tl.load(kp_ptr + j * 2).to(DT)
     ky = tl.load(kp_ptr + j * 2 + 1).to(DT)
     missing = _keypoint_missing(kx, ky)
@@ -61,9 +62,10 @@ def keypoint_heatmaps_op(keypoints: torch.Tensor, height: int, width: int, sigma
     N, K = keypoints.shape[:2]
     out = keypoints.new_empty((N, K, height, width))
     if out.numel():
-        grid = (N * K, triton.cdiv(height * width, BLOCK))
-        _keypoint_heatmaps_forward_kernel[grid](keypoints, out, height, width, 1.0 / (2.0 * sigma * sigma),
-                                                DT=compute_dtype(keypoints.dtype), BLOCK=BLOCK)
+        with device_guard(keypoints):
+            _keypoint_heatmaps_forward_kernel[tiles(N * K, height * width)](
+                keypoints, out, height, width, scalar(1.0 / (2.0 * sigma * sigma), keypoints),
+                DT=compute_dtype(keypoints.dtype), BLOCK=BLOCK)
     return out
 
 
@@ -75,9 +77,10 @@ def keypoint_heatmaps_backward_op(grad_output: torch.Tensor, keypoints: torch.Te
     grad = torch.zeros_like(keypoints)
     N, K = keypoints.shape[:2]
     if N * K:
-        _keypoint_heatmaps_backward_kernel[(N * K,)](grad_output, keypoints, grad, height, width,
-                                                     1.0 / (2.0 * sigma * sigma),
-                                                     DT=compute_dtype(keypoints.dtype), BLOCK=BLOCK)
+        with device_guard(keypoints):
+            _keypoint_heatmaps_backward_kernel[(N * K,)](grad_output, keypoints, grad, height, width,
+                                                         scalar(1.0 / (2.0 * sigma * sigma), keypoints),
+                                                         DT=compute_dtype(keypoints.dtype), BLOCK=BLOCK)
     return grad
 
 

@@ -6,15 +6,15 @@ import triton
 import triton.language as tl
 
 from .._registration import register_nn_loss
-from ._common import BLOCK, accumulator_dtype, compute_dtype, empty_grad
+from ._common import (BLOCK, accumulator_dtype, alert_not_deterministic, compute_dtype, device_guard, empty_grad,
+                      tile_of, tiles)
 
 
 @triton.jit
 def _nn_loss_forward_kernel(gen_ptr, tgt_ptr, dist_ptr, argmin_ptr, C, H, W,
                             K: tl.constexpr, DT: tl.constexpr, BLOCK: tl.constexpr):
-    n = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     HW = H * W
+    n, offs = tile_of(HW, BLOCK)
     valid = offs < HW
     x = offs % W
     y = offs // W
@@ -46,9 +46,8 @@ def _nn_loss_forward_kernel(gen_ptr, tgt_ptr, dist_ptr, argmin_ptr, C, H, W,
 def _nn_loss_backward_kernel(grad_ptr, gen_ptr, tgt_ptr, argmin_ptr, ggen_ptr, gtgt_ptr, C, H, W,
                              K: tl.constexpr, NEED_GEN: tl.constexpr, NEED_TGT: tl.constexpr,
                              DT: tl.constexpr, BLOCK: tl.constexpr):
-    n = tl.program_id(0)
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     HW = H * W
+    n, offs = tile_of(HW, BLOCK)
     valid = offs < HW
     o = tl.load(argmin_ptr + n * HW + offs, mask=valid, other=(K * K) // 2)
     q = offs + (o // K - K // 2) * W + (o % K - K // 2)
@@ -72,9 +71,9 @@ def nn_loss_op(generated: torch.Tensor, target: torch.Tensor, kernel_size: int) 
     dist = generated.new_empty((N, H, W))
     argmin = generated.new_empty((N, H, W), dtype=torch.int32)
     if dist.numel():
-        grid = (N, triton.cdiv(H * W, BLOCK))
-        _nn_loss_forward_kernel[grid](generated, target, dist, argmin, C, H, W, K=kernel_size,
-                                      DT=compute_dtype(generated.dtype), BLOCK=BLOCK)
+        with device_guard(generated):
+            _nn_loss_forward_kernel[tiles(N, H * W)](generated, target, dist, argmin, C, H, W, K=kernel_size,
+                                                     DT=compute_dtype(generated.dtype), BLOCK=BLOCK)
     return dist, argmin
 
 
@@ -91,10 +90,12 @@ def nn_loss_backward_op(grad_distance: torch.Tensor, generated: torch.Tensor, ta
     gtgt = torch.zeros(generated.shape, dtype=accumulator_dtype(generated.dtype), device=generated.device) \
         if need_tgt else empty_grad(generated)
     if generated.numel() and (need_gen or need_tgt):
-        grid = (N, triton.cdiv(H * W, BLOCK))
-        _nn_loss_backward_kernel[grid](grad_distance, generated, target, argmin, ggen, gtgt, C, H, W,
-                                       K=kernel_size, NEED_GEN=need_gen, NEED_TGT=need_tgt,
-                                       DT=compute_dtype(generated.dtype), BLOCK=BLOCK)
+        if need_tgt:
+            alert_not_deterministic("deformgan_triton::_nn_loss_backward (Triton, grad of target)")
+        with device_guard(generated):
+            _nn_loss_backward_kernel[tiles(N, H * W)](grad_distance, generated, target, argmin, ggen, gtgt, C, H, W,
+                                                      K=kernel_size, NEED_GEN=need_gen, NEED_TGT=need_tgt,
+                                                      DT=compute_dtype(generated.dtype), BLOCK=BLOCK)
     return ggen, (gtgt.to(generated.dtype) if need_tgt else gtgt)
 
 

@@ -7,7 +7,8 @@ import triton
 import triton.language as tl
 
 from .._registration import register_part_affine_warp
-from ._common import BLOCK, accumulator_dtype, compute_dtype, empty_grad
+from ._common import (BLOCK, accumulator_dtype, alert_not_deterministic, compute_dtype, device_guard, empty_grad,
+                      tile_of, tiles)
 
 
 @triton.jit
@@ -73,10 +74,9 @@ def _location(theta_ptr, row, x, y, du, dv, DT: tl.constexpr):
 def _part_affine_warp_forward_kernel(feat_ptr, theta_ptr, masks_ptr, off_ptr, out_ptr, win_ptr,
                                      C, H, W, P, Ho, Wo, HAS_OFFSETS: tl.constexpr,
                                      DT: tl.constexpr, BLOCK: tl.constexpr):
-    nc = tl.program_id(0)
-    n = nc // C
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     HWo = Ho * Wo
+    nc, offs = tile_of(HWo, BLOCK)
+    n = nc // C
     valid = offs < HWo
     x = (offs % Wo).to(DT)
     y = (offs // Wo).to(DT)
@@ -107,10 +107,9 @@ def _part_affine_warp_backward_kernel(grad_ptr, feat_ptr, theta_ptr, masks_ptr, 
                                       NEED_F: tl.constexpr, NEED_M: tl.constexpr,
                                       NEED_LOC: tl.constexpr, NEED_OFF: tl.constexpr,
                                       DT: tl.constexpr, BLOCK: tl.constexpr):
-    nc = tl.program_id(0)
-    n = nc // C
-    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     HWo = Ho * Wo
+    nc, offs = tile_of(HWo, BLOCK)
+    n = nc // C
     valid = offs < HWo
     x = (offs % Wo).to(DT)
     y = (offs // Wo).to(DT)
@@ -160,10 +159,10 @@ def part_affine_warp_op(features: torch.Tensor, theta: torch.Tensor, masks: torc
     winner = features.new_empty((N, C, Ho, Wo), dtype=torch.uint8)
     if out.numel():
         off = offsets.contiguous() if offsets is not None else features
-        grid = (N * C, triton.cdiv(Ho * Wo, BLOCK))
-        _part_affine_warp_forward_kernel[grid](features, theta, masks, off, out, winner, C, H, W, P, Ho, Wo,
-                                               HAS_OFFSETS=offsets is not None,
-                                               DT=compute_dtype(features.dtype), BLOCK=BLOCK)
+        with device_guard(features):
+            _part_affine_warp_forward_kernel[tiles(N * C, Ho * Wo)](
+                features, theta, masks, off, out, winner, C, H, W, P, Ho, Wo, HAS_OFFSETS=offsets is not None,
+                DT=compute_dtype(features.dtype), BLOCK=BLOCK)
     return out, winner
 
 
@@ -187,13 +186,14 @@ def part_affine_warp_backward_op(grad_output: torch.Tensor, features: torch.Tens
     if grad_output.numel() and (need_f or need_t or need_m or need_o):
         off = offsets.contiguous() if offsets is not None else features
         dummy = features  # pointer for buffers that are not written
-        grid = (N * C, triton.cdiv(Ho * Wo, BLOCK))
-        _part_affine_warp_backward_kernel[grid](
-            grad_output, features, theta, masks, off, winner,
-            gfeat if need_f else dummy, gmask if need_m else dummy, gloc if need_t else dummy,
-            goff if need_o else dummy, C, H, W, P, Ho, Wo, HAS_OFFSETS=offsets is not None,
-            NEED_F=need_f, NEED_M=need_m, NEED_LOC=need_t, NEED_OFF=need_o,
-            DT=compute_dtype(features.dtype), BLOCK=BLOCK)
+        alert_not_deterministic("deformgan_triton::_part_affine_warp_backward (Triton)")
+        with device_guard(features):
+            _part_affine_warp_backward_kernel[tiles(N * C, Ho * Wo)](
+                grad_output, features, theta, masks, off, winner,
+                gfeat if need_f else dummy, gmask if need_m else dummy, gloc if need_t else dummy,
+                goff if need_o else dummy, C, H, W, P, Ho, Wo, HAS_OFFSETS=offsets is not None,
+                NEED_F=need_f, NEED_M=need_m, NEED_LOC=need_t, NEED_OFF=need_o,
+                DT=compute_dtype(features.dtype), BLOCK=BLOCK)
     dtype = features.dtype
     grad_theta = empty_grad(features)
     if need_t:
