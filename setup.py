@@ -106,7 +106,11 @@ def _extensions():
     else:
         reason = ""
 
-    cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]  # OpenMP: at::parallel_for is inline
+    # OpenMP: at::parallel_for is inline. No contraction of a * b + c into a fused
+    # multiply-add on either compiler (-ffp-contract=off, nvcc --fmad=false): the
+    # shared per-element math (csrc/ops/*_math.h) then rounds identically on the CPU
+    # and the GPU, which the exact part_masks / winner comparisons rely on.
+    cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
     include_dirs = [os.path.join(ROOT, "csrc")]
     if use_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST"):
@@ -127,7 +131,7 @@ def _extensions():
             extra_compile_args={
                 "cxx": cxx_flags + ["-DDEFORMGAN_WITH_CUDA"],
                 "nvcc": ["-O3", "-std=c++20", "-DDEFORMGAN_WITH_CUDA", "--expt-relaxed-constexpr",
-                         "-lineinfo"],
+                         "--fmad=false", "-lineinfo"],
             },
             extra_link_args=extra_link,
         )

@@ -10,6 +10,9 @@ fresh process per case is too slow, so the CPU figure is the sum of the
 bytes of the tensors the pass keeps alive for backward plus its outputs,
 measured with torch's saved-tensor hooks; CUDA: torch.cuda.max_memory_allocated),
 and prints the ratio of each provider against the reference in the same run.
+Beside each time it prints the memory-traffic floor of that pass (the bytes the pass
+must move, ``roofline.traffic_bytes``, over the copy bandwidth measured on the device
+at the start of the run) and the time as a multiple of it.
 """
 import argparse
 import statistics
@@ -19,6 +22,11 @@ import time
 import torch
 
 import deformgan_ops as D
+
+try:
+    from roofline import measure_bandwidth, traffic_bytes
+except ImportError:  # imported as benchmarks.bench_ops
+    from benchmarks.roofline import measure_bandwidth, traffic_bytes
 
 OPS = ("part_affine_warp", "nn_loss", "keypoint_heatmaps")
 
@@ -185,8 +193,12 @@ def main(argv=None):
           f"{args.height}x{args.width} P={args.parts} k={args.kernel_size} threads={torch.get_num_threads()} "
           f"torch={torch.__version__}")
     passes = ["forward", "backward", "both"] if args.pass_ == "all" else [args.pass_]
+    bandwidth = measure_bandwidth(device)
+    elem = torch.empty((), dtype=dtype).element_size()
+    print(f"# floor = bytes that must move / {bandwidth:.1f} GB/s (copy bandwidth measured now on {device})")
     header = "| op | provider | " + " | ".join(f"{p} ms" for p in passes) + " | memory MiB | " + \
-        " | ".join(f"{p} speed-up" for p in passes) + " | memory ratio |"
+        " | ".join(f"{p} speed-up" for p in passes) + " | memory ratio | " + \
+        " | ".join(f"{p} floor ms (x floor)" for p in passes) + " |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for op in args.ops:
@@ -206,8 +218,15 @@ def main(argv=None):
                 mratio = f"{ref['memory'] / max(r['memory'], 1):.1f}x"
             else:
                 ratios, mratio = ["-"] * len(passes), "-"
+            floors = []
+            for p in passes:
+                needs = (True, False, False, False) if op != "keypoint_heatmaps" else (True,)
+                b = traffic_bytes(op, p, args.batch, args.channels, args.height, args.width, args.parts,
+                                  elem=elem, needs=needs)
+                f = b / (bandwidth * 1e9)
+                floors.append(f"{f * 1e3:.3f} ({r[p] / f:.0f}x)")
             print(f"| {op} | {provider} | " + " | ".join(cells) + f" | {mem} | " + " | ".join(ratios) +
-                  f" | {mratio} |")
+                  f" | {mratio} | " + " | ".join(floors) + " |")
         sys.stdout.flush()
 
 

@@ -14,6 +14,26 @@ def test_bench_ops_prints_a_table_with_ratios():
     for op in ("part_affine_warp", "nn_loss", "keypoint_heatmaps"):
         assert f"| {op} | reference |" in out
     assert "speed-up" in out and "failed" not in out
+    assert "# floor = bytes that must move /" in out and "forward floor ms (x floor)" in out
+
+
+def test_roofline_bytes_by_hand_and_the_gpu_table():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    from roofline import traffic_bytes
+    # heatmaps N1 K18 2x3 fp32: keypoints 18*2*4 = 144 read, maps 18*6*4 = 432 written
+    assert traffic_bytes("keypoint_heatmaps", "forward", 1, 0, 2, 3) == 144 + 432
+    assert traffic_bytes("keypoint_heatmaps", "backward", 1, 0, 2, 3) == 432 + 2 * 144
+    # warp N1 C2 2x2 P3 fp32, features' gradient only: forward reads features 32, theta 72,
+    # masks 48, writes out 32 and the uint8 winner 8; backward reads grad 32, winner 8,
+    # theta 72, masks 48 and writes the features' gradient 32 (no sample needed)
+    assert traffic_bytes("part_affine_warp", "forward", 1, 2, 2, 2, P=3) == 32 + 72 + 48 + 32 + 8
+    assert traffic_bytes("part_affine_warp", "backward", 1, 2, 2, 2, P=3) == 32 + 8 + 72 + 48 + 32
+    # nn_loss N1 C2 2x2: forward reads 2 maps of 32, writes distance 16 and argmin 16
+    assert traffic_bytes("nn_loss", "forward", 1, 2, 2, 2) == 64 + 32
+    assert traffic_bytes("nn_loss", "both", 1, 2, 2, 2, needs=(True, True)) == 96 + 32 + 64 + 64
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "roofline.py")], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    assert "ESTIMATE on paper" in out and "| part_affine_warp | backward | N4 C512 16x8 P10 |" in out
 
 
 def test_bench_geometry_and_bench_train_run():

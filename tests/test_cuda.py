@@ -31,7 +31,8 @@ def _to(ts, device):
 @pytest.mark.parametrize("backend", GPU_BACKENDS or ["cuda"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("case", [dict(N=2, C=3, H=9, W=7, P=4), dict(N=3, C=64, H=32, W=16, P=10, Ho=17, Wo=9),
-                                  dict(N=2, C=2, H=6, W=5, P=3, far=True)])
+                                  dict(N=2, C=2, H=6, W=5, P=3, far=True),
+                                  dict(N=2, C=13, H=8, W=6, P=5)])  # a partial channel chunk
 @pytest.mark.parametrize("offsets", [True, False])
 def test_part_affine_warp_gpu(backend, dtype, case, offsets):
     inputs = _to(warp_inputs(**case, dtype=dtype, offsets=offsets), "cuda")
@@ -58,7 +59,7 @@ def test_keypoint_heatmaps_and_nn_loss_gpu(backend, dtype):
     ref, g_ref = grads_of(lambda k: D.keypoint_heatmaps(k, 128, 64, 6.0, backend="reference"), [kp], go)
     assert_close_scaled(out.cpu(), ref)
     assert_close_scaled(g[0].cpu(), g_ref[0], rtol=1e-4 if dtype == torch.float32 else 1e-9)
-    for k in (1, 3, 5):
+    for k in (1, 3, 5, 7, 9):  # 9: the generic (not unrolled) window kernel
         gen, target = torch.randn(2, 16, 20, 11, dtype=dtype), torch.randn(2, 16, 20, 11, dtype=dtype)
         grad = torch.randn(2, 20, 11, dtype=dtype)
         out, g = grads_of(lambda a, b: D.nn_loss(a, b, k, "none", backend=backend),

@@ -62,47 +62,6 @@ DEFORMGAN_HD BilinearCorners<acc_t> bilinear_corners(acc_t u, acc_t v, int64_t H
   return c;
 }
 
-template <typename acc_t>
-DEFORMGAN_HD void bilinear_weights(const BilinearCorners<acc_t>& c, acc_t w[4]) {
-  const acc_t wx0 = acc_t(1) - c.wx1;
-  const acc_t wy0 = acc_t(1) - c.wy1;
-  w[0] = wx0 * wy0;
-  w[1] = c.wx1 * wy0;
-  w[2] = wx0 * c.wy1;
-  w[3] = c.wx1 * c.wy1;
-}
-
-// The four corner values of one plane (0 for corners outside).
-template <typename scalar_t, typename acc_t>
-DEFORMGAN_HD void corner_values(const scalar_t* plane, const BilinearCorners<acc_t>& c,
-                                acc_t f[4]) {
-DEFORMGAN_UNROLL
-  for (int i = 0; i < 4; ++i) {
-    f[i] = c.idx[i] >= 0 ? static_cast<acc_t>(plane[c.idx[i]]) : acc_t(0);
-  }
-}
-
-template <typename scalar_t, typename acc_t>
-DEFORMGAN_HD acc_t bilinear_sample(const scalar_t* plane, const BilinearCorners<acc_t>& c) {
-  if (!c.any) return acc_t(0);
-  acc_t f[4];
-  acc_t w[4];
-  corner_values(plane, c, f);
-  bilinear_weights(c, w);
-  return w[0] * f[0] + w[1] * f[1] + w[2] * f[2] + w[3] * f[3];
-}
-
-// Derivatives of the bilinear sample with respect to u and v, from the corner
-// values f (0 outside), matching grid_sample's one-sided derivative at integers.
-template <typename acc_t>
-DEFORMGAN_HD void bilinear_grad_location(const BilinearCorners<acc_t>& c, const acc_t f[4],
-                                         acc_t& ds_du, acc_t& ds_dv) {
-  const acc_t wx0 = acc_t(1) - c.wx1;
-  const acc_t wy0 = acc_t(1) - c.wy1;
-  ds_du = (f[1] - f[0]) * wy0 + (f[3] - f[2]) * c.wy1;
-  ds_dv = (f[2] - f[0]) * wx0 + (f[3] - f[1]) * c.wx1;
-}
-
 // The four corners in the form a kernel that reuses one location across many
 // channels wants: outside corners get index 0, all-zero coefficients and
 // in[i] false, so the sample is sum_i w[i] * f[i] and its derivatives are
@@ -152,11 +111,18 @@ DEFORMGAN_UNROLL
   return t;
 }
 
+// The four corner values when all four corners are inside: plain loads.
+template <typename scalar_t, typename acc_t>
+DEFORMGAN_HD void taps_load_inside(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4]) {
+DEFORMGAN_UNROLL
+  for (int i = 0; i < 4; ++i) f[i] = static_cast<acc_t>(plane[t.idx[i]]);
+}
+
+// The four corner values, 0 for a corner outside (which is never read).
 template <typename scalar_t, typename acc_t>
 DEFORMGAN_HD void taps_load(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4]) {
-  if (t.in[0] && t.in[1] && t.in[2] && t.in[3]) {  // the common case: four plain loads
-DEFORMGAN_UNROLL
-    for (int i = 0; i < 4; ++i) f[i] = static_cast<acc_t>(plane[t.idx[i]]);
+  if (t.in[0] && t.in[1] && t.in[2] && t.in[3]) {  // the common case
+    taps_load_inside(plane, t, f);
   } else {
 DEFORMGAN_UNROLL
     for (int i = 0; i < 4; ++i) f[i] = t.in[i] ? static_cast<acc_t>(plane[t.idx[i]]) : acc_t(0);
@@ -168,13 +134,24 @@ DEFORMGAN_HD acc_t taps_dot(const acc_t coef[4], const acc_t f[4]) {
   return coef[0] * f[0] + coef[1] * f[1] + coef[2] * f[2] + coef[3] * f[3];
 }
 
-// Candidate of one part at one pixel and channel: mask * sample, where a part
-// whose mask is exactly zero contributes exactly zero without being sampled.
-template <typename scalar_t, typename acc_t>
-DEFORMGAN_HD acc_t part_candidate(const scalar_t* plane, const BilinearCorners<acc_t>& c,
-                                  acc_t mask) {
-  if (mask == acc_t(0)) return acc_t(0);
-  return mask * bilinear_sample(plane, c);
+// The candidate of a part with a nonzero mask at one pixel and channel: mask times
+// the bilinear sample (sum of w[i] f[i]; the location derivatives of the sample are
+// taps_dot(t.du, f) and taps_dot(t.dv, f), grid_sample's one-sided derivative at
+// integers). A part whose mask is exactly 0 contributes exactly 0 and is not sampled;
+// a location with no corner inside has empty_taps, so its candidate is mask * 0.
+template <typename acc_t>
+DEFORMGAN_HD acc_t masked_sample(acc_t mask, const BilinearTaps<acc_t>& t, const acc_t f[4]) {
+  return mask * taps_dot(t.w, f);
+}
+
+// The taps of part theta at output pixel (x, y) with offset (du, dv).
+template <typename acc_t>
+DEFORMGAN_HD BilinearTaps<acc_t> location_taps(const acc_t th[6], acc_t x, acc_t y, acc_t du, acc_t dv,
+                                               int64_t H, int64_t W) {
+  acc_t u, v;
+  affine_location(th, x, y, du, dv, u, v);
+  const BilinearCorners<acc_t> c = bilinear_corners(u, v, H, W);
+  return c.any ? bilinear_taps(c) : empty_taps<acc_t>();
 }
 
 // The max over parts (SPEC 5, non-finite values): a NaN candidate wins over

@@ -455,57 +455,55 @@ DEFORMGAN_HD void take_point(const T* src, const T* tgt, int j, bool both, int i
   w[i] = both ? 1.0 : 0.0;
 }
 
-// The ten part affines of one pose pair (target -> source, pixels): theta
-// [10][2][3] (zero where disabled) and valid [10]. Torso: its four joints,
-// present in both poses. Head: the head joints and shoulders present in both
-// (at least one head joint). Limbs: the four rectangle corners; a limb missing
-// in the source is fitted from the source's mirror limb.
+// The affine of one part of one pose pair (target -> source, pixels): theta [2][3]
+// (zero when not valid) and valid. Torso (part 0): its four joints, present in both
+// poses. Head (part 1): the head joints and shoulders present in both (at least one
+// head joint). Limbs (parts 2..9): the four rectangle corners; a limb missing in the
+// source is fitted from the source's mirror limb. Each part is independent, so a GPU
+// runs one thread per (pair, part).
 template <typename T>
-DEFORMGAN_HD void part_affines_of_pair(const T* src, const T* tgt, double* theta, bool* valid) {
+DEFORMGAN_HD bool part_affine_of_pair(const T* src, const T* tgt, int part, double* th) {
   double tx[kMaxFitPoints], ty[kMaxFitPoints], sx[kMaxFitPoints], sy[kMaxFitPoints], w[kMaxFitPoints];
-  // torso
-  bool all_torso = true;
-  for (int i = 0; i < 4; ++i) {
-    const int j = torso_joint(i);
-    const bool both = joint_present(src, j) && joint_present(tgt, j);
-    all_torso = all_torso && both;
-    take_point(src, tgt, j, both, i, tx, ty, sx, sy, w);
-  }
-  valid[0] = fit_affine(tx, ty, sx, sy, w, 4, theta) && all_torso;
-  // head
-  bool any_head = false;
-  for (int i = 0; i < 7; ++i) {
-    const int j = head_fit_joint(i);
-    const bool both = joint_present(src, j) && joint_present(tgt, j);
-    if (i < kNumHeadJoints) any_head = any_head || both;
-    take_point(src, tgt, j, both, i, tx, ty, sx, sy, w);
-  }
-  valid[1] = fit_affine(tx, ty, sx, sy, w, 7, theta + 6) && any_head;
-  // limbs
-  const T st_t = torso_size(tgt), st_s = torso_size(src);
-  for (int l = 0; l < kNumLimbs; ++l) {
-    double* th = theta + 6 * (2 + l);
+  bool ok = false;
+  if (part == 0) {
+    bool all_torso = true;
+    for (int i = 0; i < 4; ++i) {
+      const int j = torso_joint(i);
+      const bool both = joint_present(src, j) && joint_present(tgt, j);
+      all_torso = all_torso && both;
+      take_point(src, tgt, j, both, i, tx, ty, sx, sy, w);
+    }
+    ok = fit_affine(tx, ty, sx, sy, w, 4, th) && all_torso;
+  } else if (part == 1) {
+    bool any_head = false;
+    for (int i = 0; i < 7; ++i) {
+      const int j = head_fit_joint(i);
+      const bool both = joint_present(src, j) && joint_present(tgt, j);
+      if (i < kNumHeadJoints) any_head = any_head || both;
+      take_point(src, tgt, j, both, i, tx, ty, sx, sy, w);
+    }
+    ok = fit_affine(tx, ty, sx, sy, w, 7, th) && any_head;
+  } else {
+    const int l = part - 2;
+    const T st_t = torso_size(tgt), st_s = torso_size(src);
     const bool t_ok = limb_present(tgt, st_t, l);
     const bool s_ok = limb_present(src, st_s, l);
     const bool m_ok = limb_present(src, st_s, limb_mirror(l));
-    if (!(t_ok && (s_ok || m_ok))) {
-      for (int i = 0; i < 6; ++i) th[i] = 0.0;
-      valid[2 + l] = false;
-      continue;
+    if (t_ok && (s_ok || m_ok)) {
+      T t_rect[8], s_rect[8];
+      limb_rectangle_of(tgt, st_t, l, /*for_mask=*/false, t_rect);
+      limb_rectangle_of(src, st_s, s_ok ? l : limb_mirror(l), /*for_mask=*/false, s_rect);
+      for (int i = 0; i < 4; ++i) {
+        tx[i] = t_rect[2 * i]; ty[i] = t_rect[2 * i + 1];
+        sx[i] = s_rect[2 * i]; sy[i] = s_rect[2 * i + 1];
+        w[i] = 1.0;
+      }
+      ok = fit_affine(tx, ty, sx, sy, w, 4, th);
     }
-    T t_rect[8], s_rect[8];
-    limb_rectangle_of(tgt, st_t, l, /*for_mask=*/false, t_rect);
-    limb_rectangle_of(src, st_s, s_ok ? l : limb_mirror(l), /*for_mask=*/false, s_rect);
-    for (int i = 0; i < 4; ++i) {
-      tx[i] = t_rect[2 * i]; ty[i] = t_rect[2 * i + 1];
-      sx[i] = s_rect[2 * i]; sy[i] = s_rect[2 * i + 1];
-      w[i] = 1.0;
-    }
-    valid[2 + l] = fit_affine(tx, ty, sx, sy, w, 4, th);
   }
-  for (int p = 0; p < kNumParts; ++p)
-    if (!valid[p])
-      for (int i = 0; i < 6; ++i) theta[6 * p + i] = 0.0;
+  if (!ok)
+    for (int i = 0; i < 6; ++i) th[i] = 0.0;
+  return ok;
 }
 
 }  // namespace pose

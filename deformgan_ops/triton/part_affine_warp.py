@@ -7,6 +7,8 @@ import triton
 import triton.language as tl
 
 from .._registration import register_part_affine_warp
+
+CHANNEL_CHUNK = 8  # channels per forward program (the CUDA kernel's kChannelChunk)
 from ._common import (BLOCK, accumulator_dtype, alert_not_deterministic, compute_dtype, device_guard, empty_grad,
                       tile_of, tiles)
 
@@ -73,31 +75,46 @@ def _location(theta_ptr, row, x, y, du, dv, DT: tl.constexpr):
 @triton.jit
 def _part_affine_warp_forward_kernel(feat_ptr, theta_ptr, masks_ptr, off_ptr, out_ptr, win_ptr,
                                      C, H, W, P, Ho, Wo, HAS_OFFSETS: tl.constexpr,
-                                     DT: tl.constexpr, BLOCK: tl.constexpr):
+                                     DT: tl.constexpr, CB: tl.constexpr, BLOCK: tl.constexpr):
+    """One program per (n, chunk of CB channels, block of output pixels): each part's
+    location and corners are computed once per pixel for the CB channels (a [CB, BLOCK]
+    tile), as the CPU and CUDA kernels do."""
     HWo = Ho * Wo
-    nc, offs = tile_of(HWo, BLOCK)
-    n = nc // C
+    nk, offs = tile_of(HWo, BLOCK)
+    chunks = tl.cdiv(C, CB)
+    n = nk // chunks
+    cs = (nk % chunks) * CB + tl.arange(0, CB)  # the chunk's channels
     valid = offs < HWo
+    cvalid = cs < C
     x = (offs % Wo).to(DT)
     y = (offs // Wo).to(DT)
     du, dv = _offsets(off_ptr, n, HWo, offs, valid, HAS_OFFSETS, DT, BLOCK)
-    plane = feat_ptr + nc * H * W
-    best = tl.full([BLOCK], float("-inf"), dtype=DT)
-    best_p = tl.zeros([BLOCK], dtype=tl.int32)
+    planes = feat_ptr + (n * C + cs.to(tl.int64))[:, None] * H * W  # [CB, 1]
+    tile = cvalid[:, None] & valid[None, :]
+    best = tl.full([CB, BLOCK], float("-inf"), dtype=DT)
+    best_p = tl.zeros([CB, BLOCK], dtype=tl.int32)
     for p in range(0, P):
         m = tl.load(masks_ptr + (n * P + p) * HWo + offs, mask=valid, other=0).to(DT)
         u, v = _location(theta_ptr, n * P + p, x, y, du, dv, DT)
         # a zero-mask part is not sampled: its corner loads are masked off
         i00, m00, m01, m10, m11, wx1, wy1 = _corners(u, v, H, W, valid & (m != 0))
-        f00, f01, f10, f11 = _corner_values(plane, i00, m00, m01, m10, m11, W, DT)
-        s = (1 - wx1) * (1 - wy1) * f00 + wx1 * (1 - wy1) * f01 + (1 - wx1) * wy1 * f10 + wx1 * wy1 * f11
-        cand = tl.where(m != 0, m * s, 0.0)
+        f00 = tl.load(planes + i00[None, :], mask=tile & m00[None, :], other=0).to(DT)
+        f01 = tl.load(planes + (i00 + 1)[None, :], mask=tile & m01[None, :], other=0).to(DT)
+        f10 = tl.load(planes + (i00 + W)[None, :], mask=tile & m10[None, :], other=0).to(DT)
+        f11 = tl.load(planes + (i00 + W + 1)[None, :], mask=tile & m11[None, :], other=0).to(DT)
+        w00 = ((1 - wx1) * (1 - wy1))[None, :]
+        w01 = (wx1 * (1 - wy1))[None, :]
+        w10 = ((1 - wx1) * wy1)[None, :]
+        w11 = (wx1 * wy1)[None, :]
+        s = w00 * f00 + w01 * f01 + w10 * f10 + w11 * f11
+        cand = tl.where((m != 0)[None, :], m[None, :] * s, 0.0)
         # strict: ties keep the lowest p; the first NaN wins and stays (SPEC 5)
         wins = (cand > best) | ((cand != cand) & (best == best))
         best = tl.where(wins, cand, best)
         best_p = tl.where(wins, p, best_p)
-    tl.store(out_ptr + nc * HWo + offs, best.to(out_ptr.dtype.element_ty), mask=valid)
-    tl.store(win_ptr + nc * HWo + offs, best_p.to(tl.uint8), mask=valid)
+    o = (n * C + cs.to(tl.int64))[:, None] * HWo + offs[None, :]
+    tl.store(out_ptr + o, best.to(out_ptr.dtype.element_ty), mask=tile)
+    tl.store(win_ptr + o, best_p.to(tl.uint8), mask=tile)
 
 
 @triton.jit
@@ -160,9 +177,9 @@ def part_affine_warp_op(features: torch.Tensor, theta: torch.Tensor, masks: torc
     if out.numel():
         off = offsets.contiguous() if offsets is not None else features
         with device_guard(features):
-            _part_affine_warp_forward_kernel[tiles(N * C, Ho * Wo)](
+            _part_affine_warp_forward_kernel[tiles(N * triton.cdiv(C, CHANNEL_CHUNK), Ho * Wo)](
                 features, theta, masks, off, out, winner, C, H, W, P, Ho, Wo, HAS_OFFSETS=offsets is not None,
-                DT=compute_dtype(features.dtype), BLOCK=BLOCK)
+                DT=compute_dtype(features.dtype), CB=CHANNEL_CHUNK, BLOCK=BLOCK)
     return out, winner
 
 

@@ -30,7 +30,8 @@ def tol(dtype):
     dict(N=1, C=3, H=6, W=9, P=10, Ho=5, Wo=4),
     dict(N=2, C=2, H=5, W=6, P=4, far=True),
     dict(N=1, C=2, H=1, W=5, P=2),
-], ids=["small", "resize-P10", "far-outside", "H1"])
+    dict(N=2, C=11, H=4, W=5, P=3),  # two channel chunks of the forward, the second partial
+], ids=["small", "resize-P10", "far-outside", "H1", "C11"])
 @pytest.mark.parametrize("offsets", [True, False])
 def test_part_affine_warp(dtype, case, offsets):
     inputs = warp_inputs(**case, dtype=dtype, offsets=offsets)

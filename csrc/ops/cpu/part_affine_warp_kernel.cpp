@@ -47,16 +47,13 @@ void row_taps(const scalar_t* theta_n, const scalar_t* masks_n, const scalar_t* 
       // the first zero-mask part (when it wins, d out / d mask = its sample);
       // no later zero candidate can win.
       const bool want = mv != acc_t(0) || (for_backward && !have_zero);
-      BilinearCorners<acc_t> c;
-      c.any = false;
-      if (want) {
-        acc_t u, v;
-        affine_location(th + p * 6, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, u, v);
-        c = bilinear_corners(u, v, H, W);
-      }
-      if (mv == acc_t(0) || !c.any) have_zero = true;
-      sampled[i] = c.any;
-      taps[i] = c.any ? bilinear_taps(c) : empty_taps<acc_t>();
+      const BilinearTaps<acc_t> t =
+          want ? location_taps(th + p * 6, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, H, W)
+               : empty_taps<acc_t>();
+      const bool any = t.in[0] || t.in[1] || t.in[2] || t.in[3];
+      if (mv == acc_t(0) || !any) have_zero = true;
+      sampled[i] = any;
+      taps[i] = t;
     }
   }
 }
@@ -69,13 +66,11 @@ void row_taps(const scalar_t* theta_n, const scalar_t* masks_n, const scalar_t* 
 //    mask * 0 is NaN, which wins, so no later part is listed.
 template <typename acc_t>
 struct WarpEntry {
-  int64_t idx[4];            // BilinearTaps::idx (0 for corners outside)
-  acc_t w[4];                // BilinearTaps::w (0 for corners outside)
+  BilinearTaps<acc_t> t;     // the part's taps at the pixel (empty when not sampled)
   acc_t mask;
   acc_t constant;            // the candidate when not sampled
   int32_t part;
   uint8_t kind;              // kAllInside, kSomeInside or kConstant
-  bool in[4];                // BilinearTaps::in
 };
 constexpr uint8_t kAllInside = 0, kSomeInside = 1, kConstant = 2;
 
@@ -95,18 +90,15 @@ inline void warp_pixel_block(const WarpEntry<acc_t>* entries, int64_t count, con
     if (en.kind == kAllInside) {
 #pragma GCC unroll 8
       for (int j = 0; j < B; ++j) {
-        const scalar_t* plane = plane0 + j * plane_stride;
-        cand[j] = en.mask * (en.w[0] * static_cast<acc_t>(plane[en.idx[0]]) +
-                             en.w[1] * static_cast<acc_t>(plane[en.idx[1]]) +
-                             en.w[2] * static_cast<acc_t>(plane[en.idx[2]]) +
-                             en.w[3] * static_cast<acc_t>(plane[en.idx[3]]));
+        acc_t f[4];
+        taps_load_inside(plane0 + j * plane_stride, en.t, f);
+        cand[j] = masked_sample(en.mask, en.t, f);
       }
     } else if (en.kind == kSomeInside) {
       for (int j = 0; j < B; ++j) {
-        const scalar_t* plane = plane0 + j * plane_stride;
-        acc_t s = 0;
-        for (int k = 0; k < 4; ++k) s = s + (en.in[k] ? en.w[k] * static_cast<acc_t>(plane[en.idx[k]]) : acc_t(0));
-        cand[j] = en.mask * s;
+        acc_t f[4];
+        taps_load(plane0 + j * plane_stride, en.t, f);
+        cand[j] = masked_sample(en.mask, en.t, f);
       }
     } else {
       for (int j = 0; j < B; ++j) cand[j] = en.constant;
@@ -177,11 +169,7 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
             en.mask = mask_row[i];
             en.constant = acc_t(0);
             const BilinearTaps<acc_t>& t = taps[i];
-            for (int k = 0; k < 4; ++k) {
-              en.idx[k] = t.idx[k];
-              en.w[k] = t.w[k];
-              en.in[k] = t.in[k];
-            }
+            en.t = t;
             if (mask_row[i] != acc_t(0) && sampled[i]) {
               en.kind = (t.in[0] && t.in[1] && t.in[2] && t.in[3]) ? kAllInside : kSomeInside;
               entries.push_back(en);

@@ -93,12 +93,14 @@ std::tuple<at::Tensor, at::Tensor> part_affines_cpu(const at::Tensor& source_in,
     const scalar_t* tgt = target.data_ptr<scalar_t>();
     scalar_t* th = theta.data_ptr<scalar_t>();
     bool* ok = valid.data_ptr<bool>();
-    at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      double fit[kNumParts * 6];
-      for (int64_t n = begin; n < end; ++n) {
-        pose::part_affines_of_pair(src + n * kNumJoints * 2, tgt + n * kNumJoints * 2, fit,
-                                   ok + n * kNumParts);
-        for (int i = 0; i < kNumParts * 6; ++i) th[n * kNumParts * 6 + i] = static_cast<scalar_t>(fit[i]);
+    // One task per (pair, part), as the CUDA kernel's threads.
+    at::parallel_for(0, N * kNumParts, 1, [&](int64_t begin, int64_t end) {
+      double fit[6];
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t n = i / kNumParts;
+        ok[i] = pose::part_affine_of_pair(src + n * kNumJoints * 2, tgt + n * kNumJoints * 2,
+                                          static_cast<int>(i % kNumParts), fit);
+        for (int k = 0; k < 6; ++k) th[i * 6 + k] = static_cast<scalar_t>(fit[k]);
       }
     });
   });

@@ -52,6 +52,56 @@ __global__ void nn_loss_forward_kernel(const scalar_t* __restrict__ gen,
   }
 }
 
+// The same for a window size K known at compile time (the sizes in use: 1, 3, 5, 7):
+// channels outer, window inner, the K*K running sums in registers, so generated is
+// read once per pixel instead of K*K times. Each position's sum runs over the
+// channels in the same order as above, so both kernels give identical results.
+template <typename scalar_t, typename acc_t, int K>
+__global__ void nn_loss_forward_window_kernel(const scalar_t* __restrict__ gen,
+                                              const scalar_t* __restrict__ tgt,
+                                              scalar_t* __restrict__ dist, int32_t* __restrict__ argmin,
+                                              int64_t N, int64_t C, int64_t H, int64_t W) {
+  const int64_t total = N * H * W;
+  const int64_t HW = H * W;
+  DEFORMGAN_GRID_STRIDE_LOOP(i, total) {
+    const int64_t x = i % W;
+    const int64_t y = (i / W) % H;
+    const int64_t n = i / HW;
+    const scalar_t* g = gen + n * C * HW + y * W + x;
+    const scalar_t* t0 = tgt + n * C * HW;
+    acc_t d[K * K];
+    bool in[K * K];
+DEFORMGAN_UNROLL
+    for (int32_t o = 0; o < K * K; ++o) {
+      int64_t dy, dx;
+      window_offset(o, K, dy, dx);
+      in[o] = window_offset_inside(y, x, dy, dx, H, W);
+      d[o] = acc_t(0);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const acc_t gv = static_cast<acc_t>(g[c * HW]);
+      const scalar_t* tc = t0 + c * HW;
+DEFORMGAN_UNROLL
+      for (int32_t o = 0; o < K * K; ++o) {
+        int64_t dy, dx;
+        window_offset(o, K, dy, dx);
+        if (in[o]) d[o] += abs_diff<acc_t>(static_cast<acc_t>(tc[(y + dy) * W + x + dx]), gv);
+      }
+    }
+    acc_t best = std::numeric_limits<acc_t>::infinity();
+    int32_t best_o = -1;
+DEFORMGAN_UNROLL
+    for (int32_t o = 0; o < K * K; ++o) {
+      if (in[o] && nn_candidate_wins(d[o], best, best_o >= 0)) {
+        best = d[o];
+        best_o = o;
+      }
+    }
+    dist[i] = static_cast<scalar_t>(best);
+    argmin[i] = best_o;
+  }
+}
+
 // One thread per pixel p: the gradient reaches generated at p (owned) and
 // target at the winning q (atomics: several pixels may pick the same q).
 template <typename scalar_t, typename acc_t>
@@ -99,9 +149,18 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cuda(const at::Tensor& generated_in,
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, generated.scalar_type(), "nn_loss_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    nn_loss_forward_kernel<scalar_t, acc_t><<<blocks_for(distance.numel()), kThreads, 0, stream>>>(
-        generated.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(), distance.data_ptr<scalar_t>(),
-        argmin.data_ptr<int32_t>(), N, C, H, W, kernel_size);
+    const auto blocks = blocks_for(distance.numel());
+    const scalar_t* g = generated.data_ptr<scalar_t>();
+    const scalar_t* t = target.data_ptr<scalar_t>();
+    scalar_t* d = distance.data_ptr<scalar_t>();
+    int32_t* a = argmin.data_ptr<int32_t>();
+    switch (kernel_size) {
+      case 1: nn_loss_forward_window_kernel<scalar_t, acc_t, 1><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W); break;
+      case 3: nn_loss_forward_window_kernel<scalar_t, acc_t, 3><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W); break;
+      case 5: nn_loss_forward_window_kernel<scalar_t, acc_t, 5><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W); break;
+      case 7: nn_loss_forward_window_kernel<scalar_t, acc_t, 7><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W); break;
+      default: nn_loss_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W, kernel_size);
+    }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return {distance, argmin};

@@ -17,50 +17,86 @@
 namespace deformgan_ops {
 namespace {
 
-// One thread per output element (n, c, y, x); parts in increasing p.
+// Channels handled by one thread: the taps of a location are computed once per
+// (pixel, part) and reused for kChannelChunk channels (the CPU kernel's layout).
+constexpr int64_t kChannelChunk = 8;
+
+// One thread per (n, channel chunk, output pixel), pixels fastest (coalesced);
+// parts in increasing p, each part's taps once for the chunk's channels.
 template <typename scalar_t, typename acc_t>
 __global__ void part_affine_warp_forward_kernel(
     const scalar_t* __restrict__ feat, const scalar_t* __restrict__ theta,
     const scalar_t* __restrict__ masks, const scalar_t* __restrict__ offsets,
     scalar_t* __restrict__ out, uint8_t* __restrict__ winner, int64_t N, int64_t C, int64_t H,
     int64_t W, int64_t P, int64_t Ho, int64_t Wo) {
-  const int64_t total = N * C * Ho * Wo;
+  const int64_t HWo = Ho * Wo;
+  const int64_t chunks = (C + kChannelChunk - 1) / kChannelChunk;
+  const int64_t total = N * chunks * HWo;
   DEFORMGAN_GRID_STRIDE_LOOP(i, total) {
-    const int64_t x = i % Wo;
-    const int64_t y = (i / Wo) % Ho;
-    const int64_t c = (i / (Wo * Ho)) % C;
-    const int64_t n = i / (Wo * Ho * C);
-    const scalar_t* plane = feat + (n * C + c) * H * W;
+    const int64_t pix = i % HWo;
+    const int64_t chunk = (i / HWo) % chunks;
+    const int64_t n = i / (HWo * chunks);
+    const int64_t x = pix % Wo, y = pix / Wo;
+    const int64_t c0 = chunk * kChannelChunk;
+    const int64_t cn = C - c0 < kChannelChunk ? C - c0 : kChannelChunk;
+    const scalar_t* plane0 = feat + (n * C + c0) * H * W;
     acc_t du = 0, dv = 0;
     if (offsets != nullptr) {
-      du = static_cast<acc_t>(offsets[(n * 2 + 0) * Ho * Wo + y * Wo + x]);
-      dv = static_cast<acc_t>(offsets[(n * 2 + 1) * Ho * Wo + y * Wo + x]);
+      du = static_cast<acc_t>(offsets[(n * 2 + 0) * HWo + pix]);
+      dv = static_cast<acc_t>(offsets[(n * 2 + 1) * HWo + pix]);
     }
-    acc_t best = -std::numeric_limits<acc_t>::infinity();
-    int best_p = 0;
+    acc_t best[kChannelChunk];
+    int best_p[kChannelChunk];
+DEFORMGAN_UNROLL
+    for (int j = 0; j < kChannelChunk; ++j) {
+      best[j] = -std::numeric_limits<acc_t>::infinity();
+      best_p[j] = 0;
+    }
     for (int64_t p = 0; p < P; ++p) {
-      const acc_t m = static_cast<acc_t>(masks[((n * P + p) * Ho + y) * Wo + x]);
-      acc_t cand = acc_t(0);
-      if (m != acc_t(0)) {  // a zero-mask part contributes exactly 0, unsampled
-        acc_t th[6];
-        for (int k = 0; k < 6; ++k) th[k] = static_cast<acc_t>(theta[(n * P + p) * 6 + k]);
-        acc_t u, v;
-        affine_location(th, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, u, v);
-        cand = part_candidate(plane, bilinear_corners(u, v, H, W), m);
+      const acc_t m = static_cast<acc_t>(masks[(n * P + p) * HWo + pix]);
+      if (m == acc_t(0)) {  // a zero-mask part contributes exactly 0, unsampled
+DEFORMGAN_UNROLL
+        for (int j = 0; j < kChannelChunk; ++j) {
+          if (j < cn && candidate_wins(acc_t(0), best[j])) {
+            best[j] = acc_t(0);
+            best_p[j] = static_cast<int>(p);
+          }
+        }
+        continue;
       }
-      if (candidate_wins(cand, best)) {
-        best = cand;
-        best_p = static_cast<int>(p);
+      acc_t th[6];
+      for (int k = 0; k < 6; ++k) th[k] = static_cast<acc_t>(theta[(n * P + p) * 6 + k]);
+      const BilinearTaps<acc_t> t =
+          location_taps(th, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, H, W);
+DEFORMGAN_UNROLL
+      for (int j = 0; j < kChannelChunk; ++j) {
+        if (j < cn) {
+          acc_t f[4];
+          taps_load(plane0 + j * H * W, t, f);
+          const acc_t cand = masked_sample(m, t, f);
+          if (candidate_wins(cand, best[j])) {
+            best[j] = cand;
+            best_p[j] = static_cast<int>(p);
+          }
+        }
       }
     }
-    out[i] = static_cast<scalar_t>(best);
-    winner[i] = static_cast<uint8_t>(best_p);
+    const int64_t o0 = (n * C + c0) * HWo + pix;
+DEFORMGAN_UNROLL
+    for (int j = 0; j < kChannelChunk; ++j) {
+      if (j < cn) {
+        out[o0 + j * HWo] = static_cast<scalar_t>(best[j]);
+        winner[o0 + j * HWo] = static_cast<uint8_t>(best_p[j]);
+      }
+    }
   }
 }
 
-// One thread per output pixel (n, y, x), looping over the channels: it owns
-// grad_masks[n, :, y, x], the location gradients gloc[n, :, :, y, x] and
-// grad_offsets[n, :, y, x], so only the feature gradient needs atomics.
+// One thread per (n, channel chunk, output pixel), as the forward: the thread walks
+// its channels, reuses the taps while the winning part stays the same (the common
+// case), and reduces its chunk's mask / location / offset gradients locally before
+// one atomic add per run of equal winners (per chunk for the offsets). The feature
+// gradient is scattered with atomics.
 template <typename scalar_t, typename acc_t>
 __global__ void part_affine_warp_backward_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ feat,
@@ -69,61 +105,70 @@ __global__ void part_affine_warp_backward_kernel(
     acc_t* __restrict__ gfeat, acc_t* __restrict__ gmask, acc_t* __restrict__ gloc,
     acc_t* __restrict__ goff, int64_t N, int64_t C, int64_t H, int64_t W, int64_t P, int64_t Ho,
     int64_t Wo) {
-  const int64_t total = N * Ho * Wo;
   const int64_t HWo = Ho * Wo;
+  const int64_t chunks = (C + kChannelChunk - 1) / kChannelChunk;
+  const int64_t total = N * chunks * HWo;
   DEFORMGAN_GRID_STRIDE_LOOP(i, total) {
-    const int64_t x = i % Wo;
-    const int64_t y = (i / Wo) % Ho;
-    const int64_t n = i / HWo;
-    const int64_t pix = y * Wo + x;
+    const int64_t pix = i % HWo;
+    const int64_t chunk = (i / HWo) % chunks;
+    const int64_t n = i / (HWo * chunks);
+    const int64_t x = pix % Wo, y = pix / Wo;
+    const int64_t c0 = chunk * kChannelChunk;
+    const int64_t c1 = C - c0 < kChannelChunk ? C : c0 + kChannelChunk;
     acc_t du = 0, dv = 0;
     if (offsets != nullptr) {
       du = static_cast<acc_t>(offsets[(n * 2 + 0) * HWo + pix]);
       dv = static_cast<acc_t>(offsets[(n * 2 + 1) * HWo + pix]);
     }
-    acc_t off_u = 0, off_v = 0;
-    for (int64_t c = 0; c < C; ++c) {
+    int64_t cur_p = -1;  // the part whose taps and partial sums are held
+    BilinearTaps<acc_t> t = empty_taps<acc_t>();
+    acc_t m = 0, sum_mask = 0, sum_u = 0, sum_v = 0, off_u = 0, off_v = 0;
+    const auto flush = [&]() {
+      if (cur_p < 0) return;
+      if (gmask != nullptr) gpuAtomicAdd(gmask + (n * P + cur_p) * HWo + pix, sum_mask);
+      if (gloc != nullptr) {
+        gpuAtomicAdd(gloc + ((n * P + cur_p) * 2 + 0) * HWo + pix, sum_u);
+        gpuAtomicAdd(gloc + ((n * P + cur_p) * 2 + 1) * HWo + pix, sum_v);
+      }
+      sum_mask = sum_u = sum_v = acc_t(0);
+    };
+    for (int64_t c = c0; c < c1; ++c) {
       const int64_t o = (n * C + c) * HWo + pix;
       const acc_t g = static_cast<acc_t>(grad_out[o]);
       if (g == acc_t(0)) continue;
       const int64_t p = winner[o];
-      acc_t th[6];
-      for (int k = 0; k < 6; ++k) th[k] = static_cast<acc_t>(theta[(n * P + p) * 6 + k]);
-      acc_t u, v;
-      affine_location(th, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, u, v);
-      const BilinearCorners<acc_t> cr = bilinear_corners(u, v, H, W);
-      if (!cr.any) continue;  // the sample and all its derivatives are 0
-      const scalar_t* plane = feat + (n * C + c) * H * W;
-      acc_t f[4], w[4];
-      corner_values(plane, cr, f);
-      bilinear_weights(cr, w);
-      const acc_t m = static_cast<acc_t>(masks[(n * P + p) * HWo + pix]);
-      if (gmask != nullptr) {
-        gmask[(n * P + p) * HWo + pix] +=
-            g * mask_grad_sample(m, w[0] * f[0] + w[1] * f[1] + w[2] * f[2] + w[3] * f[3]);
+      if (p != cur_p) {
+        flush();
+        cur_p = p;
+        acc_t th[6];
+        for (int k = 0; k < 6; ++k) th[k] = static_cast<acc_t>(theta[(n * P + p) * 6 + k]);
+        t = location_taps(th, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, H, W);
+        m = static_cast<acc_t>(masks[(n * P + p) * HWo + pix]);
       }
+      if (!(t.in[0] || t.in[1] || t.in[2] || t.in[3])) continue;  // sample and derivatives are 0
+      acc_t f[4];
+      taps_load(feat + (n * C + c) * H * W, t, f);
+      if (gmask != nullptr) sum_mask += g * mask_grad_sample(m, taps_dot(t.w, f));
       if (m == acc_t(0)) continue;  // the candidate of a zero-mask part ignores the sample
       const acc_t gm = g * m;
       if (gfeat != nullptr) {
         acc_t* gplane = gfeat + (n * C + c) * H * W;
         for (int k = 0; k < 4; ++k) {
-          if (cr.idx[k] >= 0) gpuAtomicAdd(gplane + cr.idx[k], gm * w[k]);
+          if (t.in[k]) gpuAtomicAdd(gplane + t.idx[k], gm * t.w[k]);
         }
       }
       if (gloc != nullptr || goff != nullptr) {
-        acc_t ds_du, ds_dv;
-        bilinear_grad_location(cr, f, ds_du, ds_dv);
-        if (gloc != nullptr) {
-          gloc[((n * P + p) * 2 + 0) * HWo + pix] += gm * ds_du;
-          gloc[((n * P + p) * 2 + 1) * HWo + pix] += gm * ds_dv;
-        }
+        const acc_t ds_du = taps_dot(t.du, f), ds_dv = taps_dot(t.dv, f);
+        sum_u += gm * ds_du;
+        sum_v += gm * ds_dv;
         off_u += gm * ds_du;
         off_v += gm * ds_dv;
       }
     }
+    flush();
     if (goff != nullptr) {
-      goff[(n * 2 + 0) * HWo + pix] = off_u;
-      goff[(n * 2 + 1) * HWo + pix] = off_v;
+      gpuAtomicAdd(goff + (n * 2 + 0) * HWo + pix, off_u);
+      gpuAtomicAdd(goff + (n * 2 + 1) * HWo + pix, off_v);
     }
   }
 }
@@ -175,7 +220,8 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cuda(const at::Tensor& featu
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(),
                                   "part_affine_warp_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    part_affine_warp_forward_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
+    const int64_t threads = N * ((C + kChannelChunk - 1) / kChannelChunk) * Ho * Wo;
+    part_affine_warp_forward_kernel<scalar_t, acc_t><<<blocks_for(threads), kThreads, 0, stream>>>(
         features.data_ptr<scalar_t>(), theta.data_ptr<scalar_t>(), masks.data_ptr<scalar_t>(),
         has_offsets ? offsets.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
         winner.data_ptr<uint8_t>(), N, C, H, W, P, Ho, Wo);
@@ -196,8 +242,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
   const bool need_features = output_mask[0], need_theta = output_mask[1],
              need_masks = output_mask[2], need_offsets = output_mask[3] && has_offsets;
-  if (need_features) {
-    // The feature gradient is scattered with atomics: its summation order varies.
+  if (need_features || ((need_masks || need_theta || need_offsets) && C > kChannelChunk)) {
+    // The feature gradient is scattered with atomics, and so are the per-chunk sums of
+    // the others when there is more than one chunk: their summation order varies.
     at::globalContext().alertNotDeterministic("deformgan_ops::_part_affine_warp_backward (CUDA)");
   }
   const at::Tensor grad_output = grad_output_in.to(features_in.scalar_type()).contiguous();
@@ -220,7 +267,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(),
                                     "part_affine_warp_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
-      const int64_t total = N * Ho * Wo;
+      const int64_t total = N * ((C + kChannelChunk - 1) / kChannelChunk) * Ho * Wo;
       part_affine_warp_backward_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
           grad_output.data_ptr<scalar_t>(), features.data_ptr<scalar_t>(),
           theta.data_ptr<scalar_t>(), masks.data_ptr<scalar_t>(),

@@ -16,37 +16,37 @@ namespace {
 using pose::kNumJoints;
 using pose::kNumParts;
 
-// One thread per output row (n, part, y): the part's shape, the row's bounds,
-// then the row's columns.
+// One thread per output element (n, part, y, x), x fastest: coalesced stores. Each
+// thread rebuilds its part's shape and row bounds (a few dozen flops, cheaper than
+// the strided stores of a thread per row).
 template <typename scalar_t>
 __global__ void part_masks_kernel(const scalar_t* __restrict__ kp, const bool* __restrict__ on,
-                                  scalar_t* __restrict__ out, int64_t rows, int64_t height,
+                                  scalar_t* __restrict__ out, int64_t total, int64_t height,
                                   int64_t width, scalar_t scale) {
-  DEFORMGAN_GRID_STRIDE_LOOP(i, rows) {
-    const int64_t y = i % height;
-    const int64_t j = i / height;  // n * kNumParts + part
+  DEFORMGAN_GRID_STRIDE_LOOP(i, total) {
+    const int64_t x = i % width;
+    const int64_t y = (i / width) % height;
+    const int64_t j = i / (width * height);  // n * kNumParts + part
     const int64_t n = j / kNumParts;
     const int part = static_cast<int>(j % kNumParts);
     const bool part_on = on == nullptr || on[j];
     const auto shape = pose::make_mask_shape<scalar_t>(kp + n * kNumJoints * 2, part, scale, part_on);
-    const auto r = pose::mask_row(shape, y);
-    scalar_t* row = out + i * width;
-    for (int64_t x = 0; x < width; ++x) {
-      const bool inside = shape.kind == 1 || (shape.kind > 1 && pose::mask_inside(shape, r, x));
-      row[x] = inside ? scalar_t(1) : scalar_t(0);
-    }
+    bool inside = shape.kind == 1;
+    if (shape.kind > 1) inside = pose::mask_inside(shape, pose::mask_row(shape, y), x);
+    out[i] = inside ? scalar_t(1) : scalar_t(0);
   }
 }
 
-// One thread per pose pair.
+// One thread per (pose pair, part): ten independent fits per pair run side by side.
 template <typename scalar_t>
 __global__ void part_affines_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ tgt,
                                     scalar_t* __restrict__ theta, bool* __restrict__ valid, int64_t N) {
-  DEFORMGAN_GRID_STRIDE_LOOP(n, N) {
-    double fit[kNumParts * 6];
-    pose::part_affines_of_pair(src + n * kNumJoints * 2, tgt + n * kNumJoints * 2, fit,
-                               valid + n * kNumParts);
-    for (int i = 0; i < kNumParts * 6; ++i) theta[n * kNumParts * 6 + i] = static_cast<scalar_t>(fit[i]);
+  DEFORMGAN_GRID_STRIDE_LOOP(i, N * kNumParts) {
+    const int64_t n = i / kNumParts;
+    const int part = static_cast<int>(i % kNumParts);
+    double fit[6];
+    valid[i] = pose::part_affine_of_pair(src + n * kNumJoints * 2, tgt + n * kNumJoints * 2, part, fit);
+    for (int k = 0; k < 6; ++k) theta[i * 6 + k] = static_cast<scalar_t>(fit[k]);
   }
 }
 
@@ -58,12 +58,12 @@ void part_masks_cuda_impl(const at::Tensor& keypoints_in, double scale,
   const at::Tensor keypoints = keypoints_in.contiguous();
   const bool has_enabled = enabled_in.has_value() && enabled_in->defined();
   const at::Tensor enabled = has_enabled ? enabled_in->contiguous() : at::Tensor();
-  const int64_t rows = output.size(0) * output.size(1) * output.size(2);
+  const int64_t total = output.numel();
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(keypoints.scalar_type(), "part_masks_cuda", [&] {
-    part_masks_kernel<scalar_t><<<blocks_for(rows), kThreads, 0, stream>>>(
+    part_masks_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
         keypoints.data_ptr<scalar_t>(), has_enabled ? enabled.data_ptr<bool>() : nullptr,
-        output.data_ptr<scalar_t>(), rows, output.size(2), output.size(3), static_cast<scalar_t>(scale));
+        output.data_ptr<scalar_t>(), total, output.size(2), output.size(3), static_cast<scalar_t>(scale));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -80,7 +80,7 @@ std::tuple<at::Tensor, at::Tensor> part_affines_cuda(const at::Tensor& source_in
   if (N == 0) return {theta, valid};
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(source.scalar_type(), "part_affines_cuda", [&] {
-    part_affines_kernel<scalar_t><<<blocks_for(N), kThreads, 0, stream>>>(
+    part_affines_kernel<scalar_t><<<blocks_for(N * kNumParts), kThreads, 0, stream>>>(
         source.data_ptr<scalar_t>(), target.data_ptr<scalar_t>(), theta.data_ptr<scalar_t>(),
         valid.data_ptr<bool>(), N);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
