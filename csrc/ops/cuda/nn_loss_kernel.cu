@@ -9,6 +9,7 @@
 
 #include <array>
 #include <limits>
+#include <type_traits>
 
 #include "../checks.h"
 #include "../nn_loss_math.h"
@@ -17,9 +18,14 @@
 namespace deformgan_ops {
 namespace {
 
-// One thread per pixel (n, y, x): the window in row-major order, the channel
-// sum per window position, the first strict minimum. No k*k copies.
-template <typename scalar_t, typename acc_t>
+// One thread per pixel (n, y, x): the window in row-major order, the channel sum per
+// window position, the first strict minimum. No k*k copies. For a window size K known
+// at compile time (the sizes in use: 1, 3, 5, 7) the channels run outer and the K*K
+// running sums stay in registers, so generated is read once per pixel instead of K*K
+// times; K = 0 takes the size k at run time and sums one window position at a time.
+// Either way each position's sum runs over the channels in the same order, so the
+// results are identical.
+template <typename scalar_t, typename acc_t, int K>
 __global__ void nn_loss_forward_kernel(const scalar_t* __restrict__ gen,
                                        const scalar_t* __restrict__ tgt,
                                        scalar_t* __restrict__ dist, int32_t* __restrict__ argmin,
@@ -31,70 +37,50 @@ __global__ void nn_loss_forward_kernel(const scalar_t* __restrict__ gen,
     const int64_t y = (i / W) % H;
     const int64_t n = i / HW;
     const scalar_t* g = gen + n * C * HW + y * W + x;
+    const scalar_t* t0 = tgt + n * C * HW;
     acc_t best = std::numeric_limits<acc_t>::infinity();
     int32_t best_o = -1;  // set by the first window position inside the image
-    for (int32_t o = 0; o < k * k; ++o) {
-      int64_t dy, dx;
-      window_offset(o, k, dy, dx);
-      if (!window_offset_inside(y, x, dy, dx, H, W)) continue;
-      const scalar_t* t = tgt + n * C * HW + (y + dy) * W + x + dx;
-      acc_t d = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        d += abs_diff<acc_t>(static_cast<acc_t>(t[c * HW]), static_cast<acc_t>(g[c * HW]));
-      }
-      if (nn_candidate_wins(d, best, best_o >= 0)) {
-        best = d;
-        best_o = o;
-      }
-    }
-    dist[i] = static_cast<scalar_t>(best);
-    argmin[i] = best_o;
-  }
-}
-
-// The same for a window size K known at compile time (the sizes in use: 1, 3, 5, 7):
-// channels outer, window inner, the K*K running sums in registers, so generated is
-// read once per pixel instead of K*K times. Each position's sum runs over the
-// channels in the same order as above, so both kernels give identical results.
-template <typename scalar_t, typename acc_t, int K>
-__global__ void nn_loss_forward_window_kernel(const scalar_t* __restrict__ gen,
-                                              const scalar_t* __restrict__ tgt,
-                                              scalar_t* __restrict__ dist, int32_t* __restrict__ argmin,
-                                              int64_t N, int64_t C, int64_t H, int64_t W) {
-  const int64_t total = N * H * W;
-  const int64_t HW = H * W;
-  DEFORMGAN_GRID_STRIDE_LOOP(i, total) {
-    const int64_t x = i % W;
-    const int64_t y = (i / W) % H;
-    const int64_t n = i / HW;
-    const scalar_t* g = gen + n * C * HW + y * W + x;
-    const scalar_t* t0 = tgt + n * C * HW;
-    acc_t d[K * K];
-    bool in[K * K];
-DEFORMGAN_UNROLL
-    for (int32_t o = 0; o < K * K; ++o) {
-      int64_t dy, dx;
-      window_offset(o, K, dy, dx);
-      in[o] = window_offset_inside(y, x, dy, dx, H, W);
-      d[o] = acc_t(0);
-    }
-    for (int64_t c = 0; c < C; ++c) {
-      const acc_t gv = static_cast<acc_t>(g[c * HW]);
-      const scalar_t* tc = t0 + c * HW;
+    if constexpr (K > 0) {
+      acc_t d[K * K];
+      bool in[K * K];
 DEFORMGAN_UNROLL
       for (int32_t o = 0; o < K * K; ++o) {
         int64_t dy, dx;
         window_offset(o, K, dy, dx);
-        if (in[o]) d[o] += abs_diff<acc_t>(static_cast<acc_t>(tc[(y + dy) * W + x + dx]), gv);
+        in[o] = window_offset_inside(y, x, dy, dx, H, W);
+        d[o] = acc_t(0);
       }
-    }
-    acc_t best = std::numeric_limits<acc_t>::infinity();
-    int32_t best_o = -1;
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t gv = static_cast<acc_t>(g[c * HW]);
+        const scalar_t* tc = t0 + c * HW;
 DEFORMGAN_UNROLL
-    for (int32_t o = 0; o < K * K; ++o) {
-      if (in[o] && nn_candidate_wins(d[o], best, best_o >= 0)) {
-        best = d[o];
-        best_o = o;
+        for (int32_t o = 0; o < K * K; ++o) {
+          int64_t dy, dx;
+          window_offset(o, K, dy, dx);
+          if (in[o]) d[o] += abs_diff<acc_t>(static_cast<acc_t>(tc[(y + dy) * W + x + dx]), gv);
+        }
+      }
+DEFORMGAN_UNROLL
+      for (int32_t o = 0; o < K * K; ++o) {
+        if (in[o] && nn_candidate_wins(d[o], best, best_o >= 0)) {
+          best = d[o];
+          best_o = o;
+        }
+      }
+    } else {
+      for (int32_t o = 0; o < k * k; ++o) {
+        int64_t dy, dx;
+        window_offset(o, k, dy, dx);
+        if (!window_offset_inside(y, x, dy, dx, H, W)) continue;
+        const scalar_t* t = t0 + (y + dy) * W + x + dx;
+        acc_t d = 0;
+        for (int64_t c = 0; c < C; ++c) {
+          d += abs_diff<acc_t>(static_cast<acc_t>(t[c * HW]), static_cast<acc_t>(g[c * HW]));
+        }
+        if (nn_candidate_wins(d, best, best_o >= 0)) {
+          best = d;
+          best_o = o;
+        }
       }
     }
     dist[i] = static_cast<scalar_t>(best);
@@ -154,12 +140,17 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cuda(const at::Tensor& generated_in,
     const scalar_t* t = target.data_ptr<scalar_t>();
     scalar_t* d = distance.data_ptr<scalar_t>();
     int32_t* a = argmin.data_ptr<int32_t>();
+    const auto launch = [&](auto window) {
+      constexpr int K = decltype(window)::value;
+      nn_loss_forward_kernel<scalar_t, acc_t, K><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W,
+                                                                                 kernel_size);
+    };
     switch (kernel_size) {
-      case 1: nn_loss_forward_window_kernel<scalar_t, acc_t, 1><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W); break;
-      case 3: nn_loss_forward_window_kernel<scalar_t, acc_t, 3><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W); break;
-      case 5: nn_loss_forward_window_kernel<scalar_t, acc_t, 5><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W); break;
-      case 7: nn_loss_forward_window_kernel<scalar_t, acc_t, 7><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W); break;
-      default: nn_loss_forward_kernel<scalar_t, acc_t><<<blocks, kThreads, 0, stream>>>(g, t, d, a, N, C, H, W, kernel_size);
+      case 1: launch(std::integral_constant<int, 1>{}); break;
+      case 3: launch(std::integral_constant<int, 3>{}); break;
+      case 5: launch(std::integral_constant<int, 5>{}); break;
+      case 7: launch(std::integral_constant<int, 7>{}); break;
+      default: launch(std::integral_constant<int, 0>{});
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
