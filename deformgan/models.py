@@ -145,8 +145,9 @@ class Generator(nn.Module):
         n = src.shape[0]
         geo = dict(source_heatmaps=heat[:n], target_heatmaps=heat[n:])
         if self.variant in ("parts", "parts+offsets"):
-            theta, valid = P.part_affines(src, tgt)
-            masks = {lv: P.part_masks(tgt, H >> lv, W >> lv, scale=float(1 << lv), enabled=valid)
+            theta, valid = P.part_affines(src, tgt, backend=self.ops_backend)
+            masks = {lv: P.part_masks(tgt, H >> lv, W >> lv, scale=float(1 << lv), enabled=valid,
+                                      backend=self.ops_backend)
                      for lv in WARPED_LEVELS}
         elif self.variant == "global":
             theta, valid = P.global_affine(src, tgt)

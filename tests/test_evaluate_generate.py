@@ -153,3 +153,22 @@ def test_a_target_pose_with_no_usable_joint_is_refused_not_a_grey_image(trained,
                            "--out", str(tmp_path / "o.png")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "no usable joint" in proc.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_reposer_passes_the_source_and_target_poses_in_order(trained, monkeypatch):
+    """Bug caught (issue 16): generate with the source and target poses swapped."""
+    data, ckpt, _ = trained
+    ann = read_annotations(os.path.join(data, "annotations-test.csv"))
+    (a, kp_a), (b, kp_b) = list(ann.items())[:2]
+    r = GEN.Reposer(ckpt, device="cpu")
+    seen = {}
+
+    def fake_generator(x, src, tgt):
+        seen.update(src=src.clone(), tgt=tgt.clone(), x=x.clone())
+        return x  # the source image itself
+
+    monkeypatch.setattr(r, "generator", fake_generator)
+    out = r.generate(os.path.join(data, "bounding_box_test", a), kp_b, source_keypoints=kp_a)
+    assert torch.equal(seen["src"][0], kp_a) and torch.equal(seen["tgt"][0], kp_b)
+    src_img = np.asarray(Image.open(os.path.join(data, "bounding_box_test", a)).convert("RGB"))
+    assert np.abs(out.astype(int) - src_img.astype(int)).max() <= 1  # [-1, 1] -> uint8 round trip
