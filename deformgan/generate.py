@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -145,11 +145,24 @@ class Reposer:
             th, tw = target_size
             tgt_kp = torch.where(P.missing(tgt_kp).unsqueeze(-1), tgt_kp,
                                  tgt_kp * torch.tensor([self.width / tw, self.height / th]))
-        for what, kp in (("target", tgt_kp), ("source", src_kp)):
-            check_usable_pose(kp, self.height, self.width, what)
-        x = torch.from_numpy(np.asarray(img, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
-        out = self.generator(x.to(self.device), src_kp[None], tgt_kp[None])[0]
-        return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        check_usable_pose(tgt_kp, self.height, self.width, "target")
+        return self.generate_batch(img, src_kp, tgt_kp[None])[0]
+
+    @torch.no_grad()
+    def generate_batch(self, image: Image.Image, source_keypoints: torch.Tensor,
+                       target_keypoints: torch.Tensor) -> List[np.ndarray]:
+        """One source in several target poses, in one batch: ``image`` at the model's
+        size with its keypoints ``[18, 2]``, targets ``[B, 18, 2]`` in the model's
+        pixels; returns B ``H x W x 3`` uint8 images."""
+        check_usable_pose(source_keypoints, self.height, self.width, "source")
+        for i, kp in enumerate(target_keypoints):
+            check_usable_pose(kp, self.height, self.width, "target" if len(target_keypoints) == 1 else f"target #{i}")
+        B = len(target_keypoints)
+        x = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+        out = self.generator(x.to(self.device).expand(B, -1, -1, -1), source_keypoints.float()[None].expand(B, -1, -1),
+                             target_keypoints.float())
+        arr = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return list(arr)
 
 
 def main(argv=None) -> int:

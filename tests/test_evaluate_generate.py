@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+import deformgan.pose
 from deformgan import checkpoint as C
 from deformgan import generate as GEN
 from deformgan import train as T
@@ -172,3 +173,136 @@ def test_reposer_passes_the_source_and_target_poses_in_order(trained, monkeypatc
     assert torch.equal(seen["src"][0], kp_a) and torch.equal(seen["tgt"][0], kp_b)
     src_img = np.asarray(Image.open(os.path.join(data, "bounding_box_test", a)).convert("RGB"))
     assert np.abs(out.astype(int) - src_img.astype(int)).max() <= 1  # [-1, 1] -> uint8 round trip
+
+
+def test_carry_missing_joints_takes_the_previous_frame():
+    from deformgan.animate import carry_missing_joints
+    seq = torch.arange(3 * 18 * 2, dtype=torch.float32).reshape(3, 18, 2)
+    seq[1, 4] = -1           # missing in frame 1: frame 0's
+    seq[1, 5] = -1
+    seq[2, 5] = -1           # missing in frames 1 and 2: frame 0's, carried twice
+    seq[0, 7] = -1           # missing from the first frame: stays missing there
+    out = carry_missing_joints(seq)
+    assert torch.equal(out[1, 4], seq[0, 4]) and torch.equal(out[2, 5], seq[0, 5])
+    assert (out[0, 7] == -1).all() and torch.equal(out[1, 7], seq[1, 7])
+    assert torch.equal(out[2, 0], seq[2, 0])
+
+
+def test_animate_cli_json_csv_panel_and_errors(trained, tmp_path):
+    data, ckpt, _ = trained
+    ann = read_annotations(os.path.join(data, "annotations-test.csv"))
+    names = list(ann)
+    src = os.path.join(data, "bounding_box_test", names[0])
+    kp = ann[names[0]]
+    src_kp = f"{[int(v) for v in kp[:, 1]]}:{[int(v) for v in kp[:, 0]]}"
+    poses = [ann[names[i % len(names)]].tolist() for i in (1, 2, 3)]
+    poses[1][3] = [-1, -1]  # carried from the previous frame
+    pj = tmp_path / "poses.json"
+    pj.write_text(json.dumps([poses[0], {"keypoints": poses[1]},
+                              {"x": [p[0] for p in poses[2]], "y": [p[1] for p in poses[2]]}]))
+    base = [sys.executable, "-m", "deformgan.animate", "--checkpoint", ckpt, "--source", src,
+            "--source-keypoints", src_kp]
+    gif = tmp_path / "a.gif"
+    proc = subprocess.run(base + ["--poses", str(pj), "--out", str(gif), "--fps", "5", "--batch-size", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with Image.open(gif) as im:
+        assert im.n_frames == 3 and im.size == (64, 128) and im.info["duration"] == 200
+    # the annotation CSV, rows in order, with the panel
+    csv = tmp_path / "poses.csv"
+    lines = open(os.path.join(data, "annotations-test.csv")).read().splitlines()
+    csv.write_text("\n".join(lines[:5]) + "\n")
+    gif2 = tmp_path / "b.gif"
+    proc = subprocess.run(base + ["--poses", str(csv), "--out", str(gif2), "--panel"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with Image.open(gif2) as im:
+        assert im.n_frames == len(lines[1:5]) and im.size == (3 * 64, 128)
+    # MP4 through the installed writer, or a clear refusal
+    from deformgan.animate import mp4_writer_name
+    mp4 = tmp_path / "c.mp4"
+    proc = subprocess.run(base + ["--poses", str(pj), "--out", str(mp4)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    if mp4_writer_name():
+        assert proc.returncode == 0 and mp4.stat().st_size > 0 and f"({mp4_writer_name()})" in proc.stderr
+    else:
+        assert proc.returncode == 2 and "GIF output" in proc.stderr
+    # errors: a malformed pose list, a pose with no usable joint, a bad extension
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([[[1, 2]] * 17]))
+    proc = subprocess.run(base + ["--poses", str(bad), "--out", str(tmp_path / "x.gif")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "bad.json[0]: expected 18 (x, y) joints" in proc.stderr
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps([poses[0], [[-1, -1]] * 18]))
+    proc = subprocess.run(base + ["--poses", str(empty), "--out", str(tmp_path / "y.gif")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, "the empty second pose is the first pose carried over"
+    proc = subprocess.run(base + ["--poses", str(pj), "--out", str(tmp_path / "z.avi")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--out must end in .gif or .mp4" in proc.stderr
+    assert not (tmp_path / "z.avi").exists()
+
+
+def test_animate_a_folder_of_frames_finds_their_poses(trained, tmp_path, monkeypatch):
+    """The folder form runs the pose model on each frame (a stand-in model here: the
+    YOLO weights are not on this machine) and scales the poses from the frames' size."""
+    from deformgan import animate as A
+    data, ckpt, _ = trained
+    ann = read_annotations(os.path.join(data, "annotations-test.csv"))
+    names = list(ann)[:3]
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, n in enumerate(names):  # the frames at twice the model's size
+        Image.open(os.path.join(data, "bounding_box_test", n)).resize((128, 256)).save(frames / f"{i:03d}.png")
+    r = GEN.Reposer(ckpt, device="cpu")
+    found = iter([ann[n] * 2 for n in names])
+    monkeypatch.setattr(r, "keypoints_of", lambda img, name="": next(found))
+    seen = []
+    real = r.generate_batch
+    monkeypatch.setattr(r, "generate_batch", lambda img, s, t: (seen.append(t.clone()), real(img, s, t))[1])
+    res = A.animate(ckpt, os.path.join(data, "bounding_box_test", names[0]), str(frames), str(tmp_path / "f.gif"),
+                    source_keypoints=ann[names[0]], reposer=r, progress=False)
+    assert res["frames"] == 3
+    got = torch.cat(seen)
+    want = A.carry_missing_joints(torch.stack([ann[n] for n in names]))
+    present = ~deformgan.pose.missing(want)
+    torch.testing.assert_close(got[present], want[present])
+
+
+REAL = os.path.join(ROOT, "..", "shared", "data", "market", "real")
+if not os.path.isdir(REAL):
+    REAL = "/work/shared/data/market/real"
+
+
+def test_real_photos_through_generation_animation_and_evaluation(trained, tmp_path):
+    """The two real Market-1501 JPEGs of one person (../shared/data/market/real) with
+    their real keypoints: re-pose one into the other's pose, animate it along both
+    poses, and score the result in the folder mode."""
+    from skimage.metrics import structural_similarity
+
+    from deformgan.animate import animate
+    from deformgan.evaluate import evaluate_folder
+    _, ckpt, _ = trained
+    ann_path = os.path.join(os.path.dirname(REAL), "market-annotation-train.csv")
+    ann = read_annotations(ann_path)
+    a, b = "0011_c6s4_002502_01.jpg", "0011_c6s4_002527_01.jpg"
+    r = GEN.Reposer(ckpt, device="cpu")
+    out = r.generate(os.path.join(REAL, a), ann[b], source_keypoints=ann[a])
+    assert out.shape == (128, 64, 3) and out.dtype == np.uint8
+    gen_dir = tmp_path / "gen"
+    gen_dir.mkdir()
+    Image.fromarray(out).save(gen_dir / f"{a[:-4]}___{b[:-4]}.png")
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text(f"from,to\n{a},{b}\n")
+    res = evaluate_folder(str(gen_dir), REAL, str(tmp_path / "eval"), ann_path, str(pairs), inception_weights="none",
+                          alexnet_weights="none", pose_weights="none", progress=False)
+    tgt = np.asarray(Image.open(os.path.join(REAL, b)).convert("RGB"))
+    ref = structural_similarity(out, tgt, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                channel_axis=-1, data_range=float(out.max()) - float(out.min()))
+    assert res["pairs"] == 1 and res["ssim"] == pytest.approx(ref, abs=1e-9)
+    poses = tmp_path / "poses.json"
+    poses.write_text(json.dumps([ann[a].tolist(), ann[b].tolist()]))
+    res = animate(ckpt, os.path.join(REAL, a), str(poses), str(tmp_path / "real.gif"), source_keypoints=ann[a],
+                  panel=True, reposer=r, progress=False)
+    assert res["frames"] == 2 and res["size"] == [128, 3 * 64]
