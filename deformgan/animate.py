@@ -60,8 +60,9 @@ def _pose_from_json(item, where: str) -> torch.Tensor:
 
 
 def read_poses(poses: str, reposer: Optional[Reposer] = None, progress: bool = True):
-    """The pose sequence ``[T, 18, 2]`` of a CSV, a JSON list or a folder of frames, and
-    the size (H, W) of the frames' images when they are known (folder), else None."""
+    """The pose sequence ``[T, 18, 2]`` of a CSV, a JSON list or a folder of frames, the
+    size (H, W) of the frames' images when they are known (folder), else None, and the
+    frames skipped because no person was found in them (named, in order)."""
     from tqdm import tqdm
 
     if os.path.isdir(poses):
@@ -71,7 +72,7 @@ def read_poses(poses: str, reposer: Optional[Reposer] = None, progress: bool = T
             raise FileNotFoundError(f"--poses: no images in the folder {poses}")
         if reposer is None:
             raise ValueError("a folder of frames needs a Reposer (its pose model) to find the poses")
-        out, size = [], None
+        out, size, skipped = [], None, []
         for f in tqdm(frames, desc="poses", unit="frame", disable=not progress):
             img = reposer.load_image(os.path.join(poses, f))
             if size is None:
@@ -79,8 +80,13 @@ def read_poses(poses: str, reposer: Optional[Reposer] = None, progress: bool = T
             elif (img.size[1], img.size[0]) != size:
                 raise ValueError(f"--poses: frame {f} is {img.size[0]}x{img.size[1]}, the first frame "
                                  f"{size[1]}x{size[0]} (WxH); the frames of a sequence share one size")
-            out.append(reposer.keypoints_of(img, f"frame {f}"))
-        return torch.stack(out), size
+            try:
+                out.append(reposer.keypoints_of(img, f"frame {f}"))
+            except NoPersonFound:
+                skipped.append(f)
+        if not out:
+            raise NoPersonFound(f"--poses: no person found in any of the {len(frames)} frames of {poses}")
+        return torch.stack(out), size, skipped
     if not os.path.isfile(poses):
         raise FileNotFoundError(f"--poses: no such file or folder {poses}")
     if poses.lower().endswith(".csv"):
@@ -88,7 +94,7 @@ def read_poses(poses: str, reposer: Optional[Reposer] = None, progress: bool = T
         rows = list(read_annotations(poses).values())
         if not rows:
             raise PoseFileError(f"{poses}: no pose rows")
-        return torch.stack(rows), None
+        return torch.stack(rows), None, []
     try:
         with open(poses) as fh:
             data = json.load(fh)
@@ -96,7 +102,7 @@ def read_poses(poses: str, reposer: Optional[Reposer] = None, progress: bool = T
         raise PoseFileError(f"{poses}: not valid JSON ({exc})") from exc
     if not isinstance(data, list) or not data:
         raise PoseFileError(f"{poses}: expected a non-empty JSON list of poses")
-    return torch.stack([_pose_from_json(item, f"{poses}[{i}]") for i, item in enumerate(data)]), None
+    return torch.stack([_pose_from_json(item, f"{poses}[{i}]") for i, item in enumerate(data)]), None, []
 
 
 def mp4_writer_name() -> Optional[str]:
@@ -169,8 +175,13 @@ def animate(checkpoint: str, source: str, poses: str, out: str, source_keypoints
     if ext == ".mp4" and mp4_writer_name() is None:
         raise RuntimeError("MP4 needs OpenCV (pip install opencv-python) or imageio-ffmpeg; "
                            "GIF output (--out X.gif) always works")
+    from .generate import check_writable
+    check_writable(out)
     r = reposer or Reposer(checkpoint, device=device, pose_weights=pose_weights)
-    seq, frame_size = read_poses(poses, r, progress)
+    seq, frame_size, skipped = read_poses(poses, r, progress)
+    if skipped:
+        print(f"[deformgan.animate] warning: no person found in {len(skipped)} frame(s), skipped: "
+              + ", ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""), file=sys.stderr)
     size = tuple(pose_size) if pose_size else (frame_size or (r.height, r.width))
     seq = carry_missing_joints(seq)
     if size != (r.height, r.width):
@@ -190,7 +201,8 @@ def animate(checkpoint: str, source: str, poses: str, out: str, source_keypoints
             else:
                 frames.append(g)
     writer = write_video(frames, out, fps)
-    return {"frames": len(frames), "out": out, "writer": writer, "size": list(frames[0].shape[:2])}
+    return {"frames": len(frames), "out": out, "writer": writer, "size": list(frames[0].shape[:2]),
+            "skipped_frames": skipped}
 
 
 def main(argv=None) -> int:

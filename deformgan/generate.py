@@ -149,20 +149,41 @@ class Reposer:
         return self.generate_batch(img, src_kp, tgt_kp[None])[0]
 
     @torch.no_grad()
-    def generate_batch(self, image: Image.Image, source_keypoints: torch.Tensor,
+    def generate_batch(self, image, source_keypoints: torch.Tensor,
                        target_keypoints: torch.Tensor) -> List[np.ndarray]:
-        """One source in several target poses, in one batch: ``image`` at the model's
-        size with its keypoints ``[18, 2]``, targets ``[B, 18, 2]`` in the model's
-        pixels; returns B ``H x W x 3`` uint8 images."""
-        check_usable_pose(source_keypoints, self.height, self.width, "source")
-        for i, kp in enumerate(target_keypoints):
-            check_usable_pose(kp, self.height, self.width, "target" if len(target_keypoints) == 1 else f"target #{i}")
+        """Several target poses in one batch, of one source (``image`` a PIL image,
+        ``source_keypoints`` ``[18, 2]``) or of one source each (``image`` a list of B
+        images, ``source_keypoints`` ``[B, 18, 2]``); images at the model's size (see
+        :meth:`generate` for other sizes), targets ``[B, 18, 2]`` in the model's pixels.
+        Returns B ``H x W x 3`` uint8 images. Used by animate and reid_augment."""
         B = len(target_keypoints)
-        x = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
-        out = self.generator(x.to(self.device).expand(B, -1, -1, -1), source_keypoints.float()[None].expand(B, -1, -1),
-                             target_keypoints.float())
+        images = list(image) if isinstance(image, (list, tuple)) else [image]
+        skp = source_keypoints.float().reshape(-1, 18, 2)
+        if len(images) not in (1, B) or skp.shape[0] not in (1, B):
+            raise ValueError(f"generate_batch: {len(images)} images and {skp.shape[0]} source poses for {B} "
+                             "targets (give one source, or one per target)")
+        for i, kp in enumerate(skp):
+            check_usable_pose(kp, self.height, self.width, "source" if len(skp) == 1 else f"source #{i}")
+        for i, kp in enumerate(target_keypoints):
+            check_usable_pose(kp, self.height, self.width, "target" if B == 1 else f"target #{i}")
+        x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images])
+        x = (x / 127.5 - 1).to(self.device).expand(B, -1, -1, -1)
+        out = self.generator(x, skp.expand(B, -1, -1), target_keypoints.float())
         arr = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return list(arr)
+
+
+def check_writable(path: str, what: str = "--out") -> None:
+    """Fail before any work when ``path`` cannot be written (its folder is created)."""
+    folder = os.path.dirname(os.path.abspath(path)) if not os.path.isdir(path) else path
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".deformgan-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def main(argv=None) -> int:

@@ -238,6 +238,11 @@ def test_animate_cli_json_csv_panel_and_errors(trained, tmp_path):
     proc = subprocess.run(base + ["--poses", str(empty), "--out", str(tmp_path / "y.gif")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, "the empty second pose is the first pose carried over"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    proc = subprocess.run(base + ["--poses", str(pj), "--out", str(blocker / "a.gif")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "cannot write there" in proc.stderr
     proc = subprocess.run(base + ["--poses", str(pj), "--out", str(tmp_path / "z.avi")], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "--out must end in .gif or .mp4" in proc.stderr
@@ -256,14 +261,22 @@ def test_animate_a_folder_of_frames_finds_their_poses(trained, tmp_path, monkeyp
     for i, n in enumerate(names):  # the frames at twice the model's size
         Image.open(os.path.join(data, "bounding_box_test", n)).resize((128, 256)).save(frames / f"{i:03d}.png")
     r = GEN.Reposer(ckpt, device="cpu")
-    found = iter([ann[n] * 2 for n in names])
-    monkeypatch.setattr(r, "keypoints_of", lambda img, name="": next(found))
+    (frames / "999.png").write_bytes((frames / "000.png").read_bytes())  # a frame with nobody in it
+    found = iter([ann[n] * 2 for n in names] + [None])
+
+    def keypoints_of(img, name=""):
+        kp = next(found)
+        if kp is None:
+            raise GEN.NoPersonFound(f"no person found in {name}")
+        return kp
+
+    monkeypatch.setattr(r, "keypoints_of", keypoints_of)
     seen = []
     real = r.generate_batch
     monkeypatch.setattr(r, "generate_batch", lambda img, s, t: (seen.append(t.clone()), real(img, s, t))[1])
     res = A.animate(ckpt, os.path.join(data, "bounding_box_test", names[0]), str(frames), str(tmp_path / "f.gif"),
                     source_keypoints=ann[names[0]], reposer=r, progress=False)
-    assert res["frames"] == 3
+    assert res["frames"] == 3 and res["skipped_frames"] == ["999.png"]
     got = torch.cat(seen)
     want = A.carry_missing_joints(torch.stack([ann[n] for n in names]))
     present = ~deformgan.pose.missing(want)
@@ -306,3 +319,70 @@ def test_real_photos_through_generation_animation_and_evaluation(trained, tmp_pa
     res = animate(ckpt, os.path.join(REAL, a), str(poses), str(tmp_path / "real.gif"), source_keypoints=ann[a],
                   panel=True, reposer=r, progress=False)
     assert res["frames"] == 2 and res["size"] == [128, 3 * 64]
+
+
+def generated_name_of_first(rows):
+    return rows[0][0]  # a file: a folder cannot be made inside it
+
+
+def test_reid_augment_market_layout_labels_manifest_and_resume(trained, tmp_path):
+    import re
+
+    from deformgan import reid_augment as RA
+    from deformgan.data.market import is_valid_for_pairs, person_id
+    data, ckpt, _ = trained
+    ann = read_annotations(os.path.join(data, "annotations-train.csv"))
+    valid = [n for n, kp in ann.items() if is_valid_for_pairs(n, kp)]
+    out = tmp_path / "aug"
+    r = RA.augment(ckpt, data, 3, str(out), seed=5, batch_size=4, progress=False)
+    assert r["generated"] == r["generated_now"] == 3 * len(valid)
+    rows = RA.read_manifest(str(out / "manifest.csv"))
+    assert len(rows) == 3 * len(valid) and len({g for g, _, _ in rows}) == len(rows)
+    train = out / "bounding_box_train"
+    for gen, src, tgt in rows:
+        assert src in valid and tgt in valid
+        # a re-ID loader's Market regex reads the source's identity and camera
+        m = re.match(r"([-\d]+)_c(\d)", gen)
+        assert m.group(1) == person_id(src) and m.group(2) == re.match(r"([-\d]+)_c(\d)", src).group(2)
+        with Image.open(train / gen) as im:
+            assert im.size == (64, 128)
+    assert any(person_id(s) != person_id(t) for _, s, t in rows), "target poses of any identity"
+    real = sorted(os.listdir(os.path.join(data, "bounding_box_train")))
+    assert set(real) <= set(os.listdir(train)) and r["real_copied"] == len(real)
+    assert not [f for f in os.listdir(train) if ".tmp" in f]
+    # the image is the generator's output for (source image, source pose, target pose)
+    gen, src, tgt = rows[0]
+    G = C.build_generator(C.load(ckpt))
+    from deformgan.data.market import load_image
+    from deformgan.scoring import to_uint8
+    with torch.no_grad():
+        want = to_uint8(G(load_image(os.path.join(data, "bounding_box_train", src))[None], ann[src][None],
+                          ann[tgt][None]))[0].permute(1, 2, 0).numpy().astype(int)
+    import io
+    buf = io.BytesIO()
+    Image.fromarray(want.astype(np.uint8)).save(buf, format="JPEG", quality=95, subsampling=0)
+    want_jpeg = np.asarray(Image.open(buf).convert("RGB")).astype(int)
+    got = np.asarray(Image.open(train / gen).convert("RGB")).astype(int)
+    assert np.abs(got - want_jpeg).mean() < 0.5  # the same JPEG encoding of the same output (batching aside)
+    # seeded: the same plan again, another one for another seed
+    assert RA.plan(ann, 3, 5) == rows and RA.plan(ann, 3, 6) != rows
+    # resume: only the missing images are generated again
+    for gen, _, _ in rows[:4]:
+        os.remove(train / gen)
+    r2 = RA.augment(ckpt, data, 3, str(out), seed=5, batch_size=4, progress=False)
+    assert r2["generated_now"] == 4 and all((train / g).exists() for g, _, _ in rows)
+    proc = subprocess.run([sys.executable, "-m", "deformgan.reid_augment", "--checkpoint", ckpt, "--data", data,
+                           "--per-image", "3", "--out", str(out), "--seed", "6"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and "written by another run" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "deformgan.reid_augment", "--checkpoint", ckpt, "--data", data,
+                           "--per-image", "1", "--out", str(train / generated_name_of_first(rows))], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "cannot write there" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "deformgan.reid_augment", "--checkpoint", ckpt, "--data", data,
+                           "--per-image", "1", "--out", str(tmp_path / "g"), "--generated-only"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(os.listdir(tmp_path / "g" / "bounding_box_train")) == sorted(generated_name
+                                                                               for generated_name, _, _ in
+                                                                               RA.plan(ann, 1, 0))
