@@ -185,3 +185,27 @@ def test_the_generators_backend_reaches_the_geometry(monkeypatch):
     if "cpu" in deformgan_ops.available_backends("cpu"):
         Generator(variant="parts", width_mult=0.0625, ops_backend="cpu").render_geometry(tgt, tgt)
         assert calls == []
+
+
+def test_dataset_flip_mirrors_images_and_keypoints_together(tmp_path):
+    """Bug caught: --flip mirroring the images without the poses (or the reverse)."""
+    from deformgan.data.market import MarketPoseDataset
+    from deformgan.data.synthetic import make_dataset
+    make_dataset(str(tmp_path / "d"), ids=3, images_per_id=2, seed=1, test_fraction=0.34, progress=False)
+    root = str(tmp_path / "d")
+    plain = MarketPoseDataset(root, os.path.join(root, "annotations-train.csv"), os.path.join(root, "pairs-train.csv"),
+                              heatmaps=True)
+    flipped = MarketPoseDataset(root, os.path.join(root, "annotations-train.csv"),
+                                os.path.join(root, "pairs-train.csv"), heatmaps=True, flip=1.0)
+    a, b = plain[0], flipped[0]
+    assert torch.equal(b["source_image"], a["source_image"].flip(-1))
+    assert torch.equal(b["target_image"], a["target_image"].flip(-1))
+    W = a["source_image"].shape[-1]
+    for name, i in P.J.items():
+        j = P.J[name.replace("l_", "@").replace("r_", "l_").replace("@", "r_")]
+        kp, fk = a["source_keypoints"][j], b["source_keypoints"][i]
+        if P.present(kp):
+            assert fk[0] == W - 1 - kp[0] and fk[1] == kp[1], name
+    # the heatmaps follow the flipped joints: each channel is its partner's channel mirrored
+    hm = a["source_heatmaps"]
+    torch.testing.assert_close(b["source_heatmaps"][P.J["l_knee"]], hm[P.J["r_knee"]].flip(-1), atol=1e-5, rtol=0)

@@ -128,3 +128,17 @@ def test_torchrun_two_gloo_processes_match_one_process_on_the_same_global_batch(
         torch.testing.assert_close(b["generator"][k], v, rtol=1e-4, atol=1e-5, msg=k)
     for k, v in a["discriminator"].items():
         torch.testing.assert_close(b["discriminator"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_resume_from_an_explicit_checkpoint_path_into_a_new_folder(data, tmp_path):
+    """--resume PATH: the run continues from that checkpoint's step (with its weights)
+    in another output folder, and gives the uninterrupted run's losses."""
+    straight = T.train(cfg(data, tmp_path / "a", steps=5), progress=False)["history"]
+    T.train(cfg(data, tmp_path / "b", steps=5), max_steps_this_run=3, progress=False)
+    resumed = T.train(cfg(data, tmp_path / "c", steps=5), resume=str(tmp_path / "b" / "checkpoint.pt"),
+                      progress=False)["history"]
+    assert [r["step"] for r in resumed] == [4, 5]
+    for a, b in zip(straight[3:], resumed):
+        for k in ("loss_d", "loss_g", "loss_l1"):
+            assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["step"], k)
+    assert (tmp_path / "c" / "checkpoint.pt").exists()
