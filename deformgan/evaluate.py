@@ -53,9 +53,10 @@ import torch
 
 from . import checkpoint as ckpt_io
 from .cli_types import int_at_least, positive_int
-from .data.market import (AnnotationError, MarketPoseDataset, read_annotations, read_pairs, standard_pairs)
-from .scoring import (IMAGE_EXTENSIONS, Networks, Scorer, build_networks, image_files, read_uint8,
-                      reference_statistics, to_uint8, write_json)
+from .data.market import (AnnotationError, MarketPoseDataset, read_annotations, read_image_uint8, read_pairs,
+                          standard_pairs)
+from .scoring import (Networks, Scorer, build_networks, image_files, reference_statistics,
+                      to_uint8, write_json)
 
 __all__ = ["evaluate", "evaluate_folder", "compare", "markdown_table", "to_uint8", "PUBLISHED"]
 
@@ -209,7 +210,7 @@ def read_generated(path: str, size: Tuple[int, int], strip_panel: Optional[int] 
     """A generated image as uint8 ``[H, W, 3]`` at ``size`` (H, W): panel ``strip_panel``
     of a horizontal strip when given, resized (bicubic) only with ``resize``. Raises
     ValueError when unreadable, EvaluationError on a size or panel mismatch."""
-    img = read_uint8(path)
+    img = read_image_uint8(path)
     H, W = size
     if strip_panel is not None:
         h, w = img.shape[:2]
@@ -256,9 +257,7 @@ def _report(pairing: Pairing, strict: bool) -> None:
 
 def _fid_statistics(nets: Networks, fid_reference: Optional[str], fid_cache: Optional[str], batch_size: int,
                     progress: bool, result: Dict):
-    if nets.inception is None:
-        return None
-    if fid_reference is None:
+    if nets.inception is None or fid_reference is None:
         return None
     if not os.path.isdir(fid_reference):
         raise FileNotFoundError(f"--fid-reference: no such folder {fid_reference}")
@@ -322,7 +321,7 @@ def evaluate_folder(generated: Optional[str], real: str, out: str, annotations: 
         _report(pairing, False)
         raise EvaluationError(f"nothing to score: no generated image in {generated} pairs with a real image in "
                               f"{real_dir}" + (f" by the pairs of {pairs}" if pairs else " by file name"))
-    first = read_uint8(os.path.join(real_dir, pairing.items[0].target))
+    first = read_image_uint8(os.path.join(real_dir, pairing.items[0].target))
     size = first.shape[:2]
     kps_all = _keypoints_for(pairing.items, ann, annotations)
 
@@ -336,7 +335,7 @@ def evaluate_folder(generated: Optional[str], real: str, out: str, annotations: 
         chunk = pairing.items[start:start + batch_size]
         gen, tgt, idx = [], [], []
         for j, it in enumerate(chunk):
-            t = read_uint8(os.path.join(real_dir, it.target))
+            t = read_image_uint8(os.path.join(real_dir, it.target))
             if t.shape[:2] != size:
                 raise EvaluationError(f"real images of two sizes: {pairing.items[0].target} is {size[1]}x{size[0]}, "
                                       f"{it.target} is {t.shape[1]}x{t.shape[0]} (WxH); the dataset's images share "
@@ -365,7 +364,7 @@ def evaluate_folder(generated: Optional[str], real: str, out: str, annotations: 
             row = []
             if pair_list is not None and not real_only:
                 src = os.path.join(real_dir, it.source) if it.source else None
-                row.append(Image.fromarray(read_uint8(src)) if src and os.path.isfile(src)
+                row.append(Image.fromarray(read_image_uint8(src)) if src and os.path.isfile(src)
                            else Image.new("RGB", (size[1], size[0]), (255, 255, 255)))
             if kps is not None:
                 row.append(pose_image(kps[j], *size))

@@ -35,7 +35,7 @@ from PIL import Image
 
 from . import checkpoint as ckpt_io
 from .cli_types import int_at_least, positive_int
-from .data.market import AnnotationError, is_valid_for_pairs, load_image, read_annotations
+from .data.market import AnnotationError, is_valid_for_pairs, read_annotations, read_image_uint8
 
 MANIFEST_HEADER = "generated,source,target_pose_of"
 
@@ -89,7 +89,6 @@ def augment(checkpoint: str, data: str, per_image: int, out: str, seed: int = 0,
 
     from tqdm import tqdm
 
-    from .scoring import to_uint8
 
     from .generate import check_writable
     check_writable(out if os.path.isdir(out) else os.path.join(out, "x"), "--out")
@@ -119,8 +118,7 @@ def augment(checkpoint: str, data: str, per_image: int, out: str, seed: int = 0,
         if name not in cache:
             if len(cache) > 4096:
                 cache.clear()
-            x = load_image(os.path.join(train_dir, name), H, W)
-            cache[name] = Image.fromarray(to_uint8(x).permute(1, 2, 0).numpy())
+            cache[name] = Image.fromarray(read_image_uint8(os.path.join(train_dir, name), H, W))
         return cache[name]
 
     t0, done = time.perf_counter(), 0

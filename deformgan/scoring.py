@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from . import metrics as MT
+from .data.market import read_image_uint8
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -35,17 +36,6 @@ def image_files(folder: str) -> List[str]:
     """The image files (by extension, case-insensitive) directly inside ``folder``, sorted."""
     return sorted(f for f in os.listdir(folder)
                   if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)))
-
-
-def read_uint8(path: str) -> np.ndarray:
-    """An RGB image file as uint8 ``[H, W, 3]``; ValueError naming the path when unreadable."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except Exception as exc:  # PIL raises several types for corrupt data
-        raise ValueError(f"cannot read image {path}: {type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -152,7 +142,7 @@ def reference_statistics(folder: str, nets: Networks, batch_size: int = 32, cach
             batch.clear()
 
     for f in tqdm(files, desc="FID reference", unit="img", disable=not progress):
-        img = read_uint8(os.path.join(folder, f))
+        img = read_image_uint8(os.path.join(folder, f))
         if batch and (img.shape != batch[0].shape or len(batch) == batch_size):
             flush()
         batch.append(img)

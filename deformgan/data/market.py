@@ -197,20 +197,25 @@ def standard_pairs(annotations: Dict[str, torch.Tensor], sample: Optional[int] =
     return pairs
 
 
-def load_image(path: str, height: Optional[int] = None, width: Optional[int] = None) -> torch.Tensor:
-    """An RGB image as a float tensor ``[3, H, W]`` in [-1, 1]. A missing file raises
-    FileNotFoundError and an unreadable one ValueError, both naming the path; a size
-    other than (height, width) raises ValueError."""
+def read_image_uint8(path: str, height: Optional[int] = None, width: Optional[int] = None) -> np.ndarray:
+    """An RGB image file as uint8 ``[H, W, 3]``. A missing file raises FileNotFoundError
+    and an unreadable one ValueError, both naming the path; with ``height``/``width``, a
+    size other than (height, width) raises ValueError."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            arr = np.asarray(im, dtype=np.uint8).copy()
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except Exception as exc:  # PIL raises several types for corrupt data
         raise ValueError(f"cannot read image {path}: {exc}") from exc
     if height is not None and arr.shape[:2] != (height, width):
         raise ValueError(f"image {path} is {arr.shape[0]}x{arr.shape[1]}, expected {height}x{width}")
+    return arr
+
+
+def load_image(path: str, height: Optional[int] = None, width: Optional[int] = None) -> torch.Tensor:
+    """:func:`read_image_uint8` as a float tensor ``[3, H, W]`` in [-1, 1]."""
+    arr = read_image_uint8(path, height, width)
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
