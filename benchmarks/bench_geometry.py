@@ -3,7 +3,7 @@
     python benchmarks/bench_geometry.py [--batch 64] [--threads 2] [--repeat 10]
 
 For a batch of real Market-1501 pose pairs (from ../shared/data/market, or the
-shipped pose bank), times deformgan.data.render_batch: source and target heatmaps
+shipped pose bank), times deformgan.geometry.render: source and target heatmaps
 (deformgan_ops.keypoint_heatmaps), the ten part affines (deformgan_ops.part_affines)
 and the part masks (deformgan_ops.part_masks), at full resolution only and at the
 four warped levels of the generator (1, 2, 4, 8), and prints pairs per second; a
@@ -27,7 +27,8 @@ import torch
 
 import deformgan_ops as D
 from deformgan import pose as P
-from deformgan.data.market import read_annotations, render_batch
+from deformgan.data.market import read_annotations
+from deformgan.geometry import render
 from deformgan.data.synthetic import load_pose_bank
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "market",
@@ -62,7 +63,7 @@ def per_pair_reference(src, tgt):
 
 
 KEEP_FREED_MEMORY = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295"
-FRESH = "render_batch, fresh buffers, masks at full resolution"
+FRESH = "render, fresh buffers, masks at full resolution"
 
 
 def main(argv=None):
@@ -75,7 +76,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     src, tgt = poses(args.batch)
     if args.fresh_only:  # the child process of the last row
-        t = timed(lambda: render_batch(src, tgt, levels=(1,)), args.repeat)
+        t = timed(lambda: render(src, tgt, (128, 64), levels=(0,)), args.repeat)
         print(f"| {FRESH}, GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')} | {t * 1e3:.1f} | "
               f"{args.batch / t:.0f} |")
         return
@@ -87,15 +88,15 @@ def main(argv=None):
 
     def reuse(levels):
         def run():
-            prev[levels] = render_batch(src, tgt, levels=levels, out=prev.get(levels))
+            prev[levels] = render(src, tgt, (128, 64), levels=levels, out=prev.get(levels))
         return run
 
     heat_buf = torch.empty(2 * args.batch, 18, 128, 64)
     both = torch.cat([src, tgt])
     rows = [
-        ("render_batch, reusing the previous batch's buffers (out=), masks at full resolution", reuse((1,))),
-        ("render_batch, reusing buffers (out=), masks at levels 1, 2, 4, 8", reuse((1, 2, 4, 8))),
-        (FRESH, lambda: render_batch(src, tgt, levels=(1,))),
+        ("render, reusing the previous batch's buffers (out=), masks at full resolution", reuse((0,))),
+        ("render, reusing buffers (out=), masks at the generator's levels 0-3", reuse((0, 1, 2, 3))),
+        (FRESH, lambda: render(src, tgt, (128, 64), levels=(0,))),
         ("  of which heatmaps into a reused buffer (out=)",
          lambda: D.keypoint_heatmaps(both, 128, 64, 6.0, out=heat_buf)),
         ("  of which heatmaps into a fresh buffer", lambda: D.keypoint_heatmaps(both, 128, 64, 6.0)),

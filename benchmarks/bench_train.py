@@ -55,13 +55,13 @@ def iteration(G, Dn, loss_fn, opt_g, opt_d, batch):
     src, tgt, skp, tkp = batch
     with torch.no_grad():
         geo = G.render_geometry(skp, tkp)
-    fake = G(src, skp, tkp, geometry=geo)
-    h_a, h_b = geo["source_heatmaps"], geo["target_heatmaps"]
+    fake, offsets = G(src, skp, tkp, geometry=geo, return_offsets=True)
+    h_a, h_b = geo.source_heatmaps, geo.target_heatmaps
     loss_d = discriminator_loss(Dn(src, h_a, tgt, h_b), Dn(src, h_a, fake.detach(), h_b))
     opt_d.zero_grad()
     loss_d.backward()
     opt_d.step()
-    loss_g, _ = loss_fn(fake, tgt, Dn(src, h_a, fake, h_b), offsets=G.last_offsets)
+    loss_g, _ = loss_fn(fake, tgt, Dn(src, h_a, fake, h_b), offsets=offsets)
     opt_g.zero_grad()
     loss_g.backward()
     opt_g.step()

@@ -1,6 +1,6 @@
 // The one place where the operator schemas live. Device kernels register
 // themselves in TORCH_LIBRARY_IMPL blocks in ops/cpu/*.cpp and ops/cuda/*.cu;
-// fake kernels and autograd are registered from Python (deformgan_ops/_ops.py).
+// fake kernels and autograd are registered from Python (deformgan_ops/ops/<name>.py).
 #include <Python.h>
 #include <torch/library.h>
 

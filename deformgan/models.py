@@ -1,28 +1,69 @@
 """The Deformable GAN networks (SPEC sections 6-7): the generator with deformable
 skip connections, its variants, and the PatchGAN discriminator.
 
-Variants (``Generator(variant=...)``):
-  ``none``           one encoder on [x_a, H_a, H_b], no warp: the U-Net baseline;
-  ``global``         two encoders, skips warped by one affine for the whole body;
-  ``parts``          two encoders, skips warped by the ten part affines (the paper's);
-  ``parts+offsets``  ``parts`` plus a learned residual displacement per warped level,
-                     predicted from the pose stream by a zero-initialised conv head.
+A generator variant is two independent choices:
+
+- the warp of the skip connections, ``warp=``:
+  ``none``    one encoder on [x_a, H_a, H_b], no warp: the U-Net baseline;
+  ``global``  two encoders, skips warped by one affine for the whole body;
+  ``parts``   two encoders, skips warped by the ten part affines (the paper's);
+- ``offsets=True``: a learned residual displacement per warped level, predicted from
+  the pose stream by a zero-initialised conv head (needs a warp).
+
+The names of the checkpoints and configs (``variant=``) stay: ``none``, ``global``,
+``parts`` and ``parts+offsets`` (= parts with offsets); any ``<warp>+offsets`` works.
+
+The depth follows the image size: levels are added until the bottleneck is 4 pixels
+along the longer side (six levels at 128x64, seven at 256x256, as the original).
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+import math
+from contextlib import nullcontext
+from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import deformgan_ops
 
 from . import pose as P
 
-VARIANTS = ("none", "global", "parts", "parts+offsets")
+from .geometry import WARPS, Geometry, render
+
+VARIANTS = ("none", "global", "parts", "parts+offsets")  # the names in configs and checkpoints
 NORMS = ("instance_all", "instance", "none")
-ENCODER_WIDTHS = (64, 128, 256, 512, 512, 512)
-DECODER_WIDTHS = (512, 512, 512, 256, 128)
 WARPED_LEVELS = (0, 1, 2, 3)
+BOTTLENECK = 4  # pixels along the longer side at the deepest level
+
+
+def parse_variant(variant: str) -> Tuple[str, bool]:
+    """``"parts+offsets"`` -> ``("parts", True)``; ``"global"`` -> ``("global", False)``."""
+    warp, plus, extra = variant.partition("+")
+    if warp not in WARPS or (plus and extra != "offsets") or (warp == "none" and plus):
+        raise ValueError(f"variant must be one of {VARIANTS} (or '<warp>+offsets' with a warp in "
+                         f"{WARPS[1:]}), got {variant!r}")
+    return warp, bool(plus)
+
+
+def variant_name(warp: str, offsets: bool) -> str:
+    return warp + ("+offsets" if offsets else "")
+
+
+def depth_for(image_size: Sequence[int]) -> int:
+    """Encoder levels for an image size: stride-2 levels until the longer side is
+    :data:`BOTTLENECK` pixels (128x64 -> 6, 256x256 -> 7). Both sides must halve
+    exactly that many times, and at least down to the warped levels."""
+    H, W = (int(s) for s in image_size)
+    downs = int(round(math.log2(max(H, W) / BOTTLENECK)))
+    if downs < WARPED_LEVELS[-1] + 1 or max(H, W) != BOTTLENECK << downs or H % (1 << downs) or W % (1 << downs):
+        raise ValueError(f"image_size {H}x{W}: the generator needs the longer side to be {BOTTLENECK} * 2^k "
+                         f"(k >= {WARPED_LEVELS[-1] + 1}) and the shorter side a multiple of 2^k, e.g. 128x64 "
+                         "or 256x256")
+    return downs + 1
+
+
+def encoder_widths(levels: int) -> List[int]:
+    """64, 128, 256, then 512 for every further level (the original's encoders)."""
+    return [min(512, 64 << i) for i in range(levels)]
 
 
 class InstanceNormAll(nn.Module):
@@ -58,8 +99,8 @@ def _widths(widths: Sequence[int], mult: float) -> List[int]:
 
 
 class Encoder(nn.Module):
-    """Level 0: 3x3 conv to w0 at full resolution; levels 1-5: LeakyReLU(0.2) -> 4x4
-    stride-2 conv -> normalisation (none on the last). Returns the six level features."""
+    """Level 0: 3x3 conv to w0 at full resolution; each further level: LeakyReLU(0.2) ->
+    4x4 stride-2 conv -> normalisation (none on the last). Returns every level's features."""
 
     def __init__(self, in_channels: int, widths: Sequence[int], norm: str):
         super().__init__()
@@ -81,27 +122,40 @@ class Encoder(nn.Module):
 
 
 class Generator(nn.Module):
-    """Deformable GAN generator for 128x64 images.
+    """Deformable GAN generator.
 
     ``forward(source_image [N, 3, H, W] in [-1, 1], source_keypoints [N, 18, 2],
-    target_keypoints [N, 18, 2], geometry=None) -> [N, 3, H, W]`` in [-1, 1]. Heatmaps,
-    masks and affines are rendered on the model's device, in batch (or passed as
-    ``geometry``, from :meth:`render_geometry`).
+    target_keypoints [N, 18, 2], geometry=None, return_offsets=False)`` -> the image
+    ``[N, 3, H, W]`` in [-1, 1], or ``(image, offsets)`` with ``return_offsets``:
+    the list of ``[N, 2, H >> l, W >> l]`` displacements it used per warped level
+    (empty without offsets). The geometry is rendered on the model's device by
+    :func:`deformgan.geometry.render` (or passed, from :meth:`render_geometry`).
+
+    ``variant`` names the warp and offsets together (see the module); ``warp`` and
+    ``offsets`` may be given instead. ``ops_backend``: the operators' backend inside
+    this model's calls (default: the process-wide one).
     """
 
-    def __init__(self, variant: str = "parts", norm: str = "instance_all", width_mult: float = 1.0,
+    def __init__(self, variant: Optional[str] = "parts", norm: str = "instance_all", width_mult: float = 1.0,
                  dropout: float = 0.5, image_size: Tuple[int, int] = (128, 64), sigma: float = 6.0,
-                 ops_backend: Optional[str] = None):
+                 ops_backend: Optional[str] = None, *, warp: Optional[str] = None,
+                 offsets: Optional[bool] = None):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if warp is not None:
+            if warp not in WARPS:
+                raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")
+            variant = variant_name(warp, bool(offsets))
+        self.warp, self.use_offsets = parse_variant(variant)
         make_norm(norm, 4)  # validates
         self.variant, self.norm, self.width_mult = variant, norm, width_mult
         self.image_size, self.sigma, self.ops_backend = tuple(image_size), sigma, ops_backend
-        enc = _widths(ENCODER_WIDTHS, width_mult)
-        dec = _widths(DECODER_WIDTHS, width_mult)
+        self.levels = depth_for(self.image_size)
+        widths = encoder_widths(self.levels)
+        enc = _widths(widths, width_mult)
+        # The decoder block that outputs level l has the width of encoder level l + 1.
+        dec = _widths([widths[level + 1] for level in range(self.levels - 2, -1, -1)], width_mult)
         K = P.NUM_JOINTS
-        if variant == "none":
+        if self.warp == "none":
             self.appearance = Encoder(3 + 2 * K, enc, norm)
             self.pose = None
             skip = list(enc)
@@ -109,7 +163,7 @@ class Generator(nn.Module):
             self.appearance = Encoder(3 + K, enc, norm)
             self.pose = Encoder(K, enc, norm)
             skip = [2 * w for w in enc]
-        if variant == "parts+offsets":
+        if self.use_offsets:
             heads = []
             for level in WARPED_LEVELS:
                 head = nn.Sequential(nn.Conv2d(enc[level], max(8, enc[level] // 4), 3, padding=1), nn.ReLU(),
@@ -121,9 +175,9 @@ class Generator(nn.Module):
         else:
             self.offset_heads = None
         ups = []
-        in_ch = skip[5]
+        in_ch = skip[-1]
         for i, out_ch in enumerate(dec):
-            level = 4 - i
+            level = self.levels - 2 - i
             ups.append(nn.Sequential(
                 nn.ReLU(),
                 nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1),
@@ -132,67 +186,56 @@ class Generator(nn.Module):
             in_ch = out_ch + skip[level]
         self.ups = nn.ModuleList(ups)
         self.final = nn.Sequential(nn.ReLU(), nn.Conv2d(in_ch, 3, 3, padding=1), nn.Tanh())
-        self.last_offsets: List[torch.Tensor] = []
+
+    def _backend(self):
+        return deformgan_ops.use_backend(self.ops_backend) if self.ops_backend is not None else nullcontext()
 
     # ------------------------------------------------------------ geometry
-    def render_geometry(self, source_keypoints: torch.Tensor, target_keypoints: torch.Tensor) -> Dict:
-        """Heatmaps, affines (image resolution) and per-level masks, on the model's device."""
-        H, W = self.image_size
-        dev = next(self.parameters()).device
-        src = source_keypoints.to(dev, torch.float32)
-        tgt = target_keypoints.to(dev, torch.float32)
-        heat = deformgan_ops.keypoint_heatmaps(torch.cat([src, tgt]), H, W, self.sigma, backend=self.ops_backend)
-        n = src.shape[0]
-        geo = dict(source_heatmaps=heat[:n], target_heatmaps=heat[n:])
-        if self.variant in ("parts", "parts+offsets"):
-            theta, valid = P.part_affines(src, tgt, backend=self.ops_backend)
-            masks = {lv: P.part_masks(tgt, H >> lv, W >> lv, scale=float(1 << lv), enabled=valid,
-                                      backend=self.ops_backend)
-                     for lv in WARPED_LEVELS}
-        elif self.variant == "global":
-            theta, valid = P.global_affine(src, tgt)
-            theta, valid = theta.unsqueeze(1), valid.unsqueeze(1)
-            masks = {lv: valid.to(torch.float32)[:, :, None, None].expand(n, 1, H >> lv, W >> lv).contiguous()
-                     for lv in WARPED_LEVELS}
-        else:
-            theta, valid, masks = None, None, None
-        geo.update(theta=theta, valid=valid, masks=masks)
-        return geo
+    def render_geometry(self, source_keypoints: torch.Tensor, target_keypoints: torch.Tensor,
+                        out: Optional[Geometry] = None) -> Geometry:
+        """The :class:`~deformgan.geometry.Geometry` this model needs, on its device."""
+        with self._backend():
+            return render(source_keypoints, target_keypoints, self.image_size, self.sigma, self.warp,
+                          WARPED_LEVELS, device=next(self.parameters()).device, out=out)
 
     # ------------------------------------------------------------ forward
     def forward(self, source_image: torch.Tensor, source_keypoints: torch.Tensor,
-                target_keypoints: torch.Tensor, geometry: Optional[Dict] = None) -> torch.Tensor:
+                target_keypoints: torch.Tensor, geometry: Optional[Geometry] = None,
+                return_offsets: bool = False):
         geo = geometry if geometry is not None else self.render_geometry(source_keypoints, target_keypoints)
-        h_a = geo["source_heatmaps"].to(source_image.dtype)
-        h_b = geo["target_heatmaps"].to(source_image.dtype)
-        self.last_offsets = []
-        if self.variant == "none":
-            skips = self.appearance(torch.cat([source_image, h_a, h_b], 1))
-        else:
-            app = self.appearance(torch.cat([source_image, h_a], 1))
-            pos = self.pose(h_b)
-            skips = []
-            for level, (fa, fp) in enumerate(zip(app, pos)):
-                if level in WARPED_LEVELS:
-                    fa = self._warp(fa, fp, geo, level)
-                skips.append(torch.cat([fa, fp], 1))
-        x = skips[5]
+        h_a = geo.source_heatmaps.to(source_image.dtype)
+        h_b = geo.target_heatmaps.to(source_image.dtype)
+        offsets: List[torch.Tensor] = []
+        with self._backend():
+            if self.warp == "none":
+                skips = self.appearance(torch.cat([source_image, h_a, h_b], 1))
+            else:
+                app = self.appearance(torch.cat([source_image, h_a], 1))
+                pos = self.pose(h_b)
+                skips = []
+                for level, (fa, fp) in enumerate(zip(app, pos)):
+                    if level in WARPED_LEVELS:
+                        fa = self._warp(fa, fp, geo, level, offsets)
+                    skips.append(torch.cat([fa, fp], 1))
+        x = skips[-1]
         for i, up in enumerate(self.ups):
-            x = torch.cat([up(x), skips[4 - i]], 1)
-        return self.final(x)
+            x = torch.cat([up(x), skips[self.levels - 2 - i]], 1)
+        image = self.final(x)
+        return (image, offsets) if return_offsets else image
 
-    def _warp(self, feat: torch.Tensor, pose_feat: torch.Tensor, geo: Dict, level: int) -> torch.Tensor:
+    def _warp(self, feat: torch.Tensor, pose_feat: torch.Tensor, geo: Geometry, level: int,
+              used_offsets: List[torch.Tensor]) -> torch.Tensor:
         # Sampling locations need more than 16-bit precision (a bf16 translation of 60 px
         # is off by up to a quarter pixel): under autocast the warp runs in float32.
         dtype = torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
-        theta = P.scale_affines(geo["theta"], float(1 << level)).to(dtype)
-        masks = geo["masks"][level].to(dtype)
+        theta = geo.affines_at(level, dtype)
+        masks = geo.masks[level].to(dtype)
         offsets = None
         if self.offset_heads is not None:
             offsets = self.offset_heads[level](pose_feat)
-            self.last_offsets.append(offsets)
+            used_offsets.append(offsets)
             offsets = offsets.to(dtype)
-        out = deformgan_ops.part_affine_warp(feat.to(dtype), theta, masks, offsets, backend=self.ops_backend)
+        out = deformgan_ops.part_affine_warp(feat.to(dtype), theta, masks, offsets)
         return out.to(feat.dtype)
 
 

@@ -17,17 +17,10 @@ import torch
 
 from deformgan_ops import part_affines, part_masks  # noqa: F401  (re-exported)
 from deformgan_ops.reference.pose_geometry import (  # noqa: F401  (re-exported)
-    GLOBAL_JOINTS, HEAD_JOINTS, J, JOINTS, LIMB_PARTS, MAX_CONDITION, NUM_JOINTS, NUM_PARTS, PARTS,
-    TORSO_JOINTS, _check_keypoints, fit_affines, limb_rectangle, missing, present, torso_size)
-
-# Horizontal flip: every L/R pair swaps, eyes and ears included.
-FLIP_PERMUTATION = (0, 1, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16)
-
-# The limbs drawn as a skeleton (and used by the PG2-style pose mask), 0-based.
-LIMBS = tuple((a - 1, b - 1) for a, b in (
-    (2, 3), (2, 6), (3, 4), (4, 5), (6, 7), (7, 8), (2, 9), (9, 10), (10, 11), (2, 12), (12, 13),
-    (13, 14), (2, 1), (1, 15), (15, 17), (1, 16), (16, 18), (2, 17), (2, 18), (9, 12), (12, 6),
-    (9, 3), (17, 18)))
+    MAX_CONDITION, fit_affines, limb_rectangle, torso_size)
+from deformgan_ops.skeleton import (  # noqa: F401  (re-exported)
+    FLIP_PERMUTATION, GLOBAL_JOINTS, HEAD_JOINTS, J, JOINTS, LIMB_PARTS, LIMBS, NUM_JOINTS, NUM_PARTS, PARTS,
+    TORSO_JOINTS, check_keypoints, missing, present)
 
 # ultralytics / COCO-17 order -> 18-joint index.
 COCO17 = ("nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
@@ -60,7 +53,7 @@ def coco17_to_openpose18(xy: torch.Tensor, conf: Optional[torch.Tensor] = None,
 
 def flip_keypoints(keypoints: torch.Tensor, width: int) -> torch.Tensor:
     """Mirror keypoints horizontally in an image of ``width`` columns and swap L/R joints."""
-    _check_keypoints(keypoints)
+    check_keypoints(keypoints)
     out = keypoints.clone()
     out[..., 0] = (width - 1) - keypoints[..., 0]
     out = out[..., list(FLIP_PERMUTATION), :]
@@ -72,8 +65,8 @@ def global_affine(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor
                   ) -> Tuple[torch.Tensor, torch.Tensor]:
     """One affine for the whole body (the ``global`` variant): least squares over the
     torso joints and the knees present in both poses. ``[N, 2, 3]``, valid ``[N]``."""
-    _check_keypoints(source_keypoints, "source_keypoints")
-    _check_keypoints(target_keypoints, "target_keypoints")
+    check_keypoints(source_keypoints, "source_keypoints")
+    check_keypoints(target_keypoints, "target_keypoints")
     idx = list(GLOBAL_JOINTS)
     both = (present(source_keypoints) & present(target_keypoints))[..., idx]
     return fit_affines(target_keypoints[..., idx, :], source_keypoints[..., idx, :], both.to(source_keypoints.dtype))

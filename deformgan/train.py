@@ -482,9 +482,10 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
         tgt = batch["target_image"].to(device, non_blocking=True)
         with torch.no_grad():
             geo = Gm.render_geometry(batch["source_keypoints"], batch["target_keypoints"])
-        h_a, h_b = geo["source_heatmaps"], geo["target_heatmaps"]
+        h_a, h_b = geo.source_heatmaps, geo.target_heatmaps
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            fake = G(src, batch["source_keypoints"], batch["target_keypoints"], geometry=geo)
+            fake, offsets = G(src, batch["source_keypoints"], batch["target_keypoints"], geometry=geo,
+                              return_offsets=True)
             # discriminator step
             d_real = D(src, h_a, tgt, h_b)
             d_fake = D(src, h_a, fake.detach(), h_b)
@@ -494,7 +495,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
         opt_d.step()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             d_fake_g = D(src, h_a, fake, h_b)
-            loss_g, terms = loss_fn(fake.float(), tgt, d_fake_g.float(), offsets=Gm.last_offsets)
+            loss_g, terms = loss_fn(fake.float(), tgt, d_fake_g.float(), offsets=offsets)
         finite = torch.isfinite(loss_g.detach()) & torch.isfinite(loss_d.detach())
         if world > 1:  # every rank stops at the same step, or none does
             flag = finite.to(torch.int32).reshape(1)

@@ -89,7 +89,8 @@ def demo_figure(data_dir: str, out: str, rows: int = 3, upscale: int = 2) -> str
     source onto the target pose (all parts, and the torso part alone)."""
     import deformgan_ops as D
 
-    from .data.market import MarketPoseDataset, render_batch
+    from .data.market import MarketPoseDataset
+    from .geometry import render
 
     ds = MarketPoseDataset(data_dir, os.path.join(data_dir, "annotations-train.csv"),
                            os.path.join(data_dir, "pairs-train.csv"), split="train", heatmaps=False)
@@ -97,15 +98,15 @@ def demo_figure(data_dir: str, out: str, rows: int = 3, upscale: int = 2) -> str
     items = [ds[i * step + 7 * i] for i in range(rows)]
     src_kp = torch.stack([it["source_keypoints"] for it in items])
     tgt_kp = torch.stack([it["target_keypoints"] for it in items])
-    g = render_batch(src_kp, tgt_kp)
+    g = render(src_kp, tgt_kp, (128, 64), levels=(0,))
     # images mapped to [0, 1] so that the max over parts keeps colours (in the
     # network the warped tensors are feature maps, where this does not matter)
     src = (torch.stack([it["source_image"] for it in items]) + 1) / 2
-    masks = g["masks"][1]
-    warped = D.part_affine_warp(src, g["theta"], masks) * 2 - 1
+    masks = g.masks[0]
+    warped = D.part_affine_warp(src, g.theta, masks) * 2 - 1
     body = masks.clone()
     body[:, 0] = 0  # every part but the torso/background plane
-    parts_only = D.part_affine_warp(src, g["theta"], body) * 2 - 1
+    parts_only = D.part_affine_warp(src, g.theta, body) * 2 - 1
     lines = []
     for i, it in enumerate(items):
         row = [Image.fromarray(to_uint8(it["source_image"])),

@@ -4,19 +4,26 @@ Operators (each with a pure-PyTorch reference, C++ CPU kernels, and GPU kernels
 where built): :func:`part_affine_warp`, :func:`keypoint_heatmaps`,
 :func:`nn_loss`, and the pose geometry :func:`part_masks` and
 :func:`part_affines` (reference and C++ CPU/CUDA kernels). Backend choice: :func:`set_backend`, :func:`use_backend`, or
-``backend=`` on each call.
+``backend=`` on each call. Each operator lives in ``deformgan_ops/ops/<name>.py``
+and is declared once in the registry (:func:`operators`).
 """
 import torch  # noqa: F401  (must be imported before the extension)
 
-from . import reference
-from .backend import (BACKENDS, available_backends, extension_loaded, get_backend,
+from . import reference, skeleton
+from ._registry import get as operator
+from ._registry import names as operators
+from .backend import (BACKENDS, BackendUnavailable, available_backends, extension_loaded, get_backend,
                       has_compiled_kernel, set_backend, use_backend)
-from .modules import KeypointHeatmaps, NNLoss, PartAffineWarp
-from .ops import keypoint_heatmaps, nn_loss, part_affine_warp, part_affines, part_masks
+# The operators, in the order of the registry.
+from .ops.part_affine_warp import PartAffineWarp, part_affine_warp
+from .ops.keypoint_heatmaps import KeypointHeatmaps, keypoint_heatmaps
+from .ops.nn_loss import NNLoss, nn_loss
+from .ops.part_masks import part_masks
+from .ops.part_affines import part_affines
 
 __all__ = [
     "part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines",
     "PartAffineWarp", "KeypointHeatmaps", "NNLoss",
-    "BACKENDS", "set_backend", "get_backend", "use_backend", "available_backends",
-    "extension_loaded", "has_compiled_kernel", "reference",
+    "BACKENDS", "BackendUnavailable", "set_backend", "get_backend", "use_backend", "available_backends",
+    "extension_loaded", "has_compiled_kernel", "operators", "operator", "reference", "skeleton",
 ]

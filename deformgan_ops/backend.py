@@ -6,17 +6,27 @@ reference with a one-time warning that says why), ``"reference"`` (pure PyTorch)
 Choose per call with ``backend=...``, process-wide with :func:`set_backend`,
 for a block with :func:`use_backend`, or with the ``DEFORMGAN_OPS_BACKEND``
 environment variable.
+
+Asking for a backend an operator does not have raises :class:`BackendUnavailable`
+with the same message for every operator, with one exception: a process-wide
+``"triton"`` (a choice for the whole program) runs the operators that have no Triton
+kernel (the pose geometry) on their compiled kernel for the device, else the
+reference; a per-call ``backend="triton"`` on such an operator raises.
 """
 import contextlib
 import os
 import warnings
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
+from . import _registry
+
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
-# The operators that have Triton kernels (the pose geometry has none).
-TRITON_OPS = ("part_affine_warp", "keypoint_heatmaps", "nn_loss")
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend that cannot run this operator on these tensors here."""
 
 _state = {"backend": os.environ.get("DEFORMGAN_OPS_BACKEND", "auto")}
 _warned: set = set()
@@ -84,25 +94,31 @@ def available_backends(device_type: str = "cpu") -> list:
     """The backends that can run on tensors of ``device_type`` in this installation."""
     out = ["reference"]
     for name, dev in (("cpu", "cpu"), ("cuda", "cuda")):
-        if dev == device_type and has_compiled_kernel("part_affine_warp", dev):
+        if dev == device_type and any(has_compiled_kernel(op, dev) for op in _registry.names()):
             out.append(name)
     if triton_available() and (device_type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"):
         out.append("triton")
     return out
 
 
+def _unavailable(op: str, name: str, why: str) -> BackendUnavailable:
+    return BackendUnavailable(f"deformgan_ops.{op}: backend {name!r} is not available: {why}")
+
+
 @torch.compiler.assume_constant_result
 def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
     """The concrete backend for one call of ``op`` on ``device`` (under torch.compile
     the choice is made once, at trace time)."""
-    name = _check_name(backend if backend is not None else get_backend())
+    explicit = backend is not None
+    name = _check_name(backend if explicit else get_backend())
+    decl = _registry.get(op)
     dev = device.type
     if name == "reference":
         return name
     if name == "auto":
         if has_compiled_kernel(op, dev):
             return dev
-        if dev == "cuda" and op in TRITON_OPS and triton_available():
+        if dev == "cuda" and decl.triton and triton_available():
             return "triton"
         key = (op, dev)
         if key not in _warned:
@@ -110,23 +126,40 @@ def resolve(op: str, device: torch.device, backend: Optional[str]) -> str:
             why = (f"the compiled extension failed to load ({_extension_error})" if not extension_loaded()
                    else f"it has no {dev} kernel for {op}")
             warnings.warn(f"deformgan_ops.{op}: using the slow pure-PyTorch reference on {dev} because "
-                          f"{why}", RuntimeWarning, stacklevel=3)
+                          f"{why}", RuntimeWarning, stacklevel=4)
         return "reference"
+    if name not in decl.backends():
+        if explicit:
+            raise _unavailable(op, name, f"this operator has no {name} kernel (its backends: "
+                                         f"{', '.join(decl.backends())})")
+        return dev if has_compiled_kernel(op, dev) else "reference"
     if name in ("cpu", "cuda"):
         if dev != name:
             raise RuntimeError(f"deformgan_ops.{op}: backend {name!r} needs {name} tensors, got tensors on {device}")
         if not has_compiled_kernel(op, dev):
             why = (f"the compiled extension failed to load ({_extension_error})" if not extension_loaded()
                    else f"the extension was built without {name} kernels")
-            raise RuntimeError(f"deformgan_ops.{op}: backend {name!r} is not available: {why}")
+            raise _unavailable(op, name, why)
         return name
     # triton
-    if op not in TRITON_OPS:  # no Triton kernel: the compiled kernel, else the reference
-        return dev if has_compiled_kernel(op, dev) else "reference"
     if not triton_available():
-        raise RuntimeError(f"deformgan_ops.{op}: backend 'triton' is not available "
-                           "(triton is not installed or the Triton kernels failed to import)")
+        raise _unavailable(op, name, "triton is not installed or the Triton kernels failed to import")
     if dev != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         raise RuntimeError(f"deformgan_ops.{op}: backend 'triton' needs CUDA tensors "
                            f"(or TRITON_INTERPRET=1 for CPU tensors), got tensors on {device}")
     return "triton"
+
+
+def implementation(op: str, device: torch.device, backend: Optional[str]) -> Callable:
+    """The function that computes ``op`` for tensors on ``device`` with the chosen
+    backend: the declaration's reference, compiled op (CPU kernels take every floating
+    dtype, see :func:`deformgan_ops._registry.cpu_any_float`) or Triton launcher."""
+    decl = _registry.get(op)
+    which = resolve(op, device, backend)
+    if which == "reference":
+        return decl.reference
+    if which == "triton":
+        return decl.triton_launcher()
+    if which == "cpu":
+        return _registry.cpu_any_float(decl.compiled)
+    return decl.compiled

@@ -1,7 +1,7 @@
 """`python -m deformgan_ops.info`: what this installation of deformgan_ops can run."""
 import torch
 
-from . import backend
+from . import _registry, backend
 
 
 def main() -> None:
@@ -11,10 +11,11 @@ def main() -> None:
     else:
         print(f"compiled extension: NOT loaded ({backend._extension_error})")
     for dev in ("cpu", "cuda"):
-        ops = [op for op in ("part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines")
-               if backend.has_compiled_kernel(op, dev)]
+        ops = [op for op in _registry.names() if backend.has_compiled_kernel(op, dev)]
         print(f"compiled {dev} kernels: {', '.join(ops) if ops else 'none'}")
-    print(f"triton kernels available: {backend.triton_available()}")
+    with_triton = [op for op in _registry.names() if _registry.get(op).triton]
+    print(f"triton kernels available: {backend.triton_available()} (operators with Triton kernels: "
+          f"{', '.join(with_triton)})")
     print(f"backends for CPU tensors: {backend.available_backends('cpu')}")
 
 

@@ -39,8 +39,8 @@ def test_roofline_bytes_by_hand_and_the_gpu_table():
 def test_bench_geometry_and_bench_train_run():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_geometry.py"), "--batch", "4",
                           "--repeat", "1"], capture_output=True, text=True, timeout=300, check=True).stdout
-    assert "| render_batch, reusing the previous batch's buffers (out=), masks at full resolution |" in out
-    assert "| render_batch, fresh buffers, masks at full resolution |" in out and "pairs / s" in out
+    assert "| render, reusing the previous batch's buffers (out=), masks at full resolution |" in out
+    assert "| render, fresh buffers, masks at full resolution |" in out and "pairs / s" in out
     if sys.platform.startswith("linux"):
         assert "fresh buffers, masks at full resolution, GLIBC_TUNABLES=glibc.malloc.mmap_max=0" in out
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--batch", "2",

@@ -55,7 +55,7 @@ def test_info_lists_the_backends():
 
 
 def test_module_wrappers_equal_the_functions():
-    from deformgan_ops.modules import KeypointHeatmaps, NNLoss, PartAffineWarp
+    from deformgan_ops import KeypointHeatmaps, NNLoss, PartAffineWarp
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(2, 3, 6, 5, generator=g), torch.randn(2, 3, 6, 5, generator=g)
     assert torch.equal(NNLoss(5, "sum")(a, b), D.nn_loss(a, b, 5, "sum"))

@@ -182,25 +182,33 @@ def test_dataset_bad_images(tiny_market, tmp_path):
     assert dropped > 0 and all(b not in p for p in ds.pairs) and any(a in p for p in ds.pairs)
 
 
-def test_render_batch(tiny_market):
+def test_render(tiny_market):
+    from deformgan.geometry import render
     ann = M.read_annotations(os.path.join(tiny_market, "annotations-train.csv"))
     kps = torch.stack(list(ann.values()))
-    g = M.render_batch(kps[:4], kps[4:8], levels=(1, 2, 4, 8))
-    assert g["source_heatmaps"].shape == (4, 18, 128, 64) and g["theta"].shape == (4, 10, 2, 3)
-    assert [g["masks"][s].shape[-2:] for s in (1, 2, 4, 8)] == [(128, 64), (64, 32), (32, 16), (16, 8)]
-    disabled = ~g["valid"]
-    assert (g["masks"][1].sum((-1, -2))[disabled] == 0).all()
-    assert torch.equal(g["source_heatmaps"], D.keypoint_heatmaps(kps[:4], 128, 64, 6.0))
+    levels = (0, 1, 2, 3)
+    g = render(kps[:4], kps[4:8], (128, 64), levels=levels)
+    assert g.source_heatmaps.shape == (4, 18, 128, 64) and g.theta.shape == (4, 10, 2, 3)
+    assert [g.masks[lv].shape[-2:] for lv in levels] == [(128, 64), (64, 32), (32, 16), (16, 8)]
+    disabled = ~g.valid
+    assert (g.masks[0].sum((-1, -2))[disabled] == 0).all()
+    assert torch.equal(g.source_heatmaps, D.keypoint_heatmaps(kps[:4], 128, 64, 6.0))
     # passing the previous result back reuses its buffers and gives the same values
-    buffers = [g["source_heatmaps"].data_ptr(), g["target_heatmaps"].data_ptr(), g["masks"][2].data_ptr()]
-    g2 = M.render_batch(kps[4:8], kps[:4], levels=(1, 2, 4, 8), out=g)
-    assert [g2["source_heatmaps"].data_ptr(), g2["target_heatmaps"].data_ptr(), g2["masks"][2].data_ptr()] == buffers
-    fresh = M.render_batch(kps[4:8], kps[:4], levels=(1, 2, 4, 8))
+    buffers = [g.source_heatmaps.data_ptr(), g.target_heatmaps.data_ptr(), g.masks[2].data_ptr()]
+    g2 = render(kps[4:8], kps[:4], (128, 64), levels=levels, out=g)
+    assert [g2.source_heatmaps.data_ptr(), g2.target_heatmaps.data_ptr(), g2.masks[2].data_ptr()] == buffers
+    fresh = render(kps[4:8], kps[:4], (128, 64), levels=levels)
     for key in ("source_heatmaps", "target_heatmaps", "theta", "valid"):
-        assert torch.equal(g2[key], fresh[key])
-    assert all(torch.equal(g2["masks"][s], fresh["masks"][s]) for s in (1, 2, 4, 8))
-    g3 = M.render_batch(kps[:3], kps[3:6], levels=(1,), out=g2)  # other batch size: new buffers
-    assert g3["source_heatmaps"].shape == (3, 18, 128, 64) and g3["masks"][1].shape == (3, 10, 128, 64)
+        assert torch.equal(getattr(g2, key), getattr(fresh, key))
+    assert all(torch.equal(g2.masks[lv], fresh.masks[lv]) for lv in levels)
+    g3 = render(kps[:3], kps[3:6], (128, 64), levels=(0,), out=g2)  # other batch size: new buffers
+    assert g3.source_heatmaps.shape == (3, 18, 128, 64) and g3.masks[0].shape == (3, 10, 128, 64)
+    glob_ = render(kps[:4], kps[4:8], (128, 64), warp="global", levels=levels)
+    assert glob_.theta.shape == (4, 1, 2, 3) and glob_.masks[3].shape == (4, 1, 16, 8)
+    none = render(kps[:4], kps[4:8], (128, 64), warp="none")
+    assert none.theta is None and none.masks == {}
+    with pytest.raises(ValueError, match="warp must be one of"):
+        render(kps[:4], kps[4:8], (128, 64), warp="affine")
 
 
 # ---------------------------------------------------------------- keypoint extraction

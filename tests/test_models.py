@@ -92,8 +92,11 @@ def test_parts_plus_offsets_starts_equal_to_parts():
     missing, unexpected = parts.load_state_dict(off.state_dict(), strict=False)
     assert not missing and all(k.startswith("offset_heads") for k in unexpected)
     x, s, t = batch()
-    torch.testing.assert_close(off(x, s, t), parts(x, s, t))
-    assert all(o.abs().max() == 0 for o in off.last_offsets) and len(off.last_offsets) == 4
+    image, offsets = off(x, s, t, return_offsets=True)
+    torch.testing.assert_close(image, parts(x, s, t))
+    assert all(o.abs().max() == 0 for o in offsets) and len(offsets) == 4
+    assert [o.shape[-2:] for o in offsets] == [(128 >> lv, 64 >> lv) for lv in range(4)]
+    assert parts(x, s, t, return_offsets=True)[1] == []
 
 
 def test_bad_options():

@@ -13,7 +13,8 @@ import deformgan_ops
 from deformgan import losses as L
 from deformgan import metrics as MT
 from deformgan import pose as P
-from deformgan.data.market import read_annotations, render_batch
+from deformgan.data.market import read_annotations
+from deformgan.geometry import render
 from deformgan.models import WARPED_LEVELS, Generator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -112,16 +113,16 @@ def test_generator_masks_follow_the_target_pose_at_every_level():
     src[..., 0] = src[..., 0] + 30  # the source stands 30 px to the right
     G = Generator(variant="parts", width_mult=0.0625)
     geo = G.render_geometry(src, tgt)
-    leg = geo["masks"][0][0, 2]  # the right upper leg: hip -> knee
+    leg = geo.masks[0][0, 2]  # the right upper leg: hip -> knee
     hip, knee = tgt[0, P.J["r_hip"]], tgt[0, P.J["r_knee"]]
     mx, my = ((hip + knee) / 2).round().long().tolist()
     assert leg[my, mx] == 1, "the leg mask covers the target leg's midpoint"
     cols = leg.nonzero()[:, 1].float()
     assert abs(cols.mean().item() - (hip[0] + knee[0]).item() / 2) < 3, "centred on the target leg"
-    base = geo["masks"][0][0, 1:]  # part 0 (torso) is the whole image at every level
+    base = geo.masks[0][0, 1:]  # part 0 (torso) is the whole image at every level
     for lv in WARPED_LEVELS[1:]:
         s = 1 << lv
-        m = geo["masks"][lv][0, 1:]
+        m = geo.masks[lv][0, 1:]
         assert m.shape[-2:] == (128 // s, 64 // s)
         blocks = base[:, :m.shape[1] * s, :m.shape[2] * s].reshape(9, m.shape[1], s, m.shape[2], s)
         full, empty = blocks.amin((2, 4)) == 1, blocks.amax((2, 4)) == 0
@@ -130,15 +131,15 @@ def test_generator_masks_follow_the_target_pose_at_every_level():
         assert full.sum() > 0
 
 
-def test_render_batch_heatmaps_peak_at_their_own_pose():
-    """Bug caught: render_batch with source and target swapped."""
+def test_render_heatmaps_peak_at_their_own_pose():
+    """Bug caught: render with source and target swapped."""
     tgt = real_poses(1)
     src = tgt.clone()
     src[..., 0] = (src[..., 0] + 11).clamp(max=63)
-    out = render_batch(src, tgt, levels=(1,))
+    out = render(src, tgt, (128, 64), levels=(0,))
     j = P.J["neck"]
     for key, kp in (("source_heatmaps", src), ("target_heatmaps", tgt)):
-        h = out[key][0, j]
+        h = getattr(out, key)[0, j]
         y, x = divmod(int(h.argmax()), h.shape[1])
         assert (x, y) == (round(float(kp[0, j, 0])), round(float(kp[0, j, 1]))), key
 
@@ -173,18 +174,26 @@ def test_the_environment_variable_chooses_the_backend():
 
 def test_the_generators_backend_reaches_the_geometry(monkeypatch):
     """Bug caught: --ops-backend never reaching part_affines / part_masks."""
+    import dataclasses
+
+    from deformgan_ops import _registry
     calls = []
-    for name in ("part_masks", "part_affines"):
-        real = getattr(deformgan_ops.reference, name)
-        monkeypatch.setattr(deformgan_ops.reference, name,
-                            lambda *a, _n=name, _f=real, **k: (calls.append(_n), _f(*a, **k))[1])
+    for name in ("part_masks", "part_affines", "keypoint_heatmaps", "part_affine_warp"):
+        decl = deformgan_ops.operator(name)
+        monkeypatch.setitem(_registry._OPS, name, dataclasses.replace(
+            decl, reference=lambda *a, _n=name, _f=decl.reference: (calls.append(_n), _f(*a))[1]))
     tgt = real_poses(1)
-    Generator(variant="parts", width_mult=0.0625, ops_backend="reference").render_geometry(tgt, tgt)
+    G = Generator(variant="parts", width_mult=0.0625, ops_backend="reference")
+    G(torch.zeros(1, 3, 128, 64), tgt, tgt)
     assert calls.count("part_affines") == 1 and calls.count("part_masks") == len(WARPED_LEVELS)
+    assert calls.count("keypoint_heatmaps") == 1 and calls.count("part_affine_warp") == len(WARPED_LEVELS)
     calls.clear()
     if "cpu" in deformgan_ops.available_backends("cpu"):
-        Generator(variant="parts", width_mult=0.0625, ops_backend="cpu").render_geometry(tgt, tgt)
+        Generator(variant="parts", width_mult=0.0625, ops_backend="cpu")(torch.zeros(1, 3, 128, 64), tgt, tgt)
         assert calls == []
+        with deformgan_ops.use_backend("reference"):  # the process-wide choice, as --ops-backend sets it
+            Generator(variant="parts", width_mult=0.0625)(torch.zeros(1, 3, 128, 64), tgt, tgt)
+        assert calls.count("part_masks") == len(WARPED_LEVELS) and calls.count("part_affine_warp") == 4
 
 
 def test_dataset_flip_mirrors_images_and_keypoints_together(tmp_path):

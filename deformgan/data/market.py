@@ -230,7 +230,8 @@ class MarketPoseDataset(torch.utils.data.Dataset):
         flip: probability of a horizontal flip of the whole pair (images and both
             poses, L/R joints swapped).
         heatmaps: render per-item heatmaps with ``deformgan_ops.keypoint_heatmaps``;
-            set False and call :func:`render_batch` on the training device instead.
+            set False and render in batch on the training device instead
+            (:func:`deformgan.geometry.render`).
         on_missing: ``"raise"`` or ``"skip"`` pairs that name images without annotation.
         height, width: the expected image size (128 x 64 for Market-1501).
 
@@ -308,47 +309,3 @@ class MarketPoseDataset(torch.utils.data.Dataset):
             heat = deformgan_ops.keypoint_heatmaps(torch.stack([kp_a, kp_b]), self.height, self.width, self.sigma)
             item["source_heatmaps"], item["target_heatmaps"] = heat[0], heat[1]
         return item
-
-
-def render_batch(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor, height: int = 128,
-                 width: int = 64, sigma: float = 6.0, levels: Sequence[int] = (1,),
-                 device: Optional[torch.device] = None, out: Optional[dict] = None) -> dict:
-    """Heatmaps, part masks and part affines for a whole batch, on ``device``.
-
-    Returns ``source_heatmaps``/``target_heatmaps`` ``[N, 18, H, W]``, ``theta``
-    ``[N, 10, 2, 3]`` (image resolution), ``valid`` ``[N, 10]``, and ``masks``: a dict
-    ``{s: [N, 10, H/s, W/s]}`` for each downsampling factor s in ``levels`` (disabled
-    parts have zero masks), rasterised directly at each level. Not differentiable.
-
-    ``out``: a dict this function returned before, whose heatmap and mask tensors
-    are overwritten (where their shapes still fit) instead of allocating new ones.
-    On the CPU a fresh 75 MB heatmap batch costs more in page faults than in
-    arithmetic (the allocator returns large blocks to the OS), so a loop that is
-    done with the previous batch should pass it back. Nothing else may still use
-    those tensors."""
-    device = torch.device(device) if device is not None else source_keypoints.device
-    src = source_keypoints.detach().to(device, torch.float32)
-    tgt = target_keypoints.detach().to(device, torch.float32)
-    n = src.shape[0]
-
-    def reuse(t, shape):
-        ok = isinstance(t, torch.Tensor) and tuple(t.shape) == tuple(shape) and t.device == device and \
-            t.dtype == torch.float32 and t.is_contiguous()
-        return t if ok else None
-
-    old = out or {}
-    shape = (n, src.shape[1], height, width)
-    s_heat, t_heat = reuse(old.get("source_heatmaps"), shape), reuse(old.get("target_heatmaps"), shape)
-    if s_heat is None or t_heat is None:
-        heat = torch.empty((2 * n,) + shape[1:], device=device)
-        s_heat, t_heat = heat[:n], heat[n:]
-    deformgan_ops.keypoint_heatmaps(src, height, width, sigma, out=s_heat)
-    deformgan_ops.keypoint_heatmaps(tgt, height, width, sigma, out=t_heat)
-    theta, valid = P.part_affines(src, tgt)
-    masks = {}
-    old_masks = old.get("masks") or {}
-    for s in levels:
-        m_shape = (n, P.NUM_PARTS, height // s, width // s)
-        masks[s] = P.part_masks(tgt, height // s, width // s, scale=float(s), enabled=valid,
-                                out=reuse(old_masks.get(s), m_shape))
-    return dict(source_heatmaps=s_heat, target_heatmaps=t_heat, theta=theta, valid=valid, masks=masks)

@@ -1,10 +1,17 @@
 """Pure-PyTorch reference implementations: the executable definition of every
 operator (SPEC section 5) and the fallback when no compiled kernel is available.
 They are vectorised and differentiable by autograd; they do no input validation
-(the public functions in :mod:`deformgan_ops` do)."""
-from .keypoint_heatmaps import keypoint_heatmaps
-from .nn_loss import nn_loss
-from .part_affine_warp import part_affine_warp
-from .pose_geometry import part_affines, part_masks
+(the public functions in :mod:`deformgan_ops` do).
 
-__all__ = ["part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines"]
+Each module here defines its operators' functions (listed in its ``__all__``); this
+package exposes them by name, ``deformgan_ops.reference.<operator>``.
+"""
+import importlib as _importlib
+import pkgutil as _pkgutil
+
+__all__ = []
+for _module in _pkgutil.iter_modules(__path__):
+    _mod = _importlib.import_module(f"{__name__}.{_module.name}")
+    for _name in getattr(_mod, "__all__", ()):
+        globals()[_name] = getattr(_mod, _name)
+        __all__.append(_name)

@@ -1,12 +1,9 @@
 """Reference keypoint_heatmaps: the Gaussian of SPEC section 3, evaluated literally."""
 import torch
 
+from ..skeleton import missing as keypoint_missing
 
-def keypoint_missing(keypoints: torch.Tensor) -> torch.Tensor:
-    """``[..., 2]`` -> ``[...]`` bool: a joint is missing when either coordinate is
-    negative or not finite."""
-    finite = torch.isfinite(keypoints).all(dim=-1)
-    return ~(finite & (keypoints >= 0).all(dim=-1))
+__all__ = ["keypoint_heatmaps"]
 
 
 def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int,

@@ -11,7 +11,14 @@ with ``sign(0) = sign(NaN) = 0`` (autograd's derivative of abs).
 import torch
 import torch.nn.functional as F
 
-from .._validate import effective_kernel_size
+__all__ = ["nn_loss"]
+
+
+def effective_kernel_size(kernel_size: int, height: int, width: int) -> int:
+    """The window clipped to the image: a radius past ``max(H, W) - 1`` adds no
+    position inside the image (the result is the same), only work and scratch."""
+    radius = min(int(kernel_size) // 2, max(height, width, 1) - 1)
+    return 2 * radius + 1
 
 
 def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,

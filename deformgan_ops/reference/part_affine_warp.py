@@ -23,6 +23,8 @@ from typing import Optional
 
 import torch
 
+__all__ = ["part_affine_warp"]
+
 
 def _sampling_locations(theta: torch.Tensor, Ho: int, Wo: int,
                         offsets: Optional[torch.Tensor]) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """Reference (pure PyTorch, vectorised, any device) of the body-part geometry of
-Deformable GAN (SPEC sections 1, 3, 4): the 18-joint tables, torso size, limb
-rectangles, the least-squares part affines and the part masks. The executable
+Deformable GAN (SPEC sections 1, 3, 4): torso size, limb rectangles, the least-squares part affines and the part masks. The executable
 definition of the ``part_affines`` and ``part_masks`` operators (their C++/CUDA
 kernels are transcriptions of it, see ``csrc/ops/pose_geometry_math.h``);
-:mod:`deformgan.pose` re-exports the tables and helpers.
+:mod:`deformgan.pose` re-exports the helpers; the skeleton tables are in
+:mod:`deformgan_ops.skeleton`.
 
 Conventions: keypoints are float tensors ``[..., 18, 2]`` holding (x, y) =
 (column, row) in pixels of the image; a joint is missing when either
@@ -15,48 +15,12 @@ from typing import Optional, Tuple
 
 import torch
 
-JOINTS = ("nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist",
-          "r_hip", "r_knee", "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear")
-NUM_JOINTS = 18
-J = {name: i for i, name in enumerate(JOINTS)}
+from ..skeleton import HEAD_JOINTS, J, LIMB_PARTS, NUM_JOINTS, NUM_PARTS, TORSO_JOINTS, check_keypoints, present
 
-TORSO_JOINTS = (J["r_hip"], J["l_hip"], J["l_shoulder"], J["r_shoulder"])
-HEAD_JOINTS = (J["nose"], J["r_eye"], J["l_eye"], J["r_ear"], J["l_ear"])
+__all__ = ["part_affines", "part_masks"]
 
-PARTS = ("torso", "head", "r_upper_leg", "l_upper_leg", "r_lower_leg", "l_lower_leg",
-         "r_upper_arm", "l_upper_arm", "r_lower_arm", "l_lower_arm")
-NUM_PARTS = 10
-# part -> (joint a, joint b, inc for the fit, inc for the mask, mirror part)
-LIMB_PARTS = {
-    2: (J["r_hip"], J["r_knee"], 0.1, 0.1, 3),
-    3: (J["l_hip"], J["l_knee"], 0.1, 0.1, 2),
-    4: (J["r_knee"], J["r_ankle"], 0.3, 0.5, 5),
-    5: (J["l_knee"], J["l_ankle"], 0.3, 0.5, 4),
-    6: (J["r_shoulder"], J["r_elbow"], 0.1, 0.1, 7),
-    7: (J["l_shoulder"], J["l_elbow"], 0.1, 0.1, 6),
-    8: (J["r_elbow"], J["r_wrist"], 0.3, 0.5, 9),
-    9: (J["l_elbow"], J["l_wrist"], 0.3, 0.5, 8),
-}
-GLOBAL_JOINTS = TORSO_JOINTS + (J["r_knee"], J["l_knee"])
 MAX_CONDITION = 1e4
 MIN_SPREAD = 1e-10  # determinant of the normalised target points' covariance (collinear: 0)
-
-
-def missing(keypoints: torch.Tensor) -> torch.Tensor:
-    """``[..., 2]`` -> ``[...]`` bool: either coordinate negative or not finite."""
-    return ~(torch.isfinite(keypoints).all(-1) & (keypoints >= 0).all(-1))
-
-
-def present(keypoints: torch.Tensor) -> torch.Tensor:
-    return ~missing(keypoints)
-
-
-def _check_keypoints(kp: torch.Tensor, name: str = "keypoints") -> None:
-    if not isinstance(kp, torch.Tensor) or kp.dim() < 2 or kp.shape[-2:] != (NUM_JOINTS, 2):
-        shape = list(kp.shape) if isinstance(kp, torch.Tensor) else type(kp).__name__
-        raise ValueError(f"{name} must have shape [..., 18, 2] (x, y), got {shape}")
-    if not kp.is_floating_point():
-        raise TypeError(f"{name} must be a floating point tensor, got {kp.dtype}")
 
 
 def _sqrt(x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +34,7 @@ def torso_size(keypoints: torch.Tensor) -> torch.Tensor:
     """``st = sqrt((|Rhip - Rsho|^2 + |Lhip - Lsho|^2) / 2)`` per pose, ``[...]``.
     With one side missing, that side's length is replaced by the other's; with
     both missing the result is NaN (the parts that need it are then disabled)."""
-    _check_keypoints(keypoints)
+    check_keypoints(keypoints)
     r = keypoints[..., J["r_hip"], :] - keypoints[..., J["r_shoulder"], :]
     l = keypoints[..., J["l_hip"], :] - keypoints[..., J["l_shoulder"], :]
     r_ok = present(keypoints[..., J["r_hip"], :]) & present(keypoints[..., J["r_shoulder"], :])
@@ -205,8 +169,8 @@ def part_affines(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor
     mask ``[N, 10]``. Disabled parts (missing in the target, no head joint common to
     both poses, singular or ill-conditioned fit) have a zero affine and False validity;
     a limb missing in the source is fitted from the source's mirror limb."""
-    _check_keypoints(source_keypoints, "source_keypoints")
-    _check_keypoints(target_keypoints, "target_keypoints")
+    check_keypoints(source_keypoints, "source_keypoints")
+    check_keypoints(target_keypoints, "target_keypoints")
     if source_keypoints.shape != target_keypoints.shape:
         raise ValueError(f"source_keypoints {list(source_keypoints.shape)} and target_keypoints "
                          f"{list(target_keypoints.shape)} must have the same shape")
@@ -301,7 +265,7 @@ def part_masks(target_keypoints: torch.Tensor, height: int, width: int,
     ``scale`` from the keypoints' image (pixel (x, y) there is (x s, y s) here),
     directly from the scaled geometry. ``enabled`` ``[N, 10]`` (e.g. the validity from
     :func:`part_affines`) zeroes the masks of parts that are off."""
-    _check_keypoints(target_keypoints, "target_keypoints")
+    check_keypoints(target_keypoints, "target_keypoints")
     kp = target_keypoints.reshape(-1, NUM_JOINTS, 2)
     on = enabled.reshape(-1, NUM_PARTS).to(torch.bool) if enabled is not None else None
     B = kp.shape[0]

@@ -3,7 +3,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._registration import register_keypoint_heatmaps
+from ..ops.keypoint_heatmaps import register
 from ._common import BLOCK, compute_dtype, device_guard, scalar, tile_of, tiles
 
 
@@ -84,7 +84,7 @@ def keypoint_heatmaps_backward_op(grad_output: torch.Tensor, keypoints: torch.Te
     return grad
 
 
-register_keypoint_heatmaps(keypoint_heatmaps_op, keypoint_heatmaps_backward_op, keypoint_heatmaps_backward_op)
+register(keypoint_heatmaps_op, keypoint_heatmaps_backward_op, keypoint_heatmaps_backward_op)
 
 
 def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: float) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._registration import register_nn_loss
+from ..ops.nn_loss import register
 from ._common import (BLOCK, accumulator_dtype, alert_not_deterministic, compute_dtype, device_guard, empty_grad,
                       tile_of, tiles)
 
@@ -99,7 +99,7 @@ def nn_loss_backward_op(grad_distance: torch.Tensor, generated: torch.Tensor, ta
     return ggen, (gtgt.to(generated.dtype) if need_tgt else gtgt)
 
 
-register_nn_loss(nn_loss_op, nn_loss_backward_op, nn_loss_backward_op)
+register(nn_loss_op, nn_loss_backward_op, nn_loss_backward_op)
 
 
 def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._registration import register_part_affine_warp
+from ..ops.part_affine_warp import register
 
 CHANNEL_CHUNK = 8  # channels per forward program (the CUDA kernel's kChannelChunk)
 from ._common import (BLOCK, accumulator_dtype, alert_not_deterministic, compute_dtype, device_guard, empty_grad,
@@ -224,8 +224,7 @@ def part_affine_warp_backward_op(grad_output: torch.Tensor, features: torch.Tens
             goff.to(dtype) if need_o else empty_grad(features))
 
 
-register_part_affine_warp(part_affine_warp_op, part_affine_warp_backward_op,
-                          part_affine_warp_backward_op)
+register(part_affine_warp_op, part_affine_warp_backward_op, part_affine_warp_backward_op)
 
 
 def part_affine_warp(features, theta, masks, offsets=None):

@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "../checks.h"
-#include "../entry_points.h"
 #include "cpu_utils.h"
 #include "../keypoint_heatmaps_math.h"
 

@@ -11,7 +11,6 @@
 #include <cmath>
 
 #include "../checks.h"
-#include "../entry_points.h"
 #include "../pose_geometry_math.h"
 #include "cpu_utils.h"
 

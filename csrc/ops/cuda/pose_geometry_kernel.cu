@@ -6,7 +6,6 @@
 #include <torch/library.h>
 
 #include "../checks.h"
-#include "../entry_points.h"
 #include "../pose_geometry_math.h"
 #include "cuda_utils.cuh"
 

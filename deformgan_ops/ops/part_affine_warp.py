@@ -1,0 +1,148 @@
+"""part_affine_warp: the masked per-part affine warp of the deformable skip connections."""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .. import reference
+from .._registry import OpDecl, declare
+from .._validate import check_like, check_tensor, shape_of
+from ..backend import extension_loaded, implementation
+from ._autograd import forbid_double_backward
+
+NAME = "part_affine_warp"
+
+
+def check(features, theta, masks, offsets: Optional[torch.Tensor]) -> None:
+    check_tensor(features, "features", 4, "[N, C, H, W]")
+    check_tensor(theta, "theta", 4, "[N, P, 2, 3]")
+    check_tensor(masks, "masks", 4, "[N, P, Ho, Wo]")
+    check_like(theta, "theta", features, "features")
+    check_like(masks, "masks", features, "features")
+    N = features.shape[0]
+    if theta.shape[0] != N or tuple(theta.shape[2:]) != (2, 3):
+        raise ValueError(f"theta must have shape [N, P, 2, 3] with N = {N}, got {shape_of(theta)}")
+    P = theta.shape[1]
+    if not 1 <= P <= 255:
+        raise ValueError(f"theta must have between 1 and 255 parts, got P = {P}")
+    if masks.shape[0] != N or masks.shape[1] != P:
+        raise ValueError(f"masks must have shape [N, P, Ho, Wo] with N = {N} and P = {P}, got {shape_of(masks)}")
+    if offsets is not None:
+        check_tensor(offsets, "offsets", 4, "[N, 2, Ho, Wo]")
+        check_like(offsets, "offsets", features, "features")
+        want = (N, 2, masks.shape[2], masks.shape[3])
+        if tuple(offsets.shape) != want:
+            raise ValueError(f"offsets must have shape [N, 2, Ho, Wo] = {list(want)}, got {shape_of(offsets)}")
+
+
+def register(forward, backward_op, backward) -> None:
+    """Fake kernels and the autograd formula of one implementation (the compiled op or
+    the Triton custom op): ``forward`` returns (output, winner uint8), ``backward``
+    computes the four gradients from the saved winner."""
+    def fake(features, theta, masks, offsets):
+        N, C = features.shape[0], features.shape[1]
+        Ho, Wo = masks.shape[2], masks.shape[3]
+        return (features.new_empty((N, C, Ho, Wo)), features.new_empty((N, C, Ho, Wo), dtype=torch.uint8))
+
+    def backward_fake(grad_output, features, theta, masks, offsets, winner, output_mask):
+        like = (features, theta, masks, offsets)
+        return tuple(torch.empty_like(t) if (t is not None and need) else features.new_empty((0,))
+                     for t, need in zip(like, output_mask))
+
+    def setup(ctx, inputs, output):
+        features, theta, masks, offsets = inputs
+        ctx.has_offsets = offsets is not None
+        ctx.save_for_backward(features, theta, masks, offsets, output[1])
+
+    def grad(ctx, grad_output, _grad_winner):
+        features, theta, masks, offsets, winner = ctx.saved_tensors
+        need = [bool(x) for x in ctx.needs_input_grad[:4]]
+        need[3] = need[3] and ctx.has_offsets
+        grads = backward(grad_output, features, theta, masks, offsets, winner, need)
+        return tuple(g if n else None for g, n in zip(grads, need))
+
+    torch.library.register_fake(forward, fake)
+    torch.library.register_fake(backward_op, backward_fake)
+    torch.library.register_autograd(forward, grad, setup_context=setup)
+    forbid_double_backward(backward_op, NAME)
+
+
+def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.Tensor,
+                     offsets: Optional[torch.Tensor] = None, *,
+                     backend: Optional[str] = None) -> torch.Tensor:
+    """Masked per-part affine warp, combined by a max over parts.
+
+    For output pixel ``(x, y)`` (column, row) and part ``p``::
+
+        (u, v) = theta[n, p] @ (x, y, 1) + offsets[n, :, y, x]
+        out[n, c, y, x] = max_p masks[n, p, y, x] * bilinear(features[n, c], u, v)
+
+    ``(u, v)`` is in the input's pixel-index coordinates; bilinear sampling uses
+    zero padding (a corner outside ``[0, W-1] x [0, H-1]`` contributes 0, as
+    ``grid_sample(align_corners=True, padding_mode="zeros")``); non-finite
+    locations sample 0. A part whose mask is exactly 0 at a pixel contributes
+    exactly 0 and is not sampled. Ties go to the lowest ``p``; the gradient of
+    the max reaches the winning part only. Non-finite values (the same on every
+    backend, see :mod:`deformgan_ops.reference.part_affine_warp`): a corner outside
+    the image is never read; a NaN/inf feature at a corner inside reaches the
+    sample even with weight 0; a NaN candidate wins the max (the first in p
+    order). Features with ``H = 0`` or ``W = 0`` sample 0 everywhere. Double
+    backward is supported by the reference only (the fused kernels raise).
+
+    Args:
+        features: ``[N, C, H, W]`` floating point.
+        theta: ``[N, P, 2, 3]`` target -> source affines in pixel coordinates,
+            ``1 <= P <= 255``. For a level downsampled by ``s``, divide the
+            translation column by ``s`` (see :func:`deformgan.pose.scale_affines`).
+        masks: ``[N, P, Ho, Wo]`` per-part masks in the target frame.
+        offsets: optional ``[N, 2, Ho, Wo]`` residual displacements (channel 0
+            adds to ``u``, channel 1 to ``v``).
+        backend: ``"auto"``, ``"reference"``, ``"cpu"``, ``"cuda"`` or
+            ``"triton"``; None uses :func:`deformgan_ops.get_backend`.
+
+    Returns:
+        ``[N, C, Ho, Wo]``, differentiable with respect to all four inputs.
+    """
+    check(features, theta, masks, offsets)
+    return implementation(NAME, features.device, backend)(features, theta, masks, offsets)
+
+
+class PartAffineWarp(nn.Module):
+    """Module form of :func:`part_affine_warp` (no parameters)."""
+
+    def __init__(self, backend: Optional[str] = None):
+        super().__init__()
+        self.backend = backend
+
+    def forward(self, features, theta, masks, offsets=None):
+        return part_affine_warp(features, theta, masks, offsets, backend=self.backend)
+
+
+def _compiled(features, theta, masks, offsets):
+    return torch.ops.deformgan_ops.part_affine_warp(features, theta, masks, offsets)[0]
+
+
+def _sample_inputs(device, dtype):
+    """Odd sizes; parts of zero mask; affines that sample outside the image; with and
+    without offsets; one output larger than the input."""
+    g = torch.Generator().manual_seed(0)
+
+    def case(N, C, H, W, P, Ho, Wo, with_offsets):
+        f = torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
+        lin = torch.eye(2, dtype=torch.float64) + 0.3 * torch.randn(N, P, 2, 2, generator=g, dtype=torch.float64)
+        shift = torch.randn(N, P, 2, 1, generator=g, dtype=torch.float64) * 3
+        theta = torch.cat([lin, shift], -1)
+        masks = (torch.rand(N, P, Ho, Wo, generator=g, dtype=torch.float64) > 0.3).double() * \
+            torch.rand(N, P, Ho, Wo, generator=g, dtype=torch.float64)
+        off = torch.randn(N, 2, Ho, Wo, generator=g, dtype=torch.float64) if with_offsets else None
+        return tuple(None if t is None else t.to(device, dtype) for t in (f, theta, masks, off)), {}
+
+    return [case(2, 3, 9, 7, 4, 9, 7, False), case(1, 2, 5, 6, 3, 7, 5, True), case(3, 1, 4, 4, 1, 4, 4, True)]
+
+
+if extension_loaded():
+    register(f"deformgan_ops::{NAME}", f"deformgan_ops::_{NAME}_backward",
+             getattr(torch.ops.deformgan_ops, f"_{NAME}_backward"))
+
+DECL = declare(OpDecl(name=NAME, public=part_affine_warp, reference=reference.part_affine_warp,
+                      compiled=_compiled, triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs))

@@ -1,0 +1,122 @@
+"""Every operator of the registry, every backend that can run here: one test body per
+behaviour (forward and gradients against the reference, the same error for a backend an
+operator lacks, the process-wide backend honoured), parametrised from the registry."""
+import dataclasses
+import glob
+import os
+
+import pytest
+import torch
+
+import deformgan_ops as D
+from deformgan_ops import _registry
+from deformgan_ops import backend as B
+
+OPS = D.operators()
+CPU_BACKENDS = [b for b in D.available_backends("cpu") if b != "reference"]
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cases(op, dtype):
+    return D.operator(op).sample_inputs(torch.device("cpu"), dtype)
+
+
+def floating(args):
+    return [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+
+
+def call(op, args, kwargs, backend):
+    out = D.operator(op).public(*args, **kwargs, backend=backend)
+    return out if isinstance(out, tuple) else (out,)
+
+
+def test_the_registry_holds_the_five_operators_in_order():
+    assert OPS == ("part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_each_operator_is_exposed_under_its_one_name(op):
+    decl = D.operator(op)
+    assert getattr(D, op) is decl.public and decl.public.__name__ == op
+    assert callable(getattr(D.reference, op))
+    if D.extension_loaded():
+        assert D.has_compiled_kernel(op, "cpu")
+    if decl.triton:
+        assert os.path.exists(os.path.join(ROOT, "deformgan_ops", "triton", f"{op}.py"))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("op", OPS)
+def test_forward_matches_the_reference(op, dtype, backend):
+    for args, kwargs in cases(op, dtype):
+        got, want = call(op, args, kwargs, backend), call(op, args, kwargs, "reference")
+        for g, w in zip(got, want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            torch.testing.assert_close(g, w, equal_nan=True, atol=1e-5 if dtype == torch.float32 else 1e-10,
+                                       rtol=1e-5 if dtype == torch.float32 else 1e-10)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("op", [op for op in OPS if D.operator(op).differentiable])
+def test_every_gradient_matches_the_reference(op, backend):
+    for args, kwargs in cases(op, torch.float64):
+        idx = floating(args)
+
+        def grads(which):
+            leaves = list(args)
+            for i in idx:
+                leaves[i] = args[i].clone().requires_grad_()
+            outs = call(op, leaves, kwargs, which)
+            weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(k), dtype=o.dtype)
+                       for k, o in enumerate(outs)]
+            loss = sum((torch.nan_to_num(o) * w).sum() for o, w in zip(outs, weights))
+            return torch.autograd.grad(loss, [leaves[i] for i in idx], allow_unused=True)
+
+        for g, w in zip(grads(backend), grads("reference")):
+            torch.testing.assert_close(g, w, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_a_backend_the_operator_lacks_gives_the_same_error(op, monkeypatch):
+    args, kwargs = cases(op, torch.float32)[0]
+    if not D.operator(op).triton:
+        with pytest.raises(D.BackendUnavailable,
+                           match=rf"^deformgan_ops\.{op}: backend 'triton' is not available: this operator has no "
+                                 r"triton kernel \(its backends: reference, cpu, cuda\)$"):
+            D.operator(op).public(*args, **kwargs, backend="triton")
+    monkeypatch.setattr(B, "has_compiled_kernel", lambda name, dev: False)
+    with pytest.raises(D.BackendUnavailable, match=rf"^deformgan_ops\.{op}: backend 'cpu' is not available: "):
+        D.operator(op).public(*args, **kwargs, backend="cpu")
+    with pytest.raises(RuntimeError, match=rf"^deformgan_ops\.{op}: backend 'cuda' needs cuda tensors"):
+        D.operator(op).public(*args, **kwargs, backend="cuda")
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_the_process_wide_backend_reaches_every_operator(op, monkeypatch):
+    calls = []
+    decl = D.operator(op)
+
+    def spy(*a):
+        calls.append(op)
+        return decl.reference(*a)
+
+    monkeypatch.setitem(_registry._OPS, op, dataclasses.replace(decl, reference=spy))
+    args, kwargs = cases(op, torch.float32)[0]
+    with D.use_backend("reference"):
+        decl.public(*args, **kwargs)
+    assert calls == [op]
+    if CPU_BACKENDS:
+        with D.use_backend("cpu"):
+            decl.public(*args, **kwargs)
+        assert calls == [op]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_an_operator_name_is_written_in_at_most_nine_files(op):
+    """The redesign's measure: csrc/ + deformgan_ops/ (sources, not build outputs)."""
+    files = [f for pattern in ("csrc/**/*.h", "csrc/**/*.cpp", "csrc/**/*.cu", "csrc/**/*.cuh",
+                               "deformgan_ops/**/*.py")
+             for f in glob.glob(os.path.join(ROOT, pattern), recursive=True)]
+    holding = sorted(os.path.relpath(f, ROOT) for f in files if op in open(f, encoding="utf-8").read())
+    assert len(holding) <= 9, holding
