@@ -38,14 +38,17 @@ def vgg_available() -> bool:
 
 def figure(out_dir: str, checkpoints: dict, rows: int = 6) -> str:
     from . import checkpoint as ckpt_io
-    from .data.market import MarketPoseDataset
+    from .data.layout import discover
+    from .data.market import MarketPoseDataset, read_annotations, standard_pairs
     from .evaluate import resolve_data
     from .viz import grid, pose_image
 
     first = ckpt_io.load(next(iter(checkpoints.values())))
     root = resolve_data(first, None)
-    ds = MarketPoseDataset(root, os.path.join(root, "annotations-test.csv"), os.path.join(root, "pairs-test.csv"),
-                           split="test", heatmaps=False)
+    layout = discover(root)
+    annotations = read_annotations(layout.require_annotations("test"))
+    ds = MarketPoseDataset(root, annotations, layout.pairs("test") or standard_pairs(annotations), split="test",
+                           heatmaps=False)
     step = max(1, len(ds) // rows)
     items = [ds[i * step] for i in range(rows)]
     src = torch.stack([it["source_image"] for it in items])

@@ -53,6 +53,7 @@ import torch
 
 from . import checkpoint as ckpt_io
 from .cli_types import int_at_least, positive_int
+from .data.layout import DatasetLayout, discover
 from .data.market import (AnnotationError, MarketPoseDataset, read_annotations, read_image_uint8, read_pairs,
                           standard_pairs)
 from .scoring import (Networks, Scorer, build_networks, image_files, reference_statistics,
@@ -83,14 +84,6 @@ class EvaluationError(ValueError):
     """A protocol violation that makes the scores meaningless (size mismatch, no pairs...)."""
 
 
-def _find(root: str, *names: str) -> Optional[str]:
-    for n in names:
-        p = os.path.join(root, n)
-        if os.path.exists(p):
-            return p
-    return None
-
-
 def _stem(name: str) -> str:
     return os.path.splitext(name)[0]
 
@@ -101,12 +94,8 @@ def resolve_data(ckpt: Dict, data: Optional[str]) -> str:
     cfg = ckpt["config"]
     if cfg.get("data"):
         return cfg["data"]
-    from .train import default_cache
-    root = os.path.join(default_cache(), f"synthetic-{cfg['synthetic_ids']}x{cfg['synthetic_images_per_id']}-seed0")
-    if not os.path.exists(os.path.join(root, "SYNTHETIC.json")):
-        from .data.synthetic import make_dataset
-        make_dataset(root, ids=cfg["synthetic_ids"], images_per_id=cfg["synthetic_images_per_id"], seed=0)
-    return root
+    from .data.layout import ensure_synthetic
+    return ensure_synthetic(cfg["synthetic_ids"], cfg["synthetic_images_per_id"])
 
 
 # ---------------------------------------------------------------- pairing
@@ -139,8 +128,8 @@ def real_folder(real: str) -> str:
     ``real`` is a dataset root (no images directly inside)."""
     if not os.path.isdir(real):
         raise FileNotFoundError(f"--real: no such folder {real}")
-    if not image_files(real) and os.path.isdir(os.path.join(real, "bounding_box_test")):
-        return os.path.join(real, "bounding_box_test")
+    if not image_files(real) and DatasetLayout(real).has_images("test"):
+        return DatasetLayout(real).images("test")
     return real
 
 
@@ -268,7 +257,7 @@ def _fid_statistics(nets: Networks, fid_reference: Optional[str], fid_cache: Opt
 
 
 def default_fid_cache() -> str:
-    from .train import default_cache
+    from .data.layout import default_cache
     return os.path.join(default_cache(), "fid")
 
 
@@ -407,12 +396,11 @@ def evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", o
     G = ckpt_io.build_generator(ckpt, dev)
     root = resolve_data(ckpt, data)
     split = "train" if pairs == "train" else "test"
-    ann_path = _find(root, f"annotations-{split}.csv", f"market-annotation-{split}.csv")
-    if ann_path is None:
-        raise FileNotFoundError(f"no {split} annotations in {root}")
+    layout = discover(root)
+    ann_path = layout.require_annotations(split)
     annotations = read_annotations(ann_path)
     if pairs in ("train", "test"):
-        pairs_path = _find(root, f"pairs-{split}.csv", f"market-pairs-{split}.csv")
+        pairs_path = layout.pairs(split)
         pair_list = read_pairs(pairs_path, annotations) if pairs_path else standard_pairs(annotations)
     else:
         pair_list = read_pairs(pairs, annotations)
@@ -449,11 +437,11 @@ def evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", o
     size = tuple(G.image_size)
     result: Dict = {"name": name or f"{ckpt['config']['variant']} @ {ckpt['step']}", "mode": "checkpoint",
                     "checkpoint": checkpoint, "variant": ckpt["config"]["variant"], "step": ckpt["step"],
-                    "data": root, "generated": gen_dir, "real": os.path.join(root, f"bounding_box_{split}"),
+                    "data": root, "generated": gen_dir, "real": layout.images(split),
                     "annotations": ann_path, "pairs_file": os.path.join(out, "pairs.csv"),
                     "image_size": list(size), "dataset": DATASET_BY_SIZE.get(size)}
-    if fid_reference is None and os.path.isdir(os.path.join(root, "bounding_box_train")):
-        fid_reference = os.path.join(root, "bounding_box_train")
+    if fid_reference is None and layout.has_images("train"):
+        fid_reference = layout.images("train")
     fid = _fid_statistics(nets, fid_reference, fid_cache or default_fid_cache(), batch_size, progress, result)
     result.update(scorer.result(fid))
     _write_outputs(out, result, rows, ["source", "target pose", "generated", "target"])
@@ -573,7 +561,7 @@ def main(argv=None) -> int:
         return 2
     print(markdown_table([r]), end="")
     print(f"[deformgan.evaluate] wrote {os.path.join(out, 'metrics.json')}, metrics.md, examples.png"
-          + (f", generated/ and pairs.csv" if args.checkpoint else ""), file=sys.stderr)
+          + (", generated/ and pairs.csv" if args.checkpoint else ""), file=sys.stderr)
     return 0
 
 

@@ -35,17 +35,14 @@ from PIL import Image
 
 from . import checkpoint as ckpt_io
 from .cli_types import int_at_least, positive_int
+from .data.layout import DatasetLayout
 from .data.market import AnnotationError, is_valid_for_pairs, read_annotations, read_image_uint8
 
 MANIFEST_HEADER = "generated,source,target_pose_of"
 
 
 def _annotations_path(data: str) -> str:
-    for n in ("annotations-train.csv", "market-annotation-train.csv"):
-        p = os.path.join(data, n)
-        if os.path.isfile(p):
-            return p
-    raise FileNotFoundError(f"no training annotations (annotations-train.csv / market-annotation-train.csv) in {data}")
+    return DatasetLayout(data).require_annotations("train")
 
 
 def generated_name(source: str, k: int) -> str:

@@ -111,7 +111,7 @@ def demo_figure(data_dir: str, out: str, rows: int = 3, upscale: int = 2) -> str
     for i, it in enumerate(items):
         row = [Image.fromarray(to_uint8(it["source_image"])),
                draw_pose(to_uint8(it["source_image"]), it["source_keypoints"]),
-               heatmaps_to_image(g["source_heatmaps"][i]),
+               heatmaps_to_image(g.source_heatmaps[i]),
                pose_image(it["target_keypoints"]),
                masks_to_image(masks[i]),
                Image.fromarray(to_uint8(parts_only[i])),

@@ -121,3 +121,47 @@ def test_generator_under_bf16_autocast_warps_in_float32(monkeypatch):
         y = g(x, s, t)
     assert y.dtype == torch.bfloat16 and torch.isfinite(y.float()).all()
     assert seen and all(d == (torch.float32, torch.float32) for d in seen)
+
+
+# ---------------------------------------------------------------- variants and depth
+def test_warp_and_offsets_are_independent_choices_with_the_old_names_as_aliases():
+    assert M.parse_variant("parts+offsets") == ("parts", True) and M.parse_variant("none") == ("none", False)
+    g = M.Generator(warp="parts", offsets=True, width_mult=0.0625)
+    old = M.Generator("parts+offsets", width_mult=0.0625)
+    assert g.variant == "parts+offsets" and list(g.state_dict()) == list(old.state_dict())
+    glob = M.Generator(warp="global", offsets=True, width_mult=0.0625).eval()
+    assert glob.variant == "global+offsets"
+    x, s, t = batch()
+    image, offsets = glob(x, s, t, return_offsets=True)
+    assert image.shape == x.shape and len(offsets) == len(M.WARPED_LEVELS)
+    for bad in ("none+offsets", "parts+flow", "affine"):
+        with pytest.raises(ValueError, match="variant must be one of"):
+            M.Generator(bad)
+    with pytest.raises(ValueError, match="warp must be one of"):
+        M.Generator(warp="affine")
+
+
+def test_depth_follows_the_image_size():
+    assert M.depth_for((128, 64)) == 6 and M.depth_for((256, 256)) == 7 and M.depth_for((256, 128)) == 7
+    assert M.encoder_widths(7) == [64, 128, 256, 512, 512, 512, 512]
+    for bad in ((100, 64), (128, 48), (32, 16)):
+        with pytest.raises(ValueError, match="image_size"):
+            M.depth_for(bad)
+
+
+def test_generator_at_256x256_has_seven_levels_as_the_original():
+    g = M.Generator("parts", width_mult=1.0, image_size=(256, 256))
+    assert g.levels == 7 and len(g.appearance.blocks) == 6 and len(g.ups) == 6
+    assert [b[1].out_channels for b in g.appearance.blocks] == [128, 256, 512, 512, 512, 512]
+    # decoder: outputs at levels 5..0 with the widths of encoder levels 6..1
+    assert [u[1].out_channels for u in g.ups] == [512, 512, 512, 512, 256, 128]
+    small = M.Generator("parts", width_mult=0.0625, image_size=(256, 256), dropout=0.0).eval()
+    x, s, t = batch()
+    x = torch.nn.functional.interpolate(x, size=(256, 256))
+    scale = torch.tensor([4.0, 2.0])
+    s, t = [torch.where(P.missing(k).unsqueeze(-1), k, k * scale) for k in (s, t)]
+    with torch.no_grad():
+        y = small(x, s, t)
+    assert y.shape == (2, 3, 256, 256) and torch.isfinite(y).all()
+    geo = small.render_geometry(s, t)
+    assert [geo.masks[lv].shape[-2:] for lv in M.WARPED_LEVELS] == [(256 >> lv, 256 >> lv) for lv in range(4)]

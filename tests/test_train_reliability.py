@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from deformgan import checkpoint as C
+from deformgan import engine as E
 from deformgan import train as T
 
 from test_train import ROOT, _free_port, cfg, data  # noqa: F401 - the shared tiny config and data fixture
@@ -95,8 +96,8 @@ def test_a_failing_sample_grid_does_not_cost_the_final_checkpoint(data, tmp_path
     def broken(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(T, "save_samples", broken)
-    T._optional_failures.clear()
+    monkeypatch.setattr(E, "save_samples", broken)
+    E._optional_failures.clear()
     out = tmp_path / "run"
     result = T.train(cfg(data, out, steps=3, sample_every=1, save_every=1000), progress=False)
     assert result["step"] == 3 and C.load(str(out / "checkpoint.pt"))["step"] == 3

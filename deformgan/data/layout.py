@@ -1,0 +1,88 @@
+"""Dataset folders: where a dataset's images, annotations and pairs are, found one
+way for every command (training, evaluation, generation, ablation, re-ID
+augmentation), and the synthetic demo set made on first use.
+
+A Market-1501-layout folder holds ``bounding_box_train/`` and ``bounding_box_test/``
+images, ``annotations-{split}.csv`` (or the original release's
+``market-annotation-{split}.csv``) and optionally ``pairs-{split}.csv`` (or
+``market-pairs-{split}.csv``).
+"""
+import os
+import sys
+from dataclasses import dataclass
+from typing import Optional
+
+SPLITS = ("train", "test")
+ANNOTATION_NAMES = ("annotations-{split}.csv", "market-annotation-{split}.csv")
+PAIR_NAMES = ("pairs-{split}.csv", "market-pairs-{split}.csv")
+
+
+def default_cache() -> str:
+    """``$DEFORMGAN_CACHE``, else ``~/.cache/deformgan``."""
+    return os.environ.get("DEFORMGAN_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "deformgan"))
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """The files of one dataset folder."""
+    root: str
+
+    def _first(self, patterns, split: str) -> Optional[str]:
+        for pattern in patterns:
+            path = os.path.join(self.root, pattern.format(split=_check_split(split)))
+            if os.path.exists(path):
+                return path
+        return None
+
+    def images(self, split: str) -> str:
+        """The image folder of a split (which may not exist)."""
+        return os.path.join(self.root, f"bounding_box_{_check_split(split)}")
+
+    def has_images(self, split: str) -> bool:
+        return os.path.isdir(self.images(split))
+
+    def annotations(self, split: str) -> Optional[str]:
+        """The split's annotation CSV, None when the folder has none."""
+        return self._first(ANNOTATION_NAMES, split)
+
+    def pairs(self, split: str) -> Optional[str]:
+        """The split's pairs CSV, None when the folder has none (pairs are then made
+        by the standard rule, :func:`deformgan.data.market.standard_pairs`)."""
+        return self._first(PAIR_NAMES, split)
+
+    def require_annotations(self, split: str) -> str:
+        path = self.annotations(split)
+        if path is None:
+            names = " or ".join(p.format(split=split) for p in ANNOTATION_NAMES)
+            raise FileNotFoundError(f"no {split} annotations in {self.root} ({names}); make them with "
+                                    "python -m deformgan.keypoints, or pass --annotations")
+        return path
+
+
+def discover(root: str) -> DatasetLayout:
+    """The layout of an existing dataset folder (FileNotFoundError naming it otherwise)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"--data folder not found: {root}")
+    return DatasetLayout(root)
+
+
+def synthetic_root(ids: int, images_per_id: int) -> str:
+    """Where the synthetic demo set of that size lives in the cache."""
+    return os.path.join(default_cache(), f"synthetic-{ids}x{images_per_id}-seed0")
+
+
+def ensure_synthetic(ids: int, images_per_id: int, make: bool = True) -> str:
+    """The synthetic demo set's folder, made on first use (``make=False``: another
+    process makes it)."""
+    root = synthetic_root(ids, images_per_id)
+    if make and not os.path.exists(os.path.join(root, "SYNTHETIC.json")):
+        from .synthetic import make_dataset
+        print(f"[deformgan] making the synthetic demo set in {root}", file=sys.stderr)
+        make_dataset(root, ids=ids, images_per_id=images_per_id, seed=0)
+    return root
