@@ -28,7 +28,9 @@ try:
 except ImportError:  # imported as benchmarks.bench_ops
     from benchmarks.roofline import measure_bandwidth, traffic_bytes
 
-OPS = ("part_affine_warp", "nn_loss", "keypoint_heatmaps")
+# The differentiable operators of the registry (the pose geometry has its own
+# benchmark, bench_geometry.py); each needs a realistic case in make_case.
+OPS = tuple(op for op in D.operators() if D.operator(op).differentiable)
 
 
 def realistic_masks(N, P, H, W, generator, dtype, device):
@@ -57,29 +59,25 @@ def make_case(op, device, dtype, args):
         theta[:, :, 0, 1] = 0.1 * torch.randn(N, P, generator=g, dtype=dtype)
         theta[:, :, 1, 0] = 0.1 * torch.randn(N, P, generator=g, dtype=dtype)
         masks = realistic_masks(N, P, H, W, g, dtype, "cpu").to(device)
-        inputs = [feats, theta.to(device), masks]
-        grads = [True, False, False]
-
-        def call(backend):
-            return D.part_affine_warp(inputs[0], inputs[1], inputs[2], backend=backend)
+        inputs, grads, scalars = [feats, theta.to(device), masks], [True, False, False], ()
     elif op == "nn_loss":
         gen = torch.randn(N, C, H, W, generator=g, dtype=dtype).to(device)
         tgt = torch.randn(N, C, H, W, generator=g, dtype=dtype).to(device)
-        inputs, grads = [gen, tgt], [True, False]
-
-        def call(backend):
-            return D.nn_loss(inputs[0], inputs[1], args.kernel_size, backend=backend)
-    else:
-        K = 18
+        inputs, grads, scalars = [gen, tgt], [True, False], (args.kernel_size,)
+    elif op == "keypoint_heatmaps":
+        K = D.skeleton.NUM_JOINTS
         kp = torch.stack([torch.rand(N, K, generator=g, dtype=dtype) * W,
                           torch.rand(N, K, generator=g, dtype=dtype) * H], -1).to(device)
         kp[:, ::5] = -1  # some missing joints
-        inputs, grads = [kp], [True]
-
-        def call(backend):
-            return D.keypoint_heatmaps(inputs[0], H, W, 6.0, backend=backend)
+        inputs, grads, scalars = [kp], [True], (H, W, 6.0)
+    else:
+        raise NotImplementedError(f"bench_ops has no benchmark case for the operator {op!r}: add one to make_case")
     for t, r in zip(inputs, grads):
         t.requires_grad_(r)
+    public = D.operator(op).public
+
+    def call(backend):
+        return public(*inputs, *scalars, backend=backend)
     return inputs, call
 
 
@@ -204,6 +202,8 @@ def main(argv=None):
     for op in args.ops:
         ref = None
         for provider in providers:
+            if provider not in D.operator(op).backends():
+                continue
             try:
                 r = run_case(op, provider, device, dtype, args)
             except Exception as exc:  # report and keep going with the other providers
