@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from . import checkpoint as ckpt_io
 from . import pose as P
 from .config import TrainConfig
-from .data.layout import discover, ensure_synthetic
+from .data.layout import discover, ensure_synthetic, ensure_synthetic_fashion
 from .data.market import MarketPoseDataset, read_annotations, standard_pairs
 from .losses import GeneratorLoss, discriminator_loss
 from .models import Discriminator, Generator
@@ -32,7 +32,8 @@ def prepare_data(cfg: TrainConfig, rank: int = 0) -> Tuple[str, str, str, Option
     """(root, train annotations, train pairs, test annotations, test pairs); the
     synthetic demo set is made on first use when no --data is given."""
     if cfg.data is None:
-        root = ensure_synthetic(cfg.synthetic_ids, cfg.synthetic_images_per_id, make=rank == 0)
+        make = ensure_synthetic_fashion if cfg.synthetic == "fashion" else ensure_synthetic
+        root = make(cfg.synthetic_ids, cfg.synthetic_images_per_id, make=rank == 0)
         if dist.is_initialized():
             dist.barrier()
     else:
@@ -172,7 +173,7 @@ class Logger:
 def save_samples(path: str, generator, batch: Dict, device) -> None:
     from PIL import Image
 
-    from .viz import grid, pose_image, to_uint8
+    from .viz import grid, pose_image, to_hwc
 
     was_training = generator.training
     generator.eval()
@@ -181,10 +182,10 @@ def save_samples(path: str, generator, batch: Dict, device) -> None:
     generator.train(was_training)
     rows = []
     for i in range(out.shape[0]):
-        rows.append([Image.fromarray(to_uint8(batch["source_image"][i])),
+        rows.append([Image.fromarray(to_hwc(batch["source_image"][i])),
                      pose_image(batch["target_keypoints"][i]),
-                     Image.fromarray(to_uint8(out[i])),
-                     Image.fromarray(to_uint8(batch["target_image"][i]))])
+                     Image.fromarray(to_hwc(out[i])),
+                     Image.fromarray(to_hwc(batch["target_image"][i]))])
     os.makedirs(os.path.dirname(path), exist_ok=True)
     grid(rows, titles=["source", "target pose", "generated", "target"]).save(path)
 
@@ -378,7 +379,7 @@ def _sample_batch(cfg: TrainConfig, root: str, test_ann: Optional[str], test_pai
     """A fixed batch for the sample grids: test pairs (held-out identities) when the
     folder has them, else the first train pairs."""
     base = train_base
-    if test_ann and test_pairs and os.path.isdir(os.path.join(root, "bounding_box_test")):
+    if test_ann and test_pairs and discover(root).has_images("test"):
         base = MarketPoseDataset(root, test_ann, test_pairs, split="test", heatmaps=False,
                                  height=cfg.image_size[0], width=cfg.image_size[1])
     step = max(1, len(base) // count)

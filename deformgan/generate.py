@@ -20,6 +20,7 @@ from PIL import Image
 
 from . import checkpoint as ckpt_io
 from . import pose as P
+from .data.market import to_uint8
 
 
 class NoPersonFound(RuntimeError):
@@ -169,7 +170,7 @@ class Reposer:
         x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images])
         x = (x / 127.5 - 1).to(self.device).expand(B, -1, -1, -1)
         out = self.generator(x, skp.expand(B, -1, -1), target_keypoints.float())
-        arr = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        arr = to_uint8(out).permute(0, 2, 3, 1).cpu().numpy()
         return list(arr)
 
 

@@ -17,14 +17,9 @@ import numpy as np
 import torch
 
 from . import metrics as MT
-from .data.market import read_image_uint8
+from .data.market import read_image_uint8, to_uint8  # noqa: F401  (re-exported)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def to_uint8(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] (any float dtype) -> uint8 of the same shape, rounded."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:

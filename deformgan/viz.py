@@ -15,16 +15,17 @@ import torch
 from PIL import Image, ImageDraw
 
 from . import pose as P
+from .data.market import to_uint8
 
 
 def part_colours(n: int) -> np.ndarray:
     return np.array([[int(255 * c) for c in colorsys.hsv_to_rgb(i / n, 0.85, 1.0)] for i in range(n)], np.uint8)
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """``[3, H, W]`` in [-1, 1] -> ``H x W x 3`` uint8."""
-    arr = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().byte()
-    return arr.permute(1, 2, 0).numpy()
+def to_hwc(image: torch.Tensor) -> np.ndarray:
+    """``[3, H, W]`` in [-1, 1] -> ``H x W x 3`` uint8 array (:func:`to_uint8`, then
+    channels last), for PIL."""
+    return to_uint8(image).cpu().permute(1, 2, 0).numpy()
 
 
 def draw_pose(image: np.ndarray, keypoints: torch.Tensor, radius: int = 2) -> Image.Image:
@@ -109,14 +110,14 @@ def demo_figure(data_dir: str, out: str, rows: int = 3, upscale: int = 2) -> str
     parts_only = D.part_affine_warp(src, g.theta, body) * 2 - 1
     lines = []
     for i, it in enumerate(items):
-        row = [Image.fromarray(to_uint8(it["source_image"])),
-               draw_pose(to_uint8(it["source_image"]), it["source_keypoints"]),
+        row = [Image.fromarray(to_hwc(it["source_image"])),
+               draw_pose(to_hwc(it["source_image"]), it["source_keypoints"]),
                heatmaps_to_image(g.source_heatmaps[i]),
                pose_image(it["target_keypoints"]),
                masks_to_image(masks[i]),
-               Image.fromarray(to_uint8(parts_only[i])),
-               Image.fromarray(to_uint8(warped[i])),
-               Image.fromarray(to_uint8(it["target_image"]))]
+               Image.fromarray(to_hwc(parts_only[i])),
+               Image.fromarray(to_hwc(warped[i])),
+               Image.fromarray(to_hwc(it["target_image"]))]
         lines.append([im.resize((im.size[0] * upscale, im.size[1] * upscale), Image.NEAREST) for im in row])
     fig = grid(lines, titles=["source", "source pose", "heatmaps", "target pose", "part masks",
                               "warped parts", "warped (all)", "target"])

@@ -5,19 +5,21 @@ Annotation CSV: header ``name:keypoints_y:keypoints_x`` then ``NAME: [y0, ...]: 
 (18 integers each, -1 for a missing joint). Pairs CSV: header ``from,to``. In memory,
 keypoints are ``[18, 2]`` float (x, y) with -1 for missing joints.
 """
-import csv
 import json
 import os
 import random
+import re
 import warnings
 from collections import OrderedDict, defaultdict
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
 import deformgan_ops
+
+from .layout import DatasetLayout
 
 from .. import pose as P
 
@@ -59,6 +61,18 @@ def check_image_name(name: str, where: str = "image name") -> str:
 def person_id(name: str) -> str:
     """The person id of a Market-1501 file name: the prefix before the first ``_``."""
     return os.path.basename(name).split("_", 1)[0]
+
+
+_FASHION_ITEM = re.compile(r"^fashion.*?(id\d{8})")
+
+
+def identity(name: str) -> str:
+    """Whose image this is, the unit pairs are drawn within: the clothing item id of a
+    DeepFashion name (``fashionMENDenimid0000008001_1front.jpg`` -> ``id00000080``),
+    else the Market-1501 person id."""
+    base = os.path.basename(name)
+    m = _FASHION_ITEM.match(base)
+    return m.group(1) if m else person_id(base)
 
 
 def _parse_int_list(text: str, path: str, lineno: int, what: str) -> List[int]:
@@ -177,19 +191,20 @@ def write_pairs(path: str, pairs: Iterable[Tuple[str, str]]) -> None:
 
 def is_valid_for_pairs(name: str, keypoints: torch.Tensor) -> bool:
     """The standard rule's filter: not a distractor/junk id, and the four torso joints present."""
-    if person_id(name) in DISTRACTOR_IDS:
+    if identity(name) in DISTRACTOR_IDS:
         return False
     return bool(P.present(keypoints[list(P.TORSO_JOINTS)]).all())
 
 
 def standard_pairs(annotations: Dict[str, torch.Tensor], sample: Optional[int] = None,
                    seed: int = 0) -> List[Tuple[str, str]]:
-    """All ordered pairs (a, b), a != b, of kept images with the same person id, in
-    annotation order; with ``sample``, a random sample of that many (seeded)."""
+    """All ordered pairs (a, b), a != b, of kept images with the same identity (person
+    id, or clothing item id for DeepFashion), in annotation order; with ``sample``, a
+    random sample of that many (seeded)."""
     by_id: Dict[str, List[str]] = defaultdict(list)
     for name, kp in annotations.items():
         if is_valid_for_pairs(name, kp):
-            by_id[person_id(name)].append(name)
+            by_id[identity(name)].append(name)
     pairs = [(a, b) for names in by_id.values() for a in names for b in names if a != b]
     if sample is not None and sample < len(pairs):
         rng = random.Random(seed)
@@ -217,6 +232,14 @@ def load_image(path: str, height: Optional[int] = None, width: Optional[int] = N
     """:func:`read_image_uint8` as a float tensor ``[3, H, W]`` in [-1, 1]."""
     arr = read_image_uint8(path, height, width)
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`load_image`: float images in [-1, 1] of any shape (and any
+    float dtype) -> uint8 of the same shape on the same device, clamped and rounded in
+    float32. The one conversion every output (sample grids, evaluation, generation)
+    uses."""
+    return ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 class MarketPoseDataset(torch.utils.data.Dataset):
@@ -247,7 +270,7 @@ class MarketPoseDataset(torch.utils.data.Dataset):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         self.root = root
-        self.image_dir = os.path.join(root, f"bounding_box_{split}")
+        self.image_dir = DatasetLayout(root).images(split)
         if not os.path.isdir(self.image_dir):
             raise FileNotFoundError(f"image folder not found: {self.image_dir}")
         self.annotations = read_annotations(annotations) if isinstance(annotations, str) else annotations
