@@ -13,7 +13,7 @@ import torch
 import deformgan_ops
 
 from .cli_types import int_at_least, positive_int, real_in
-from .models import parse_variant
+from .models import depth_for, parse_variant
 
 PRESETS: Dict[str, Dict] = {
     "demo": dict(variant="parts", l1=100.0, width_mult=0.25, dropout=0.0, steps=1200, batch_size=4,
@@ -22,7 +22,14 @@ PRESETS: Dict[str, Dict] = {
     "dsc": dict(variant="parts", l1=100.0),
     "full": dict(variant="parts", l1=0.0, nn=0.01),
     "offsets": dict(variant="parts+offsets", l1=0.0, nn=1.0, perceptual=0.1, smooth=0.1),
+    # DeepFashion at 256x256 as the original trained it: batch 2, NN loss window 5x5.
+    "fashion-dsc": dict(variant="parts", l1=100.0, image_size=(256, 256), batch_size=2, nn_kernel=5),
+    "fashion-full": dict(variant="parts", l1=0.0, nn=0.01, image_size=(256, 256), batch_size=2, nn_kernel=5),
+    "fashion-demo": dict(variant="parts", l1=100.0, image_size=(256, 256), synthetic="fashion", width_mult=0.125,
+                         dropout=0.0, steps=600, batch_size=2, nn_kernel=5, sample_every=100, save_every=100,
+                         log_every=10, synthetic_ids=40, synthetic_images_per_id=4),
 }
+SYNTHETIC_SETS = ("market", "fashion")
 
 
 @dataclass
@@ -61,6 +68,7 @@ class TrainConfig:
     save_every: int = 1000
     vgg_weights: Optional[str] = "imagenet"
     allow_random_vgg: bool = False
+    synthetic: str = "market"
     synthetic_ids: int = 60
     synthetic_images_per_id: int = 6
 
@@ -92,6 +100,12 @@ def validate_config(cfg: "TrainConfig") -> None:
     size = cfg.image_size
     if len(size) != 2 or not all(isinstance(x, int) and x >= 8 for x in size):
         raise ValueError(f"--image-size must be two ints >= 8 (height width), got {size!r}")
+    try:
+        depth_for(size)
+    except ValueError as exc:
+        raise ValueError(f"--image-size: {exc}") from None
+    if cfg.synthetic not in SYNTHETIC_SETS:
+        raise ValueError(f"--synthetic must be one of {SYNTHETIC_SETS}, got {cfg.synthetic!r}")
     if cfg.ops_backend is not None and cfg.ops_backend not in deformgan_ops.BACKENDS:
         raise ValueError(f"--ops-backend must be one of {deformgan_ops.BACKENDS}, got {cfg.ops_backend!r}")
     try:

@@ -94,8 +94,9 @@ def resolve_data(ckpt: Dict, data: Optional[str]) -> str:
     cfg = ckpt["config"]
     if cfg.get("data"):
         return cfg["data"]
-    from .data.layout import ensure_synthetic
-    return ensure_synthetic(cfg["synthetic_ids"], cfg["synthetic_images_per_id"])
+    from .data.layout import ensure_synthetic, ensure_synthetic_fashion
+    make = ensure_synthetic_fashion if cfg.get("synthetic") == "fashion" else ensure_synthetic
+    return make(cfg["synthetic_ids"], cfg["synthetic_images_per_id"])
 
 
 # ---------------------------------------------------------------- pairing

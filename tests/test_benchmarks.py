@@ -46,4 +46,8 @@ def test_bench_geometry_and_bench_train_run():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--batch", "2",
                           "--iters", "1", "--width-mult", "0.0625"], capture_output=True, text=True, timeout=600,
                          check=True).stdout
-    assert "| reference |" in out and "x |" in out
+    assert "| reference |" in out and "x |" in out and "peak RSS MiB" in out and "128x64" in out
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_train.py"), "--preset",
+                          "fashion-full", "--iters", "1", "--width-mult", "0.0625"], capture_output=True, text=True,
+                         timeout=600, check=True).stdout
+    assert "256x256, NN window 5" in out and "batch 2" in out and "| reference |" in out

@@ -5,7 +5,12 @@ augmentation), and the synthetic demo set made on first use.
 A Market-1501-layout folder holds ``bounding_box_train/`` and ``bounding_box_test/``
 images, ``annotations-{split}.csv`` (or the original release's
 ``market-annotation-{split}.csv``) and optionally ``pairs-{split}.csv`` (or
-``market-pairs-{split}.csv``).
+``market-pairs-{split}.csv``). A DeepFashion folder (as
+``python -m deformgan.data.deepfashion`` writes it) is read the same way, with its
+images in ``train/`` and ``test/`` (the field's folder names) and the same CSVs (also
+under the field's ``fasion-annotation-{split}.csv`` / ``fasion-pairs-{split}.csv``).
+The identity of an image (whose pairs are drawn within) is the Market person id or the
+DeepFashion clothing item id, from its name (:func:`deformgan.data.market.identity`).
 """
 import os
 import sys
@@ -13,8 +18,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 SPLITS = ("train", "test")
-ANNOTATION_NAMES = ("annotations-{split}.csv", "market-annotation-{split}.csv")
-PAIR_NAMES = ("pairs-{split}.csv", "market-pairs-{split}.csv")
+ANNOTATION_NAMES = ("annotations-{split}.csv", "market-annotation-{split}.csv", "fasion-annotation-{split}.csv")
+PAIR_NAMES = ("pairs-{split}.csv", "market-pairs-{split}.csv", "fasion-pairs-{split}.csv")
+IMAGE_FOLDERS = ("bounding_box_{split}", "{split}")  # Market-1501, DeepFashion
 
 
 def default_cache() -> str:
@@ -41,8 +47,14 @@ class DatasetLayout:
         return None
 
     def images(self, split: str) -> str:
-        """The image folder of a split (which may not exist)."""
-        return os.path.join(self.root, f"bounding_box_{_check_split(split)}")
+        """The image folder of a split: ``bounding_box_{split}/`` (Market-1501) or
+        ``{split}/`` (DeepFashion), the first that exists (else the Market name)."""
+        _check_split(split)
+        for pattern in IMAGE_FOLDERS:
+            path = os.path.join(self.root, pattern.format(split=split))
+            if os.path.isdir(path):
+                return path
+        return os.path.join(self.root, IMAGE_FOLDERS[0].format(split=split))
 
     def has_images(self, split: str) -> bool:
         return os.path.isdir(self.images(split))
@@ -85,4 +97,19 @@ def ensure_synthetic(ids: int, images_per_id: int, make: bool = True) -> str:
         from .synthetic import make_dataset
         print(f"[deformgan] making the synthetic demo set in {root}", file=sys.stderr)
         make_dataset(root, ids=ids, images_per_id=images_per_id, seed=0)
+    return root
+
+
+def ensure_synthetic_fashion(items: int, images_per_item: int, make: bool = True) -> str:
+    """The synthetic DeepFashion-shaped demo set (256x256), made on first use: an In-shop
+    tree of synthetic people (:func:`deformgan.data.synthetic.make_fashion_tree`) converted
+    by :func:`deformgan.data.deepfashion.prepare` with their exact keypoints."""
+    root = os.path.join(default_cache(), f"synthetic-fashion-{items}x{images_per_item}-seed0")
+    if make and not os.path.exists(os.path.join(root, "DEEPFASHION.json")):
+        from .deepfashion import prepare
+        from .synthetic import make_fashion_tree
+        tree = os.path.join(default_cache(), f"synthetic-fashion-tree-{items}x{images_per_item}-seed0")
+        print(f"[deformgan] making the synthetic DeepFashion-shaped demo set in {root}", file=sys.stderr)
+        keypoints = make_fashion_tree(tree, items=items, images_per_item=images_per_item, seed=0)
+        prepare(tree, root, annotations=keypoints, test_fraction=0.2)
     return root

@@ -89,13 +89,15 @@ def jitter_pose(kp: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return torch.where(ok.unsqueeze(-1), new, torch.full_like(new, -1.0))
 
 
-def random_background(rng: random.Random, camera: int) -> Image.Image:
+def random_background(rng: random.Random, camera: int, size: Tuple[int, int] = (HEIGHT, WIDTH)) -> Image.Image:
     """A camera-specific scene: base colour, vertical gradient (wall to floor), a few
-    random blocks (doors, cars, posters), noise."""
+    random blocks (doors, cars, posters), noise. ``size`` (H, W) of the final image."""
     S = SUPERSAMPLE
+    H, W = size
+    k = H / HEIGHT  # block sizes grow with the image
     base = np.array(CAMERA_BASE[camera % len(CAMERA_BASE)], dtype=np.float32)
     base = base + np.array([rng.uniform(-25, 25) for _ in range(3)], dtype=np.float32)
-    h, w = HEIGHT * S, WIDTH * S
+    h, w = H * S, W * S
     horizon = rng.uniform(0.45, 0.75)
     y = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     floor = np.clip(base * 0.7, 0, 255)
@@ -103,8 +105,8 @@ def random_background(rng: random.Random, camera: int) -> Image.Image:
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(im)
     for _ in range(rng.randint(1, 4)):
-        x0, y0 = rng.uniform(-10, WIDTH), rng.uniform(-10, HEIGHT * horizon)
-        bw, bh = rng.uniform(8, 40), rng.uniform(10, 60)
+        x0, y0 = rng.uniform(-10 * k, W), rng.uniform(-10 * k, H * horizon)
+        bw, bh = rng.uniform(8 * k, 40 * k), rng.uniform(10 * k, 60 * k)
         col = tuple(int(np.clip(c + rng.uniform(-60, 60), 0, 255)) for c in base)
         d.rectangle([x0 * S, y0 * S, (x0 + bw) * S, (y0 + bh) * S], fill=col)
     return im
@@ -193,11 +195,13 @@ J_RHIP, J_RKNEE, J_RANK = P.J["r_hip"], P.J["r_knee"], P.J["r_ankle"]
 J_LHIP, J_LKNEE, J_LANK = P.J["l_hip"], P.J["l_knee"], P.J["l_ankle"]
 
 
-def render_image(kp: torch.Tensor, ident: Identity, camera: int, rng: random.Random) -> Image.Image:
-    """One 128x64 RGB image of ``ident`` in pose ``kp`` seen by ``camera``."""
-    im = random_background(rng, camera)
+def render_image(kp: torch.Tensor, ident: Identity, camera: int, rng: random.Random,
+                 size: Tuple[int, int] = (HEIGHT, WIDTH)) -> Image.Image:
+    """One RGB image (128x64 unless ``size`` says otherwise) of ``ident`` in pose ``kp``
+    (pixels of that image) seen by ``camera``."""
+    im = random_background(rng, camera, size)
     draw_person(im, kp, ident, rng)
-    im = im.resize((WIDTH, HEIGHT), Image.LANCZOS)
+    im = im.resize((size[1], size[0]), Image.LANCZOS)
     gain = 0.85 + 0.06 * (camera % 5) + rng.uniform(-0.05, 0.05)
     arr = np.asarray(im, dtype=np.float32) * gain
     arr += np.asarray(np.random.default_rng(rng.randint(0, 2**31)).normal(0, 3.0, arr.shape), np.float32)
@@ -265,3 +269,57 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------- DeepFashion-shaped demo
+FASHION_SIZE = (256, 256)
+FASHION_CATEGORIES = {"MEN": ("Denim", "Jackets_Vests", "Shirts_Polos", "Sweaters"),
+                      "WOMEN": ("Blouses_Shirts", "Dresses", "Skirts", "Tees_Tanks")}
+FASHION_VIEWS = ("front", "side", "back", "full")
+
+
+def fashion_pose(kp: torch.Tensor) -> torch.Tensor:
+    """A 128x64 pose drawn at 256x256: scaled by 2, centred horizontally."""
+    scaled = kp * 2 + torch.tensor([float(FASHION_SIZE[1] - 2 * WIDTH) / 2, 0.0])
+    return torch.where(P.missing(kp).unsqueeze(-1), torch.full_like(kp, -1.0), scaled)
+
+
+def make_fashion_tree(root: str, items: int = 40, images_per_item: int = 4, seed: int = 0,
+                      progress: bool = True) -> str:
+    """Synthetic people at 256x256 in the In-shop release's layout
+    (``img/<GENDER>/<Category>/id_XXXXXXXX/NN_V_view.jpg``, one identity per clothing
+    item, one studio camera per item), drawn on real Market-1501 poses scaled to 256x256,
+    and their exact keypoints under the field's names in ``ROOT/keypoints.csv`` (the
+    input of ``python -m deformgan.data.deepfashion ROOT --annotations``). Returns that
+    file's path."""
+    from tqdm import tqdm
+
+    from .deepfashion import field_name
+
+    if items < 2 or images_per_item < 2:
+        raise ValueError(f"need at least 2 items and 2 images per item, got {items}, {images_per_item}")
+    rng = random.Random(seed)
+    bank = load_pose_bank()
+    ann: Dict[str, torch.Tensor] = {}
+    bar = tqdm(total=items * images_per_item, desc="synthetic fashion", unit="img", disable=not progress)
+    for item in range(1, items + 1):
+        gender = ("MEN", "WOMEN")[item % 2]
+        category = FASHION_CATEGORIES[gender][rng.randrange(len(FASHION_CATEGORIES[gender]))]
+        ident = random_identity(rng)
+        camera = 1 + item % len(CAMERA_BASE)
+        folder = os.path.join(root, "img", gender, category, f"id_{item:08d}")
+        os.makedirs(folder, exist_ok=True)
+        for k in range(images_per_item):
+            view = k % len(FASHION_VIEWS)
+            file = f"{k + 1:02d}_{view + 1}_{FASHION_VIEWS[view]}.jpg"
+            kp = fashion_pose(jitter_pose(bank[rng.randrange(len(bank))], rng))
+            render_image(kp, ident, camera, rng, FASHION_SIZE).save(os.path.join(folder, file), quality=95)
+            ann[field_name(f"img/{gender}/{category}/id_{item:08d}/{file}")] = kp
+            bar.update(1)
+    bar.close()
+    path = os.path.join(root, "keypoints.csv")
+    write_annotations(path, ann)
+    with open(os.path.join(root, "SYNTHETIC.json"), "w") as fh:
+        json.dump(dict(items=items, images_per_item=images_per_item, seed=seed, size=list(FASHION_SIZE),
+                       generator="deformgan.data.synthetic.make_fashion_tree"), fh, indent=1)
+    return path
