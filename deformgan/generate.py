@@ -112,10 +112,10 @@ class Reposer:
 
     def keypoints_of(self, image: Image.Image, name: str = "image") -> torch.Tensor:
         """Keypoints ``[18, 2]`` of the person in ``image`` (its own pixels), with YOLO."""
-        from .keypoints import load_pose_model, result_to_keypoints
+        from .keypoints import load_pose_model, predict, result_to_keypoints
         if self._pose_model is None:
             self._pose_model = load_pose_model(self.pose_weights)
-        res = self._pose_model.predict([np.asarray(image)[:, :, ::-1].copy()], verbose=False,
+        res = predict(self._pose_model, [np.asarray(image)[:, :, ::-1].copy()], verbose=False,
                                        device=str(self.device) if self.device.type == "cpu" else self.device.index)
         kp = result_to_keypoints(res[0], conf=0.3)
         if not P.present(kp).any():

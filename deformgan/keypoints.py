@@ -49,6 +49,18 @@ def load_pose_model(weights: str = "yolo11n-pose.pt"):
                            "ultralytics when online; offline, pass --weights /path/to/yolo11n-pose.pt") from exc
 
 
+def predict(model, images, **kwargs):
+    """``model.predict(images, **kwargs)`` without its side effect on torch: ultralytics
+    sets ``torch.set_num_threads(1)`` when it predicts on the CPU, which would leave the
+    rest of the process (training, generation) single-threaded and, since convolutions
+    sum in another order on another thread count, with other numbers."""
+    threads = torch.get_num_threads()
+    try:
+        return model.predict(images, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def select_person(boxes_xyxy: torch.Tensor, scores: Optional[torch.Tensor] = None) -> Optional[int]:
     """Index of the person to keep: the largest box (ties: the highest score), or None."""
     if boxes_xyxy is None or len(boxes_xyxy) == 0:
@@ -122,7 +134,7 @@ def extract(images_dir: str, out: str, weights: str = "yolo11n-pose.pt", device:
             imgs.append(arr[:, :, ::-1].copy())  # ultralytics takes numpy images as BGR
             ok_names.append(name)
         if imgs:
-            results = model.predict(imgs, device=device, verbose=False, conf=0.25)
+            results = predict(model, imgs, device=device, verbose=False, conf=0.25)
             rows = {name: result_to_keypoints(r, conf) for name, r in zip(ok_names, results)}
             write_annotations(out, rows, append=True)
             written += len(rows)

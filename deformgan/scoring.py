@@ -201,9 +201,9 @@ class Scorer:
                 masked = torch.where(masks.unsqueeze(1), g, torch.full_like(g, -1.0))
                 self.mask_probs.append(nets.inception(masked.to(dev))[1].cpu())
         if nets.pose_model is not None and target_keypoints is not None:
-            from .keypoints import result_to_keypoints
-            res = nets.pose_model.predict([x.permute(1, 2, 0).numpy()[:, :, ::-1].copy() for x in generated],
-                                          verbose=False)
+            from .keypoints import predict, result_to_keypoints
+            res = predict(nets.pose_model, [x.permute(1, 2, 0).numpy()[:, :, ::-1].copy() for x in generated],
+                          verbose=False)
             self.pred_kps += [result_to_keypoints(r, 0.3) for r in res]
             self.tgt_kps += list(target_keypoints)
 

@@ -1,5 +1,6 @@
 """Observable contracts of the smaller command lines and wrappers (issue 16): files
 written, exit codes, what each prints, and module wrappers equal to the functions."""
+import json
 import os
 import subprocess
 import sys
@@ -84,3 +85,23 @@ def test_train_cli_exit_codes_for_missing_inputs(tmp_path):
     proc = run("deformgan.train", "--resume", str(tmp_path / "missing.pt"), "--steps", "1", "--out",
                str(tmp_path / "o2"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_ablation_cli_trains_each_variant_and_writes_table_json_and_figure(tmp_path):
+    """python -m deformgan.ablation: one run per variant (same budget), evaluated; the
+    table, the JSON and the figure name every variant."""
+    env = dict(os.environ, DEFORMGAN_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "ablation"
+    proc = subprocess.run([sys.executable, "-m", "deformgan.ablation", "--out", str(out), "--steps", "2",
+                           "--width-mult", "0.0625", "--batch-size", "2", "--variants", "baseline", "dsc",
+                           "--max-pairs", "4"], capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = (out / "ablation.md").read_text()
+    assert "baseline (none)" in table and "dsc (parts)" in table
+    saved = json.loads((out / "ablation.json").read_text())
+    assert [r["variant"] for r in saved["results"]] == ["none", "parts"]
+    assert all(r["pairs"] == 4 and 0 < r["ssim"] <= 1 for r in saved["results"])
+    assert saved["args"]["steps"] == 2 and (out / "ablation.png").exists()
+    for name, variant in (("baseline", "none"), ("dsc", "parts")):
+        ckpt = torch.load(out / name / "checkpoint.pt", map_location="cpu", weights_only=True)
+        assert ckpt["step"] == 2 and ckpt["config"]["variant"] == variant and ckpt["config"]["width_mult"] == 0.0625

@@ -235,3 +235,19 @@ def test_bad_keypoints_shape(backend):
         P.part_masks(torch.zeros(2, 17, 2), 128, 64)
     with pytest.raises(ValueError, match="same shape"):
         P.part_affines(torch.zeros(2, 18, 2), torch.zeros(3, 18, 2))
+
+
+def test_pose_detection_leaves_the_torch_thread_count_alone():
+    """Bug caught: ultralytics' predict sets torch.set_num_threads(1) on the CPU, which left
+    training after a detection single-threaded (and its numbers changed)."""
+    import numpy as np
+
+    from deformgan.keypoints import load_pose_model, predict
+    model = load_pose_model("yolo11n-pose.yaml")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        predict(model, [np.zeros((128, 64, 3), np.uint8)], verbose=False, device="cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

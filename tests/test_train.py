@@ -142,3 +142,45 @@ def test_resume_from_an_explicit_checkpoint_path_into_a_new_folder(data, tmp_pat
         for k in ("loss_d", "loss_g", "loss_l1"):
             assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-7), (a["step"], k)
     assert (tmp_path / "c" / "checkpoint.pt").exists()
+
+
+def test_log_jsonl_csv_and_tensorboard_hold_the_same_rows(data, tmp_path, monkeypatch):
+    """log.jsonl and log.csv carry every logged step with the history's values; the
+    TensorBoard writer gets every numeric column at its step (a recording stand-in for
+    torch.utils.tensorboard, which needs the optional tensorboard package); a resumed
+    run appends instead of starting the files again."""
+    import csv
+    import types
+
+    scalars = []
+
+    class Writer:
+        def __init__(self, log_dir):
+            self.log_dir = log_dir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def close(self):
+            scalars.append(("closed", None, None))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    out = tmp_path / "run"
+    hist = T.train(cfg(data, out, steps=4, log_every=2), progress=False)["history"]
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    for r in rows:
+        h = hist[r["step"] - 1]
+        assert all(r[k] == h[k] for k in ("loss_d", "loss_g", "loss_l1", "loss_adv")) and r["it_per_s"] > 0
+    with open(out / "log.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in table] == [2, 4]
+    assert all(float(t["loss_g"]) == pytest.approx(r["loss_g"], rel=1e-12) for t, r in zip(table, rows))
+    numeric = [k for k in rows[0] if k != "step"]
+    assert sorted((tag, step) for tag, _, step in scalars if tag != "closed") == \
+        sorted((k, r["step"]) for r in rows for k in numeric)
+    assert all(value == rows[step // 2 - 1][tag] for tag, value, step in scalars if tag != "closed")
+    assert scalars[-1][0] == "closed"
+    T.train(cfg(data, out, steps=6, log_every=2), resume="auto", progress=False)
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
