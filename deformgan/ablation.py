@@ -61,7 +61,7 @@ def figure(out_dir: str, checkpoints: dict, rows: int = 6) -> str:
             outs[name] = to_uint8(g(src, skp, tkp))
     lines = []
     for i, it in enumerate(items):
-        row = [Image.fromarray(to_uint8(it["source_image"]).permute(1, 2, 0).numpy()), pose_image(tkp[i])]
+        row = [Image.fromarray(to_uint8(it["source_image"]).permute(1, 2, 0).numpy()), pose_image(tkp[i], *src.shape[-2:])]
         row += [Image.fromarray(outs[n][i].permute(1, 2, 0).numpy()) for n in checkpoints]
         row.append(Image.fromarray(to_uint8(it["target_image"]).permute(1, 2, 0).numpy()))
         lines.append(row)

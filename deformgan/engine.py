@@ -183,7 +183,7 @@ def save_samples(path: str, generator, batch: Dict, device) -> None:
     rows = []
     for i in range(out.shape[0]):
         rows.append([Image.fromarray(to_hwc(batch["source_image"][i])),
-                     pose_image(batch["target_keypoints"][i]),
+                     pose_image(batch["target_keypoints"][i], *out.shape[-2:]),
                      Image.fromarray(to_hwc(out[i])),
                      Image.fromarray(to_hwc(batch["target_image"][i]))])
     os.makedirs(os.path.dirname(path), exist_ok=True)

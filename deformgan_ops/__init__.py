@@ -21,8 +21,7 @@ from .ops.nn_loss import NNLoss, nn_loss
 from .ops.part_masks import part_masks
 from .ops.part_affines import part_affines
 
-__all__ = [
-    "part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines",
+__all__ = list(operators()) + [
     "PartAffineWarp", "KeypointHeatmaps", "NNLoss",
     "BACKENDS", "BackendUnavailable", "set_backend", "get_backend", "use_backend", "available_backends",
     "extension_loaded", "has_compiled_kernel", "operators", "operator", "reference", "skeleton",

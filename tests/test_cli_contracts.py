@@ -51,7 +51,7 @@ def test_info_lists_the_backends():
     assert proc.returncode == 0, proc.stderr
     for line in ("compiled extension:", "backends for CPU tensors:"):
         assert line in proc.stdout
-    for op in ("part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines"):
+    for op in D.operators():
         assert op in proc.stdout
 
 

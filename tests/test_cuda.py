@@ -9,7 +9,7 @@ import torch
 import deformgan_ops as D
 from helpers import assert_close_scaled, grads_of, warp_inputs
 
-OPS = ("part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines")
+OPS = D.operators()
 HAS_GPU = torch.cuda.is_available()
 GPU_BACKENDS = [b for b in ("cuda", "triton") if HAS_GPU and b in D.available_backends("cuda")]
 

@@ -89,11 +89,20 @@ def jitter_pose(kp: torch.Tensor, rng: random.Random) -> torch.Tensor:
     return torch.where(ok.unsqueeze(-1), new, torch.full_like(new, -1.0))
 
 
-def random_background(rng: random.Random, camera: int, size: Tuple[int, int] = (HEIGHT, WIDTH)) -> Image.Image:
+def random_background(rng: random.Random, camera: int, size: Tuple[int, int] = (HEIGHT, WIDTH),
+                      studio: bool = False) -> Image.Image:
     """A camera-specific scene: base colour, vertical gradient (wall to floor), a few
-    random blocks (doors, cars, posters), noise. ``size`` (H, W) of the final image."""
+    random blocks (doors, cars, posters), noise. ``size`` (H, W) of the final image.
+    ``studio``: a plain light backdrop with a soft vertical gradient instead (the
+    In-shop photos' white studio)."""
     S = SUPERSAMPLE
     H, W = size
+    if studio:
+        tone = rng.uniform(222, 246)
+        tint = np.array([tone + rng.uniform(-6, 6) for _ in range(3)], dtype=np.float32)
+        y = np.linspace(0, 1, H * S, dtype=np.float32)[:, None, None]
+        img = tint * (1.0 - 0.06 * y) * np.ones((1, W * S, 1), np.float32)
+        return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     k = H / HEIGHT  # block sizes grow with the image
     base = np.array(CAMERA_BASE[camera % len(CAMERA_BASE)], dtype=np.float32)
     base = base + np.array([rng.uniform(-25, 25) for _ in range(3)], dtype=np.float32)
@@ -196,10 +205,10 @@ J_LHIP, J_LKNEE, J_LANK = P.J["l_hip"], P.J["l_knee"], P.J["l_ankle"]
 
 
 def render_image(kp: torch.Tensor, ident: Identity, camera: int, rng: random.Random,
-                 size: Tuple[int, int] = (HEIGHT, WIDTH)) -> Image.Image:
+                 size: Tuple[int, int] = (HEIGHT, WIDTH), studio: bool = False) -> Image.Image:
     """One RGB image (128x64 unless ``size`` says otherwise) of ``ident`` in pose ``kp``
-    (pixels of that image) seen by ``camera``."""
-    im = random_background(rng, camera, size)
+    (pixels of that image) seen by ``camera`` (or in a plain ``studio``)."""
+    im = random_background(rng, camera, size, studio)
     draw_person(im, kp, ident, rng)
     im = im.resize((size[1], size[0]), Image.LANCZOS)
     gain = 0.85 + 0.06 * (camera % 5) + rng.uniform(-0.05, 0.05)
@@ -288,7 +297,8 @@ def make_fashion_tree(root: str, items: int = 40, images_per_item: int = 4, seed
                       progress: bool = True) -> str:
     """Synthetic people at 256x256 in the In-shop release's layout
     (``img/<GENDER>/<Category>/id_XXXXXXXX/NN_V_view.jpg``, one identity per clothing
-    item, one studio camera per item), drawn on real Market-1501 poses scaled to 256x256,
+    item, photographed in a plain light studio as the release is), drawn on real
+    Market-1501 poses scaled to 256x256,
     and their exact keypoints under the field's names in ``ROOT/keypoints.csv`` (the
     input of ``python -m deformgan.data.deepfashion ROOT --annotations``). Returns that
     file's path."""
@@ -313,7 +323,7 @@ def make_fashion_tree(root: str, items: int = 40, images_per_item: int = 4, seed
             view = k % len(FASHION_VIEWS)
             file = f"{k + 1:02d}_{view + 1}_{FASHION_VIEWS[view]}.jpg"
             kp = fashion_pose(jitter_pose(bank[rng.randrange(len(bank))], rng))
-            render_image(kp, ident, camera, rng, FASHION_SIZE).save(os.path.join(folder, file), quality=95)
+            render_image(kp, ident, camera, rng, FASHION_SIZE, studio=True).save(os.path.join(folder, file), quality=95)
             ann[field_name(f"img/{gender}/{category}/id_{item:08d}/{file}")] = kp
             bar.update(1)
     bar.close()
