@@ -232,3 +232,33 @@ def test_keypoint_extraction_end_to_end_with_a_random_yolo(tiny_market, tmp_path
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0 and "wrote 0 images" in proc.stderr and "3 already there" in proc.stderr
     assert len(M.read_annotations(str(out))) == 3
+
+
+def test_render_against_independent_computations(tiny_market):
+    """Mutants of deformgan/geometry.py that survived the first mutation run: sigma
+    passed on, float64 keypoints rendered in float32, the global masks as 0/1 floats of
+    the fitted affine's validity, the level affines' dtype and translation, and error
+    messages that name the argument."""
+    from deformgan.geometry import render
+    ann = M.read_annotations(os.path.join(tiny_market, "annotations-train.csv"))
+    kps = torch.stack(list(ann.values()))
+    src, tgt = kps[:3], kps[3:6]
+    g = render(src, tgt, (128, 64), sigma=2.5, levels=(0, 1))
+    assert torch.equal(g.source_heatmaps, D.keypoint_heatmaps(src, 128, 64, 2.5))
+    assert torch.equal(g.target_heatmaps, D.keypoint_heatmaps(tgt, 128, 64, 2.5))
+    g64 = render(src.double(), tgt.double(), (128, 64), sigma=2.5, levels=(0, 1))
+    for key in ("source_heatmaps", "target_heatmaps", "theta"):
+        assert getattr(g64, key).dtype == torch.float32 and torch.equal(getattr(g64, key), getattr(g, key)), key
+    theta = g.affines_at(1, torch.float64)
+    assert theta.dtype == torch.float64
+    torch.testing.assert_close(theta[..., 2], g.theta[..., 2].double() / 2)
+    torch.testing.assert_close(theta[..., :2], g.theta[..., :2].double())
+    glob = render(src, tgt, (128, 64), warp="global", levels=(0, 2))
+    want = P.global_affine(src, tgt)[1].float()[:, None, None, None]
+    assert glob.masks[2].dtype == torch.float32 and torch.equal(glob.masks[2], want.expand(3, 1, 32, 16))
+    with pytest.raises(ValueError, match="source_keypoints must have shape"):
+        render(src[:, :17], tgt, (128, 64))
+    with pytest.raises(ValueError, match="target_keypoints must have shape"):
+        render(src, tgt[:, :17], (128, 64))
+    with pytest.raises(ValueError, match=r"source_keypoints \[3, 18, 2\] and target_keypoints \[2, 18, 2\]"):
+        render(src, tgt[:2], (128, 64))
