@@ -61,6 +61,10 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     amp: bool = True
+    # bfloat16 autocast on the CPU too (when the CPU has native bf16: AVX512-BF16 or
+    # AMX); --amp alone means CUDA only. Off by default until its scores are shown
+    # to stay within the run-to-run spread (issue 15).
+    cpu_amp: bool = False
     ops_backend: Optional[str] = None
     num_workers: int = 0
     log_every: int = 50

@@ -226,7 +226,9 @@ class Generator(nn.Module):
     def _warp(self, feat: torch.Tensor, pose_feat: torch.Tensor, geo: Geometry, level: int,
               used_offsets: List[torch.Tensor]) -> torch.Tensor:
         # Sampling locations need more than 16-bit precision (a bf16 translation of 60 px
-        # is off by up to a quarter pixel): under autocast the warp runs in float32.
+        # is off by up to a quarter pixel): beside float16/bfloat16 features (autocast)
+        # theta, masks and offsets stay float32; the warp reads the features in their
+        # dtype, computes in float32 and returns the features' dtype.
         dtype = torch.float32 if feat.dtype in (torch.float16, torch.bfloat16) else feat.dtype
         theta = geo.affines_at(level, dtype)
         masks = geo.masks[level].to(dtype)
@@ -235,8 +237,7 @@ class Generator(nn.Module):
             offsets = self.offset_heads[level](pose_feat)
             used_offsets.append(offsets)
             offsets = offsets.to(dtype)
-        out = deformgan_ops.part_affine_warp(feat.to(dtype), theta, masks, offsets)
-        return out.to(feat.dtype)
+        return deformgan_ops.part_affine_warp(feat, theta, masks, offsets)
 
 
 class Discriminator(nn.Module):

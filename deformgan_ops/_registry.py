@@ -36,6 +36,12 @@ class OpDecl:
             of the public function (odd shapes, missing joints, outside samples), for
             the registry-driven tests.
         differentiable: whether the outputs carry gradients to the floating inputs.
+        native_low_precision: the CPU kernel reads float16/bfloat16 inputs itself
+            (float32 arithmetic); otherwise they are upcast for it (cpu_any_float).
+        autocast: the rule of each tensor argument under ``torch.autocast``
+            (:mod:`deformgan_ops._autocast`), by position.
+        public: the public function ``deformgan_ops.<name>`` (validation, backend
+            choice), which the tests and ``python -m deformgan_ops.info`` call.
     """
     name: str
     public: Callable
@@ -44,6 +50,8 @@ class OpDecl:
     sample_inputs: Callable[[torch.device, torch.dtype], List[Tuple[tuple, dict]]]
     triton: Optional[str] = None
     differentiable: bool = True
+    native_low_precision: bool = False
+    autocast: Tuple[str, ...] = ()
 
     def triton_launcher(self) -> Callable:
         module, function = self.triton.split(":")

@@ -50,6 +50,20 @@ def check_like(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> 
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {t.dtype}")
 
 
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def check_companion(t: torch.Tensor, name: str, ref: torch.Tensor, ref_name: str) -> None:
+    """``t`` on the device of ``ref`` with its dtype, or float32 when ``ref`` is
+    float16/bfloat16 (geometry in float32 beside low-precision features)."""
+    if t.device != ref.device:
+        raise ValueError(f"{name} must be on the same device as {ref_name} ({ref.device}), got {t.device}")
+    low = ref.dtype in LOW_PRECISION
+    if t.dtype != ref.dtype and not (low and t.dtype == torch.float32):
+        raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype})" + (" or float32" if low else "")
+                        + f", got {t.dtype}")
+
+
 def check_out(out, name: str, shape, ref: torch.Tensor, ref_name: str) -> None:
     """An ``out=`` tensor: exactly ``shape``, the dtype and device of ``ref``, contiguous,
     and not requiring grad (out= variants are not differentiable)."""

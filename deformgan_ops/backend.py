@@ -161,5 +161,5 @@ def implementation(op: str, device: torch.device, backend: Optional[str]) -> Cal
     if which == "triton":
         return decl.triton_launcher()
     if which == "cpu":
-        return _registry.cpu_any_float(decl.compiled)
+        return decl.compiled if decl.native_low_precision else _registry.cpu_any_float(decl.compiled)
     return decl.compiled

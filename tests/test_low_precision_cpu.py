@@ -63,3 +63,49 @@ def test_nn_loss(dtype, backend, reduction):
     close_in(dtype, out, ref.to(dtype), "distance")
     for name, a, b in zip(["generated", "target"], grads, ref_grads):
         close_in(dtype, a, b.to(dtype), f"grad {name}")
+
+
+@pytest.mark.parametrize("dtype", LOW)
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("masks_low", [False, True])
+def test_part_affine_warp_low_precision_features_with_float32_geometry(dtype, backend, masks_low):
+    """Issue 15: float16/bfloat16 features (and masks) beside float32 theta and offsets,
+    read natively by the CPU kernel, computed in float32. Oracle: the same backend on
+    the same values in float32 (every low-precision value is exact in float32), whose
+    float32 path the other tests compare with the reference. The output is that result
+    rounded once to the features' dtype; the gradients of theta, offsets and float32
+    masks are exactly the float32 ones; the others are the float32 ones rounded once."""
+    f, theta, masks, off = warp_inputs(N=2, C=5, H=9, W=7, P=4, offsets=True)
+    f = f.to(dtype)
+    masks = masks.to(dtype) if masks_low else masks
+    grad_out = torch.randn(2, 5, 9, 7).to(dtype)
+    out, grads = grads_of(lambda *a: D.part_affine_warp(*a, backend=backend), [f, theta, masks, off], grad_out)
+    f32_out, f32_grads = grads_of(lambda *a: D.part_affine_warp(*a, backend=backend),
+                                  [f.float(), theta, masks.float(), off], grad_out.float())
+    assert out.dtype == dtype
+    assert [g.dtype for g in grads] == [dtype, torch.float32, masks.dtype, torch.float32]
+    assert torch.equal(out, f32_out.to(dtype)), "output: not the float32 result rounded once"
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], grads, f32_grads):
+        assert torch.equal(a, b.to(a.dtype)), f"grad {name}: not the float32 gradient (rounded once)"
+    # and that float32 path agrees with the float32 reference
+    ref_out, ref_grads = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"),
+                                  [f.float(), theta, masks.float(), off], grad_out.float())
+    torch.testing.assert_close(f32_out, ref_out)
+    for a, b in zip(f32_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_part_affine_warp_mixed_dtypes_that_are_refused(backend):
+    f, theta, masks, _ = warp_inputs(N=1, C=2, H=5, W=4, P=2)
+    cases = [((f.bfloat16(), theta.double(), masks), "theta must have the dtype of features (torch.bfloat16) or float32"),
+             ((f.bfloat16(), theta, masks.half()), "masks must have the dtype of features (torch.bfloat16) or float32"),
+             ((f, theta.bfloat16(), masks), "theta must have the dtype of features (torch.float32), got torch.bfloat16"),
+             ((f.double(), theta, masks.double()), "theta must have the dtype of features (torch.float64), got")]
+    for args, message in cases:
+        with pytest.raises(TypeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            D.part_affine_warp(*args, backend=backend)
+    # the compiled op checks again, with the same words
+    if backend == "cpu":
+        with pytest.raises(RuntimeError, match="theta must have the dtype of features"):
+            torch.ops.deformgan_ops.part_affine_warp(f.bfloat16(), theta.double(), masks, None)

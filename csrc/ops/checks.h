@@ -23,6 +23,18 @@ inline void check_same_device_dtype(const at::Tensor& t, const char* name,
               " (", ref.scalar_type(), "), got ", t.scalar_type());
 }
 
+// theta, masks and offsets of part_affine_warp: on the device of features, with its
+// dtype, or float32 when features are float16/bfloat16 (the kernels compute the
+// sampling locations and the candidates in float32 either way).
+inline void check_warp_companion(const at::Tensor& t, const char* name, const at::Tensor& features) {
+  TORCH_CHECK(t.device() == features.device(), name, " must be on the same device as features (",
+              features.device(), "), got ", t.device());
+  const bool low = features.scalar_type() == at::kHalf || features.scalar_type() == at::kBFloat16;
+  TORCH_CHECK(t.scalar_type() == features.scalar_type() || (low && t.scalar_type() == at::kFloat), name,
+              " must have the dtype of features (", features.scalar_type(), low ? ") or float32" : ")",
+              ", got ", t.scalar_type());
+}
+
 inline void check_part_affine_warp_inputs(const at::Tensor& features, const at::Tensor& theta,
                                           const at::Tensor& masks,
                                           const c10::optional<at::Tensor>& offsets) {
@@ -31,8 +43,8 @@ inline void check_part_affine_warp_inputs(const at::Tensor& features, const at::
   check_dim(masks, "masks", 4, "[N, P, Ho, Wo]");
   TORCH_CHECK(at::isFloatingType(features.scalar_type()),
               "features must be a floating point tensor, got ", features.scalar_type());
-  check_same_device_dtype(theta, "theta", features, "features");
-  check_same_device_dtype(masks, "masks", features, "features");
+  check_warp_companion(theta, "theta", features);
+  check_warp_companion(masks, "masks", features);
   const int64_t N = features.size(0);
   TORCH_CHECK(theta.size(0) == N && theta.size(2) == 2 && theta.size(3) == 3,
               "theta must have shape [N, P, 2, 3] with N = ", N, ", got ", theta.sizes());
@@ -43,7 +55,7 @@ inline void check_part_affine_warp_inputs(const at::Tensor& features, const at::
               "theta must have between 1 and 255 parts, got P = ", theta.size(1));
   if (offsets.has_value() && offsets->defined()) {
     check_dim(*offsets, "offsets", 4, "[N, 2, Ho, Wo]");
-    check_same_device_dtype(*offsets, "offsets", features, "features");
+    check_warp_companion(*offsets, "offsets", features);
     TORCH_CHECK(offsets->size(0) == N && offsets->size(1) == 2 &&
                     offsets->size(2) == masks.size(2) && offsets->size(3) == masks.size(3),
                 "offsets must have shape [N, 2, Ho, Wo] = [", N, ", 2, ", masks.size(2), ", ",

@@ -5,12 +5,15 @@ import torch
 from torch import nn
 
 from .. import reference
+from .._autocast import FLOAT32, autocast_rule, register_dispatch
 from .._registry import CPU_KERNEL_DTYPES, OpDecl, declare
 from .._validate import check_no_overlap, check_out, check_tensor, positive_arg, shape_of, size_arg
 from ..backend import extension_loaded, implementation, resolve
 from ._autograd import forbid_double_backward, register_out_variant
 
 NAME = "keypoint_heatmaps"
+# Under torch.autocast: keypoints in float32 (coordinates); the heatmaps come out in float32 (deformgan_ops._autocast).
+AUTOCAST = (FLOAT32,)
 
 
 def check(keypoints, height, width, sigma) -> None:
@@ -45,6 +48,7 @@ def register(forward, backward_op, backward) -> None:
     forbid_double_backward(backward_op, NAME)
 
 
+@autocast_rule(*AUTOCAST)
 def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: float = 6.0, *,
                       out: Optional[torch.Tensor] = None, backend: Optional[str] = None) -> torch.Tensor:
     """Gaussian keypoint heatmaps.
@@ -115,9 +119,10 @@ def _sample_inputs(device, dtype):
 
 
 if extension_loaded():
+    register_dispatch(NAME, AUTOCAST)
     register(f"deformgan_ops::{NAME}", f"deformgan_ops::_{NAME}_backward",
              getattr(torch.ops.deformgan_ops, f"_{NAME}_backward"))
     register_out_variant(f"deformgan_ops::{NAME}.out")
 
-DECL = declare(OpDecl(name=NAME, public=keypoint_heatmaps, reference=reference.keypoint_heatmaps,
+DECL = declare(OpDecl(name=NAME, autocast=AUTOCAST, public=keypoint_heatmaps, reference=reference.keypoint_heatmaps,
                       compiled=_compiled, triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs))

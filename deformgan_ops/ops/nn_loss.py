@@ -7,12 +7,15 @@ from torch import nn
 
 from .. import reference
 from ..reference.nn_loss import effective_kernel_size
+from .._autocast import FLOAT32, autocast_rule, register_dispatch
 from .._registry import OpDecl, declare
 from .._validate import check_like, check_tensor, shape_of
 from ..backend import extension_loaded, implementation
 from ._autograd import forbid_double_backward
 
 NAME = "nn_loss"
+# Under torch.autocast: a loss: both inputs in float32, as autocast does for torch's losses (deformgan_ops._autocast).
+AUTOCAST = (FLOAT32, FLOAT32)
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -58,6 +61,7 @@ def register(forward, backward_op, backward) -> None:
     forbid_double_backward(backward_op, NAME)
 
 
+@autocast_rule(*AUTOCAST)
 def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,
             reduction: str = "mean", *, backend: Optional[str] = None) -> torch.Tensor:
     """Nearest-neighbour loss of Deformable GAN.
@@ -133,8 +137,9 @@ def _sample_inputs(device, dtype):
 
 
 if extension_loaded():
+    register_dispatch(NAME, AUTOCAST)
     register(f"deformgan_ops::{NAME}", f"deformgan_ops::_{NAME}_backward",
              getattr(torch.ops.deformgan_ops, f"_{NAME}_backward"))
 
-DECL = declare(OpDecl(name=NAME, public=nn_loss, reference=_reference, compiled=_compiled,
+DECL = declare(OpDecl(name=NAME, autocast=AUTOCAST, public=nn_loss, reference=_reference, compiled=_compiled,
                       triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs))

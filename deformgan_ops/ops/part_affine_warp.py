@@ -5,20 +5,23 @@ import torch
 from torch import nn
 
 from .. import reference
+from .._autocast import FLOAT32, LOW, autocast_rule, register_dispatch
 from .._registry import OpDecl, declare
-from .._validate import check_like, check_tensor, shape_of
+from .._validate import check_companion, check_tensor, shape_of
 from ..backend import extension_loaded, implementation
 from ._autograd import forbid_double_backward
 
 NAME = "part_affine_warp"
+# Under torch.autocast: features and masks in the autocast dtype, theta and offsets in float32 (deformgan_ops._autocast).
+AUTOCAST = (LOW, FLOAT32, LOW, FLOAT32)
 
 
 def check(features, theta, masks, offsets: Optional[torch.Tensor]) -> None:
     check_tensor(features, "features", 4, "[N, C, H, W]")
     check_tensor(theta, "theta", 4, "[N, P, 2, 3]")
     check_tensor(masks, "masks", 4, "[N, P, Ho, Wo]")
-    check_like(theta, "theta", features, "features")
-    check_like(masks, "masks", features, "features")
+    check_companion(theta, "theta", features, "features")
+    check_companion(masks, "masks", features, "features")
     N = features.shape[0]
     if theta.shape[0] != N or tuple(theta.shape[2:]) != (2, 3):
         raise ValueError(f"theta must have shape [N, P, 2, 3] with N = {N}, got {shape_of(theta)}")
@@ -29,7 +32,7 @@ def check(features, theta, masks, offsets: Optional[torch.Tensor]) -> None:
         raise ValueError(f"masks must have shape [N, P, Ho, Wo] with N = {N} and P = {P}, got {shape_of(masks)}")
     if offsets is not None:
         check_tensor(offsets, "offsets", 4, "[N, 2, Ho, Wo]")
-        check_like(offsets, "offsets", features, "features")
+        check_companion(offsets, "offsets", features, "features")
         want = (N, 2, masks.shape[2], masks.shape[3])
         if tuple(offsets.shape) != want:
             raise ValueError(f"offsets must have shape [N, 2, Ho, Wo] = {list(want)}, got {shape_of(offsets)}")
@@ -67,6 +70,7 @@ def register(forward, backward_op, backward) -> None:
     forbid_double_backward(backward_op, NAME)
 
 
+@autocast_rule(*AUTOCAST)
 def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.Tensor,
                      offsets: Optional[torch.Tensor] = None, *,
                      backend: Optional[str] = None) -> torch.Tensor:
@@ -88,6 +92,15 @@ def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.T
     sample even with weight 0; a NaN candidate wins the max (the first in p
     order). Features with ``H = 0`` or ``W = 0`` sample 0 everywhere. Double
     backward is supported by the reference only (the fused kernels raise).
+
+    Precision: the arithmetic is in float32 for float16/bfloat16 features (float64
+    for float64); ``theta``, ``masks`` and ``offsets`` have the features' dtype, or
+    float32 beside float16/bfloat16 features (sampling locations need more than 16
+    bits: a bfloat16 translation of 60 px is off by up to a quarter pixel). The
+    output has the features' dtype (the float32 result rounded once); each gradient
+    has its input's dtype. Under ``torch.autocast`` the features and masks are cast
+    to the autocast dtype and theta and offsets to float32 (see
+    :mod:`deformgan_ops._autocast`).
 
     Args:
         features: ``[N, C, H, W]`` floating point.
@@ -141,8 +154,10 @@ def _sample_inputs(device, dtype):
 
 
 if extension_loaded():
+    register_dispatch(NAME, AUTOCAST)
     register(f"deformgan_ops::{NAME}", f"deformgan_ops::_{NAME}_backward",
              getattr(torch.ops.deformgan_ops, f"_{NAME}_backward"))
 
-DECL = declare(OpDecl(name=NAME, public=part_affine_warp, reference=reference.part_affine_warp,
-                      compiled=_compiled, triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs))
+DECL = declare(OpDecl(name=NAME, autocast=AUTOCAST, public=part_affine_warp, reference=reference.part_affine_warp,
+                      compiled=_compiled, triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs,
+                      native_low_precision=True))

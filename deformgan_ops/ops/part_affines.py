@@ -4,12 +4,15 @@ from typing import Optional, Tuple
 import torch
 
 from .. import reference
+from .._autocast import FLOAT32, autocast_rule, register_dispatch
 from .._registry import OpDecl, declare
 from .._validate import check_like, shape_of
 from ..backend import extension_loaded, implementation
 from ..skeleton import NUM_PARTS, check_keypoints, example_poses, pose_batch
 
 NAME = "part_affines"
+# Under torch.autocast: keypoints in float32 (coordinates) (deformgan_ops._autocast).
+AUTOCAST = (FLOAT32, FLOAT32)
 
 
 def check(source, target) -> None:
@@ -21,6 +24,7 @@ def check(source, target) -> None:
     check_like(target, "target_keypoints", source, "source_keypoints")
 
 
+@autocast_rule(*AUTOCAST)
 def part_affines(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor, *,
                  backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """The ten least-squares part affines of Deformable GAN (SPEC section 4).
@@ -63,9 +67,10 @@ def _sample_inputs(device, dtype):
 
 
 if extension_loaded():
+    register_dispatch(NAME, AUTOCAST)
     torch.library.register_fake(f"deformgan_ops::{NAME}", lambda source, target: (
         source.new_empty((source.shape[0], NUM_PARTS, 2, 3)),
         source.new_empty((source.shape[0], NUM_PARTS), dtype=torch.bool)))
 
-DECL = declare(OpDecl(name=NAME, public=part_affines, reference=reference.part_affines, compiled=_compiled,
+DECL = declare(OpDecl(name=NAME, autocast=AUTOCAST, public=part_affines, reference=reference.part_affines, compiled=_compiled,
                       sample_inputs=_sample_inputs, differentiable=False))

@@ -4,6 +4,7 @@ from typing import Optional
 import torch
 
 from .. import reference
+from .._autocast import FLOAT32, autocast_rule, register_dispatch
 from .._registry import OpDecl, declare
 from .._validate import check_no_overlap, check_out, positive_arg, shape_of, size_arg
 from ..backend import extension_loaded, implementation, resolve
@@ -11,6 +12,8 @@ from ..skeleton import NUM_PARTS, check_keypoints, example_poses, pose_batch
 from ._autograd import register_out_variant
 
 NAME = "part_masks"
+# Under torch.autocast: keypoints in float32 (coordinates) (deformgan_ops._autocast).
+AUTOCAST = (FLOAT32,)
 
 
 def check(keypoints, height, width, scale, enabled) -> None:
@@ -29,6 +32,7 @@ def check(keypoints, height, width, scale, enabled) -> None:
                              f"got {enabled.device}")
 
 
+@autocast_rule(*AUTOCAST)
 def part_masks(target_keypoints: torch.Tensor, height: int, width: int, scale: float = 1.0,
                enabled: Optional[torch.Tensor] = None, *, out: Optional[torch.Tensor] = None,
                backend: Optional[str] = None) -> torch.Tensor:
@@ -89,9 +93,10 @@ def _sample_inputs(device, dtype):
 
 
 if extension_loaded():
+    register_dispatch(NAME, AUTOCAST)
     torch.library.register_fake(f"deformgan_ops::{NAME}", lambda keypoints, height, width, scale, enabled:
                                 keypoints.new_empty((keypoints.shape[0], NUM_PARTS, height, width)))
     register_out_variant(f"deformgan_ops::{NAME}.out")
 
-DECL = declare(OpDecl(name=NAME, public=part_masks, reference=reference.part_masks, compiled=_compiled,
+DECL = declare(OpDecl(name=NAME, autocast=AUTOCAST, public=part_masks, reference=reference.part_masks, compiled=_compiled,
                       sample_inputs=_sample_inputs, differentiable=False))

@@ -79,7 +79,12 @@ def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.T
     offsets ``[N, 2, Ho, Wo]`` or None; returns ``[N, C, Ho, Wo]``. The rules for
     empty sizes, outside samples and non-finite values are in the module docstring.
     """
-    N, C = features.shape[0], features.shape[1]
+    # Arithmetic in float32 at least: float16/bfloat16 inputs are upcast, the
+    # output is rounded once to the features' dtype.
+    out_dtype = features.dtype
+    compute = torch.promote_types(torch.promote_types(features.dtype, theta.dtype), torch.float32)
+    features, theta, masks = features.to(compute), theta.to(compute), masks.to(compute)
+    offsets = None if offsets is None else offsets.to(compute)
     Ho, Wo = masks.shape[2], masks.shape[3]
     loc = _sampling_locations(theta, Ho, Wo, offsets)
     sample = _bilinear(features, loc)  # [N, P, C, Ho, Wo]
@@ -92,4 +97,4 @@ def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.T
     sampled = torch.where(zero, torch.zeros_like(sample), sample)
     stacked = torch.where(zero, m * finite_sample, m * sampled)  # [N, P, C, Ho, Wo]
     winner = stacked.argmax(dim=1, keepdim=True)  # NaN wins (first NaN); ties: lowest p
-    return stacked.gather(1, winner).squeeze(1)
+    return stacked.gather(1, winner).squeeze(1).to(out_dtype)

@@ -211,17 +211,17 @@ def part_affine_warp_backward_op(grad_output: torch.Tensor, features: torch.Tens
                 goff if need_o else dummy, C, H, W, P, Ho, Wo, HAS_OFFSETS=offsets is not None,
                 NEED_F=need_f, NEED_M=need_m, NEED_LOC=need_t, NEED_OFF=need_o,
                 DT=compute_dtype(features.dtype), BLOCK=BLOCK)
-    dtype = features.dtype
+    dtype = features.dtype  # each gradient in its input's dtype
     grad_theta = empty_grad(features)
     if need_t:
         ys = torch.arange(Ho, dtype=gloc.dtype, device=gloc.device)
         xs = torch.arange(Wo, dtype=gloc.dtype, device=gloc.device)
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         base = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1)  # [Ho, Wo, 3]
-        grad_theta = torch.einsum("npihw,hwj->npij", gloc, base).to(dtype)
+        grad_theta = torch.einsum("npihw,hwj->npij", gloc, base).to(theta.dtype)
     return (gfeat.to(dtype) if need_f else empty_grad(features), grad_theta,
-            gmask.to(dtype) if need_m else empty_grad(features),
-            goff.to(dtype) if need_o else empty_grad(features))
+            gmask.to(masks.dtype) if need_m else empty_grad(features),
+            goff.to(offsets.dtype) if need_o else empty_grad(features))
 
 
 register(part_affine_warp_op, part_affine_warp_backward_op, part_affine_warp_backward_op)

@@ -48,6 +48,23 @@ def test_part_affine_warp(dtype, case, offsets):
             assert_close_scaled(a, b, rtol=tol(dtype), what=f"grad {name}")
 
 
+def test_part_affine_warp_float16_features_with_float32_geometry():
+    """Issue 15: float16 features with float32 theta, masks and offsets (float32
+    arithmetic; bfloat16 is not run by the interpreter). The oracle: the float32
+    reference on the same values; each gradient comes back in its input's dtype."""
+    f, theta, masks, off = warp_inputs(N=2, C=3, H=7, W=5, P=3, offsets=True)
+    f = f.half()
+    grad_out = torch.randn(2, 3, 7, 5).half()
+    out_t, g_t = grads_of(lambda *a: D.part_affine_warp(*a, backend="triton"), [f, theta, masks, off], grad_out)
+    out_r, g_r = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), [f.float(), theta, masks, off],
+                          grad_out.float())
+    assert out_t.dtype == torch.float16 and [g.dtype for g in g_t] == [torch.float16] + [torch.float32] * 3
+    assert_close_scaled(out_t.float(), out_r.half().float(), rtol=1e-3, what="output")
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], g_t, g_r):
+        assert_close_scaled(a.float(), b.to(a.dtype).float(), rtol=1e-3 if a.dtype == torch.float16 else 1e-4,
+                            what=f"grad {name}")
+
+
 def test_part_affine_warp_nan_locations_and_empty_batch():
     f, theta, masks, off = warp_inputs(N=2, C=2, H=5, W=4, P=2, dtype=torch.float64)
     off[0, 0, 1, 1] = float("nan")

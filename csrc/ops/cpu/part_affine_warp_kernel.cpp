@@ -2,6 +2,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/AccumulateType.h>
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -24,24 +25,25 @@ constexpr int64_t kChannelBlock = 8;
 
 // Bilinear taps of every part at every pixel of one output row (index
 // p * Wo + x), with the part's mask value; built once per row and shared by
-// all channels. Parts whose mask is zero are not sampled unless asked.
-template <typename scalar_t, typename acc_t>
-void row_taps(const scalar_t* theta_n, const scalar_t* masks_n, const scalar_t* offsets_n,
+// all channels. Parts whose mask is zero are not sampled unless asked. theta,
+// masks and offsets are in the accumulation type (see warp_companion).
+template <typename acc_t>
+void row_taps(const acc_t* theta_n, const acc_t* masks_n, const acc_t* offsets_n,
               int64_t P, int64_t y, int64_t Ho, int64_t Wo, int64_t H, int64_t W,
               bool for_backward, BilinearTaps<acc_t>* taps, acc_t* mask_row, bool* sampled) {
   const int64_t plane_o = Ho * Wo;
   acc_t th[256 * 6];
-  for (int64_t i = 0; i < P * 6; ++i) th[i] = static_cast<acc_t>(theta_n[i]);
+  for (int64_t i = 0; i < P * 6; ++i) th[i] = theta_n[i];
   for (int64_t x = 0; x < Wo; ++x) {
     acc_t du = 0, dv = 0;
     if (offsets_n != nullptr) {
-      du = static_cast<acc_t>(offsets_n[y * Wo + x]);
-      dv = static_cast<acc_t>(offsets_n[plane_o + y * Wo + x]);
+      du = offsets_n[y * Wo + x];
+      dv = offsets_n[plane_o + y * Wo + x];
     }
     bool have_zero = false;
     for (int64_t p = 0; p < P; ++p) {
       const int64_t i = p * Wo + x;
-      const acc_t mv = static_cast<acc_t>(masks_n[p * plane_o + y * Wo + x]);
+      const acc_t mv = masks_n[p * plane_o + y * Wo + x];
       mask_row[i] = mv;
       // The forward samples parts with a nonzero mask. The backward also samples
       // the first zero-mask part (when it wins, d out / d mask = its sample);
@@ -117,6 +119,12 @@ inline void warp_pixel_block(const WarpEntry<acc_t>* entries, int64_t count, con
   }
 }
 
+// theta, masks or offsets in the accumulation type of features (float32 for
+// float16/bfloat16 features, else the features' dtype), contiguous.
+at::Tensor warp_companion(const at::Tensor& t, const at::Tensor& features) {
+  return t.to(at::toOpMathType(features.scalar_type())).contiguous();
+}
+
 std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& features_in,
                                                         const at::Tensor& theta_in,
                                                         const at::Tensor& masks_in,
@@ -124,10 +132,10 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
   check_part_affine_warp_inputs(features_in, theta_in, masks_in, offsets_in);
   TORCH_CHECK(features_in.device().is_cpu(), "features must be a CPU tensor for the cpu kernel");
   const at::Tensor features = features_in.contiguous();
-  const at::Tensor theta = theta_in.contiguous();
-  const at::Tensor masks = masks_in.contiguous();
+  const at::Tensor theta = warp_companion(theta_in, features);
+  const at::Tensor masks = warp_companion(masks_in, features);
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
-  const at::Tensor offsets = has_offsets ? offsets_in->contiguous() : at::Tensor();
+  const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features) : at::Tensor();
 
   const int64_t N = features.size(0), C = features.size(1), H = features.size(2),
                 W = features.size(3);
@@ -136,12 +144,12 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
   at::Tensor winner = at::empty({N, C, Ho, Wo}, features.options().dtype(at::kByte));
   if (output.numel() == 0) return {output, winner};
 
-  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "part_affine_warp_cpu", [&] {
-    using acc_t = scalar_t;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "part_affine_warp_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* feat = features.data_ptr<scalar_t>();
-    const scalar_t* th = theta.data_ptr<scalar_t>();
-    const scalar_t* mk = masks.data_ptr<scalar_t>();
-    const scalar_t* off = has_offsets ? offsets.data_ptr<scalar_t>() : nullptr;
+    const acc_t* th = theta.data_ptr<acc_t>();
+    const acc_t* mk = masks.data_ptr<acc_t>();
+    const acc_t* off = has_offsets ? offsets.data_ptr<acc_t>() : nullptr;
     scalar_t* out = output.data_ptr<scalar_t>();
     uint8_t* win = winner.data_ptr<uint8_t>();
     // One task per (n, y) output row.
@@ -154,9 +162,8 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
       std::vector<int64_t> first(Wo + 1);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / Ho, y = row % Ho;
-        row_taps<scalar_t, acc_t>(th + n * P * 6, mk + n * P * Ho * Wo,
-                                  off ? off + n * 2 * Ho * Wo : nullptr, P, y, Ho, Wo, H, W,
-                                  /*for_backward=*/false, taps.data(), mask_row.data(),
+        row_taps<acc_t>(th + n * P * 6, mk + n * P * Ho * Wo, off ? off + n * 2 * Ho * Wo : nullptr, P, y,
+                        Ho, Wo, H, W, /*for_backward=*/false, taps.data(), mask_row.data(),
                                   sampled.get());
         entries.clear();
         for (int64_t x = 0; x < Wo; ++x) {
@@ -226,36 +233,47 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   const int64_t P = theta_in.size(1), Ho = masks_in.size(2), Wo = masks_in.size(3);
   const at::Tensor grad_output = grad_output_in.to(features_in.scalar_type()).contiguous();
   const at::Tensor features = features_in.contiguous();
-  const at::Tensor theta = theta_in.contiguous();
-  const at::Tensor masks = masks_in.contiguous();
+  const at::Tensor theta = warp_companion(theta_in, features);
+  const at::Tensor masks = warp_companion(masks_in, features);
   const at::Tensor winner = winner_in.contiguous();
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
-  const at::Tensor offsets = has_offsets ? offsets_in->contiguous() : at::Tensor();
+  const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features) : at::Tensor();
 
   const bool need_features = output_mask[0], need_theta = output_mask[1],
              need_masks = output_mask[2], need_offsets = output_mask[3] && has_offsets;
   const bool need_location = need_theta || need_offsets;
   const auto none = [&] { return at::empty({0}, features.options()); };
-  // grad_features is scattered into; every element of the others is written below.
-  at::Tensor grad_features = need_features ? at::zeros_like(features) : none();
+  // Every gradient is computed in the accumulation type (theta's, masks' and
+  // offsets' here) and returned in its input's dtype. grad_features is scattered
+  // into; every element of the others is written below.
+  at::Tensor grad_features = need_features ? at::zeros_like(features, theta.options()) : none();
   at::Tensor grad_theta = need_theta ? at::empty_like(theta) : none();
   at::Tensor grad_masks = need_masks ? at::empty_like(masks) : none();
   at::Tensor grad_offsets = need_offsets ? at::empty_like(offsets) : none();
-  if (N == 0) return {grad_features, grad_theta, grad_masks, grad_offsets};
+  const auto in_dtype = [&](const at::Tensor& grad, const at::Tensor& input, bool needed) {
+    return needed ? grad.to(input.scalar_type()) : grad;
+  };
+  const auto result = [&] {
+    return std::make_tuple(in_dtype(grad_features, features_in, need_features), in_dtype(grad_theta, theta_in, need_theta),
+                           in_dtype(grad_masks, masks_in, need_masks),
+                           in_dtype(grad_offsets, need_offsets ? *offsets_in : features_in, need_offsets));
+  };
+  if (N == 0) return result();
 
-  AT_DISPATCH_FLOATING_TYPES(features.scalar_type(), "part_affine_warp_backward_cpu", [&] {
-    using acc_t = scalar_t;
-    using sum_t = at::acc_type<scalar_t, /*is_cuda=*/false>;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "part_affine_warp_backward_cpu",
+                                  [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    using sum_t = at::acc_type<acc_t, /*is_cuda=*/false>;
     const scalar_t* feat = features.data_ptr<scalar_t>();
-    const scalar_t* th = theta.data_ptr<scalar_t>();
-    const scalar_t* mk = masks.data_ptr<scalar_t>();
-    const scalar_t* off = has_offsets ? offsets.data_ptr<scalar_t>() : nullptr;
+    const acc_t* th = theta.data_ptr<acc_t>();
+    const acc_t* mk = masks.data_ptr<acc_t>();
+    const acc_t* off = has_offsets ? offsets.data_ptr<acc_t>() : nullptr;
     const scalar_t* go = grad_output.data_ptr<scalar_t>();
     const uint8_t* win = winner.data_ptr<uint8_t>();
-    scalar_t* gfeat = need_features ? grad_features.data_ptr<scalar_t>() : nullptr;
-    scalar_t* gth = need_theta ? grad_theta.data_ptr<scalar_t>() : nullptr;
-    scalar_t* gmk = need_masks ? grad_masks.data_ptr<scalar_t>() : nullptr;
-    scalar_t* goff = need_offsets ? grad_offsets.data_ptr<scalar_t>() : nullptr;
+    acc_t* gfeat = need_features ? grad_features.data_ptr<acc_t>() : nullptr;
+    acc_t* gth = need_theta ? grad_theta.data_ptr<acc_t>() : nullptr;
+    acc_t* gmk = need_masks ? grad_masks.data_ptr<acc_t>() : nullptr;
+    acc_t* goff = need_offsets ? grad_offsets.data_ptr<acc_t>() : nullptr;
     // Parallel over the batch: each task owns grad_features[n], grad_theta[n],
     // grad_masks[n] and grad_offsets[n], so no atomics are needed.
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
@@ -268,16 +286,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
       for (int64_t n = begin; n < end; ++n) {
         std::fill(theta_acc.begin(), theta_acc.end(), sum_t(0));
         for (int64_t y = 0; y < Ho; ++y) {
-          row_taps<scalar_t, acc_t>(th + n * P * 6, mk + n * P * Ho * Wo,
-                                    off ? off + n * 2 * Ho * Wo : nullptr, P, y, Ho, Wo, H, W,
-                                    /*for_backward=*/true, taps.data(), mask_row.data(),
+          row_taps<acc_t>(th + n * P * 6, mk + n * P * Ho * Wo, off ? off + n * 2 * Ho * Wo : nullptr, P, y,
+                          Ho, Wo, H, W, /*for_backward=*/true, taps.data(), mask_row.data(),
                                     sampled.get());
           std::fill(gmask_row.begin(), gmask_row.end(), acc_t(0));
           std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
           std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
           for (int64_t c = 0; c < C; ++c) {
             const scalar_t* plane = feat + (n * C + c) * H * W;
-            scalar_t* gplane = need_features ? gfeat + (n * C + c) * H * W : nullptr;
+            acc_t* gplane = need_features ? gfeat + (n * C + c) * H * W : nullptr;
             const int64_t row_off = ((n * C + c) * Ho + y) * Wo;
             for (int64_t x = 0; x < Wo; ++x) {
               const acc_t g = static_cast<acc_t>(go[row_off + x]);
@@ -292,7 +309,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
               const acc_t gm = mask_row[i] == acc_t(0) ? acc_t(0) : g * mask_row[i];
               if (need_features) {
                 for (int k = 0; k < 4; ++k) {
-                  if (t.in[k]) gplane[t.idx[k]] += static_cast<scalar_t>(gm * t.w[k]);
+                  if (t.in[k]) gplane[t.idx[k]] += gm * t.w[k];
                 }
               }
               if (need_location) {
@@ -302,9 +319,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
             }
           }
           if (gmk != nullptr) {
-            scalar_t* gmk_row = gmk + n * P * Ho * Wo + y * Wo;
+            acc_t* gmk_row = gmk + n * P * Ho * Wo + y * Wo;
             for (int64_t p = 0; p < P; ++p) {
-              for (int64_t x = 0; x < Wo; ++x) gmk_row[p * Ho * Wo + x] = static_cast<scalar_t>(gmask_row[p * Wo + x]);
+              for (int64_t x = 0; x < Wo; ++x) gmk_row[p * Ho * Wo + x] = gmask_row[p * Wo + x];
             }
           }
           if (gth != nullptr) {
@@ -322,25 +339,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
             }
           }
           if (goff != nullptr) {
-            scalar_t* goff_n = goff + n * 2 * Ho * Wo + y * Wo;
+            acc_t* goff_n = goff + n * 2 * Ho * Wo + y * Wo;
             for (int64_t x = 0; x < Wo; ++x) {
               sum_t su = 0, sv = 0;
               for (int64_t p = 0; p < P; ++p) {
                 su += gu_row[p * Wo + x];
                 sv += gv_row[p * Wo + x];
               }
-              goff_n[x] = static_cast<scalar_t>(su);
-              goff_n[Ho * Wo + x] = static_cast<scalar_t>(sv);
+              goff_n[x] = static_cast<acc_t>(su);
+              goff_n[Ho * Wo + x] = static_cast<acc_t>(sv);
             }
           }
         }
         if (gth != nullptr) {
-          for (int64_t i = 0; i < P * 6; ++i) gth[n * P * 6 + i] = static_cast<scalar_t>(theta_acc[i]);
+          for (int64_t i = 0; i < P * 6; ++i) gth[n * P * 6 + i] = static_cast<acc_t>(theta_acc[i]);
         }
       }
     });
   });
-  return {grad_features, grad_theta, grad_masks, grad_offsets};
+  return result();
 }
 
 }  // namespace

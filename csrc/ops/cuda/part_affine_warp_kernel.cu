@@ -23,10 +23,11 @@ constexpr int64_t kChannelChunk = 8;
 
 // One thread per (n, channel chunk, output pixel), pixels fastest (coalesced);
 // parts in increasing p, each part's taps once for the chunk's channels.
+// theta, masks and offsets are in the accumulation type (see warp_companion).
 template <typename scalar_t, typename acc_t>
 __global__ void part_affine_warp_forward_kernel(
-    const scalar_t* __restrict__ feat, const scalar_t* __restrict__ theta,
-    const scalar_t* __restrict__ masks, const scalar_t* __restrict__ offsets,
+    const scalar_t* __restrict__ feat, const acc_t* __restrict__ theta,
+    const acc_t* __restrict__ masks, const acc_t* __restrict__ offsets,
     scalar_t* __restrict__ out, uint8_t* __restrict__ winner, int64_t N, int64_t C, int64_t H,
     int64_t W, int64_t P, int64_t Ho, int64_t Wo) {
   const int64_t HWo = Ho * Wo;
@@ -100,8 +101,8 @@ DEFORMGAN_UNROLL
 template <typename scalar_t, typename acc_t>
 __global__ void part_affine_warp_backward_kernel(
     const scalar_t* __restrict__ grad_out, const scalar_t* __restrict__ feat,
-    const scalar_t* __restrict__ theta, const scalar_t* __restrict__ masks,
-    const scalar_t* __restrict__ offsets, const uint8_t* __restrict__ winner,
+    const acc_t* __restrict__ theta, const acc_t* __restrict__ masks,
+    const acc_t* __restrict__ offsets, const uint8_t* __restrict__ winner,
     acc_t* __restrict__ gfeat, acc_t* __restrict__ gmask, acc_t* __restrict__ gloc,
     acc_t* __restrict__ goff, int64_t N, int64_t C, int64_t H, int64_t W, int64_t P, int64_t Ho,
     int64_t Wo) {
@@ -175,9 +176,9 @@ __global__ void part_affine_warp_backward_kernel(
 
 // grad_theta[n, p] = sum over pixels of (gu, gv) (x) (x, y, 1): one block per
 // (n, p), a shared-memory reduction, no global atomics.
-template <typename scalar_t, typename acc_t>
+template <typename acc_t>
 __global__ void part_affine_warp_theta_kernel(const acc_t* __restrict__ gloc,
-                                              scalar_t* __restrict__ grad_theta, int64_t Ho,
+                                              acc_t* __restrict__ grad_theta, int64_t Ho,
                                               int64_t Wo) {
   const int64_t np = blockIdx.x;
   const acc_t* gu = gloc + (np * 2 + 0) * Ho * Wo;
@@ -194,8 +195,14 @@ __global__ void part_affine_warp_theta_kernel(const acc_t* __restrict__ gloc,
   }
   block_sum<acc_t, 6>(s);
   if (threadIdx.x == 0) {
-    for (int k = 0; k < 6; ++k) grad_theta[np * 6 + k] = static_cast<scalar_t>(s[k]);
+    for (int k = 0; k < 6; ++k) grad_theta[np * 6 + k] = s[k];
   }
+}
+
+// theta, masks or offsets in the accumulation type of features (float32 for
+// float16/bfloat16 features, else the features' dtype), contiguous.
+at::Tensor warp_companion(const at::Tensor& t, const at::Tensor& features) {
+  return t.to(at::toOpMathType(features.scalar_type())).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor> part_affine_warp_cuda(const at::Tensor& features_in,
@@ -206,10 +213,10 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cuda(const at::Tensor& featu
   TORCH_CHECK(features_in.is_cuda(), "features must be a CUDA tensor for the cuda kernel");
   c10::cuda::CUDAGuard guard(features_in.device());
   const at::Tensor features = features_in.contiguous();
-  const at::Tensor theta = theta_in.contiguous();
-  const at::Tensor masks = masks_in.contiguous();
+  const at::Tensor theta = warp_companion(theta_in, features);
+  const at::Tensor masks = warp_companion(masks_in, features);
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
-  const at::Tensor offsets = has_offsets ? offsets_in->contiguous() : at::Tensor();
+  const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features) : at::Tensor();
   const int64_t N = features.size(0), C = features.size(1), H = features.size(2), W = features.size(3);
   const int64_t P = theta.size(1), Ho = masks.size(2), Wo = masks.size(3);
   at::Tensor output = at::empty({N, C, Ho, Wo}, features.options());
@@ -222,8 +229,8 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cuda(const at::Tensor& featu
     using acc_t = at::opmath_type<scalar_t>;
     const int64_t threads = N * ((C + kChannelChunk - 1) / kChannelChunk) * Ho * Wo;
     part_affine_warp_forward_kernel<scalar_t, acc_t><<<blocks_for(threads), kThreads, 0, stream>>>(
-        features.data_ptr<scalar_t>(), theta.data_ptr<scalar_t>(), masks.data_ptr<scalar_t>(),
-        has_offsets ? offsets.data_ptr<scalar_t>() : nullptr, output.data_ptr<scalar_t>(),
+        features.data_ptr<scalar_t>(), theta.data_ptr<acc_t>(), masks.data_ptr<acc_t>(),
+        has_offsets ? offsets.data_ptr<acc_t>() : nullptr, output.data_ptr<scalar_t>(),
         winner.data_ptr<uint8_t>(), N, C, H, W, P, Ho, Wo);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -249,10 +256,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   }
   const at::Tensor grad_output = grad_output_in.to(features_in.scalar_type()).contiguous();
   const at::Tensor features = features_in.contiguous();
-  const at::Tensor theta = theta_in.contiguous();
-  const at::Tensor masks = masks_in.contiguous();
+  const at::Tensor theta = warp_companion(theta_in, features);
+  const at::Tensor masks = warp_companion(masks_in, features);
   const at::Tensor winner = winner_in.contiguous();
-  const at::Tensor offsets = has_offsets ? offsets_in->contiguous() : at::Tensor();
+  const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features) : at::Tensor();
   const auto acc_dtype = at::toOpMathType(features.scalar_type());
   const auto acc_opts = features.options().dtype(acc_dtype);
   const auto none = [&] { return at::empty({0}, features.options()); };
@@ -270,26 +277,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
       const int64_t total = N * ((C + kChannelChunk - 1) / kChannelChunk) * Ho * Wo;
       part_affine_warp_backward_kernel<scalar_t, acc_t><<<blocks_for(total), kThreads, 0, stream>>>(
           grad_output.data_ptr<scalar_t>(), features.data_ptr<scalar_t>(),
-          theta.data_ptr<scalar_t>(), masks.data_ptr<scalar_t>(),
-          has_offsets ? offsets.data_ptr<scalar_t>() : nullptr, winner.data_ptr<uint8_t>(),
+          theta.data_ptr<acc_t>(), masks.data_ptr<acc_t>(),
+          has_offsets ? offsets.data_ptr<acc_t>() : nullptr, winner.data_ptr<uint8_t>(),
           need_features ? gfeat.data_ptr<acc_t>() : nullptr,
           need_masks ? gmask.data_ptr<acc_t>() : nullptr,
           need_theta ? gloc.data_ptr<acc_t>() : nullptr,
           need_offsets ? goff.data_ptr<acc_t>() : nullptr, N, C, H, W, P, Ho, Wo);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       if (need_theta) {
-        part_affine_warp_theta_kernel<scalar_t, acc_t>
+        part_affine_warp_theta_kernel<acc_t>
             <<<static_cast<unsigned int>(N * P), kThreads, 0, stream>>>(
-                gloc.data_ptr<acc_t>(), grad_theta.data_ptr<scalar_t>(), Ho, Wo);
+                gloc.data_ptr<acc_t>(), grad_theta.data_ptr<acc_t>(), Ho, Wo);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
     });
   } else if (need_theta) {
     grad_theta.zero_();
   }
-  const auto dtype = features.scalar_type();
-  return {need_features ? gfeat.to(dtype) : none(), grad_theta,
-          need_masks ? gmask.to(dtype) : none(), need_offsets ? goff.to(dtype) : none()};
+  // Each gradient in its input's dtype.
+  return {need_features ? gfeat.to(features_in.scalar_type()) : none(),
+          need_theta ? grad_theta.to(theta_in.scalar_type()) : grad_theta,
+          need_masks ? gmask.to(masks_in.scalar_type()) : none(),
+          need_offsets ? goff.to(offsets_in->scalar_type()) : none()};
 }
 
 }  // namespace
