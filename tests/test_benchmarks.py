@@ -51,3 +51,26 @@ def test_bench_geometry_and_bench_train_run():
                           "fashion-full", "--iters", "1", "--width-mult", "0.0625"], capture_output=True, text=True,
                          timeout=600, check=True).stdout
     assert "256x256, NN window 5" in out and "batch 2" in out and "| reference |" in out
+
+
+def test_pytest_benchmark_suite_runs_every_module_and_prints_the_ratio_table(tmp_path):
+    """`pytest benchmarks/ --benchmark-only` (issue 15), once at tiny sizes: one module per
+    operator of the registry plus the training step, every provider that runs here, the
+    JSON written, the ratio table printed."""
+    import json
+
+    import deformgan_ops as D
+    modules = sorted(f for f in os.listdir(os.path.join(ROOT, "benchmarks")) if f.startswith("test_bench_"))
+    assert modules == sorted([f"test_bench_{op}.py" for op in D.operators()] + ["test_bench_train_step.py"])
+    out_json = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/", "--benchmark-only", "--bench-tiny", "-q",
+                          "-p", "no:cacheprovider", f"--benchmark-json={out_json}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    names = {b["name"] for b in json.loads(out_json.read_text())["benchmarks"]}
+    for op in D.operators():
+        assert f"test_{op}[reference]" in names or f"test_{op}[reference-forward]" in names, op
+        assert f"test_{op}[cpu]" in names or f"test_{op}[cpu-both]" in names, op
+    assert {"test_train_step[reference]", "test_train_step[cpu]"} <= names
+    assert "| group | provider | median ms | speed-up vs reference | x floor |" in run.stdout
+    assert "| part_affine_warp both | cpu |" in run.stdout and "| train step (full preset) | cpu |" in run.stdout
