@@ -298,23 +298,30 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
 
     order_state = order.state()
     while step < target_step:
-        batch = next(loader)
-        src = batch["source_image"].to(device, non_blocking=True)
-        tgt = batch["target_image"].to(device, non_blocking=True)
-        with torch.no_grad():
+        # The phases are labelled for the profiler (benchmarks/profile_step.py); a label
+        # costs about a microsecond when no profiler runs.
+        step_label = _phase("step")
+        step_label.__enter__()
+        with _phase("step/data"):
+            batch = next(loader)
+            src = batch["source_image"].to(device, non_blocking=True)
+            tgt = batch["target_image"].to(device, non_blocking=True)
+        with _phase("step/geometry"), torch.no_grad():
             geo = Gm.render_geometry(batch["source_keypoints"], batch["target_keypoints"])
         h_a, h_b = geo.source_heatmaps, geo.target_heatmaps
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with _phase("step/forward G, D"), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             fake, offsets = G(src, batch["source_keypoints"], batch["target_keypoints"], geometry=geo,
                               return_offsets=True)
             # discriminator step
             d_real = D(src, h_a, tgt, h_b)
             d_fake = D(src, h_a, fake.detach(), h_b)
             loss_d = discriminator_loss(d_real.float(), d_fake.float())
-        opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with _phase("step/backward D"):
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+        with _phase("step/optimiser"):
+            opt_d.step()
+        with _phase("step/losses G"), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             d_fake_g = D(src, h_a, fake, h_b)
             loss_g, terms = loss_fn(fake.float(), tgt, d_fake_g.float(), offsets=offsets)
         finite = torch.isfinite(loss_g.detach()) & torch.isfinite(loss_d.detach())
@@ -323,13 +330,16 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             finite = flag[0].bool()
         if not bool(finite):
+            step_label.__exit__(None, None, None)
             bar.close()
             where = f"; the last good checkpoint is {ckpt_path}" if os.path.exists(ckpt_path) else ""
             raise NonFiniteLoss(f"non-finite loss at step {step + 1}: loss_g={loss_g.item()}, loss_d={loss_d.item()}, "
                                 f"terms={ {k: float(v) for k, v in terms.items()} }; stopping without saving{where}")
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        with _phase("step/backward G"):
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+        with _phase("step/optimiser"):
+            opt_g.step()
         step += 1
         order_state = {"epoch": order.epoch, "position": order.position}
         row = {"step": step, "loss_d": loss_d.item(), "loss_g": loss_g.item()}
@@ -339,21 +349,30 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
         # The checkpoint first: no failure of an optional output below (log, sample
         # grid, TensorBoard) can cost the run its checkpoint.
         if step % cfg.save_every == 0 or step == target_step:
-            save()
+            with _phase("step/checkpoint"):
+                save()
         if step % cfg.log_every == 0 or step == target_step:
-            now = time.perf_counter()
-            row["it_per_s"] = (step - n_last) / max(now - t_last, 1e-9)
-            t_last, n_last = now, step
-            _optional(f"writing the logs in {cfg.out}", logger.log, row)
-            bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")})
+            with _phase("step/logging"):
+                now = time.perf_counter()
+                row["it_per_s"] = (step - n_last) / max(now - t_last, 1e-9)
+                t_last, n_last = now, step
+                _optional(f"writing the logs in {cfg.out}", logger.log, row)
+                bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")})
         if rank == 0 and (step % cfg.sample_every == 0 or step == cfg.steps):
-            _optional("writing the sample grid", save_samples,
-                      os.path.join(cfg.out, "samples", f"step_{step:06d}.png"), Gm, sample_batch, device)
+            with _phase("step/samples"):
+                _optional("writing the sample grid", save_samples,
+                          os.path.join(cfg.out, "samples", f"step_{step:06d}.png"), Gm, sample_batch, device)
+        step_label.__exit__(None, None, None)
     bar.close()
     logger.close()
     if dist.is_initialized():
         dist.barrier()
     return {"step": step, "history": history, "checkpoint": ckpt_path}
+
+
+def _phase(name: str):
+    """A profiler label for one phase of a training step."""
+    return torch.profiler.record_function(name)
 
 
 def cpu_has_native_bf16() -> bool:

@@ -74,3 +74,24 @@ def test_pytest_benchmark_suite_runs_every_module_and_prints_the_ratio_table(tmp
     assert {"test_train_step[reference]", "test_train_step[cpu]"} <= names
     assert "| group | provider | median ms | speed-up vs reference | x floor |" in run.stdout
     assert "| part_affine_warp both | cpu |" in run.stdout and "| train step (full preset) | cpu |" in run.stdout
+
+
+def test_profile_step_profiles_the_cli_loop_by_phase_and_kind_of_work(tmp_path):
+    """benchmarks/profile_step.py runs the real training loop under the profiler: every
+    labelled phase of a step appears, the kinds of work add up to the step, the figure
+    is written. (Tiny model; no timing is asserted.)"""
+    png = tmp_path / "profile.png"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "profile_step.py"), "--warmup", "1",
+                          "--profile-steps", "1", "--plot", str(png), "--", "--preset", "demo", "--width-mult",
+                          "0.0625"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout
+    for phase in ("data", "geometry", "forward G, D", "backward D", "optimiser", "losses G", "backward G"):
+        assert f"| {phase} |" in text, phase
+    assert "| samples |" not in text.split("| kind of work |")[0], "the end-of-run sample grid was counted"
+    shares = [int(line.rsplit("|", 2)[1].strip().rstrip("%")) for line in text.split("| kind of work |")[1].splitlines()
+              if line.startswith("| ") and line.rstrip().endswith("% |")]
+    assert 95 <= sum(shares) <= 105, shares  # the kinds of work (with Python) make up the step
+    assert "GFLOP per step" in text and "of this machine's fp32 GEMM rate" in text
+    assert png.stat().st_size > 10_000
