@@ -6,7 +6,7 @@ from torch import nn
 
 from .. import reference
 from .._autocast import FLOAT32, autocast_rule, register_dispatch
-from .._registry import CPU_KERNEL_DTYPES, OpDecl, declare
+from .._registry import OpDecl, declare
 from .._validate import check_no_overlap, check_out, check_tensor, positive_arg, shape_of, size_arg
 from ..backend import extension_loaded, implementation, resolve
 from ._autograd import forbid_double_backward, register_out_variant
@@ -82,7 +82,7 @@ def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: f
     if keypoints.requires_grad and torch.is_grad_enabled():
         raise RuntimeError("keypoint_heatmaps(out=...) does not support autograd (keypoints requires grad)")
     which = resolve(NAME, keypoints.device, backend)
-    if which in ("cpu", "cuda") and keypoints.dtype in CPU_KERNEL_DTYPES:
+    if which in ("cpu", "cuda"):  # every floating dtype, float16/bfloat16 computed in float32
         torch.ops.deformgan_ops.keypoint_heatmaps.out(keypoints, height, width, sigma, out=out)
         return out
     return out.copy_(implementation(NAME, keypoints.device, which)(keypoints, height, width, sigma))
@@ -125,4 +125,5 @@ if extension_loaded():
     register_out_variant(f"deformgan_ops::{NAME}.out")
 
 DECL = declare(OpDecl(name=NAME, autocast=AUTOCAST, public=keypoint_heatmaps, reference=reference.keypoint_heatmaps,
-                      compiled=_compiled, triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs))
+                      compiled=_compiled, triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs,
+                      native_low_precision=True))

@@ -142,4 +142,5 @@ if extension_loaded():
              getattr(torch.ops.deformgan_ops, f"_{NAME}_backward"))
 
 DECL = declare(OpDecl(name=NAME, autocast=AUTOCAST, public=nn_loss, reference=_reference, compiled=_compiled,
-                      triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs))
+                      triton=f"{NAME}:{NAME}", sample_inputs=_sample_inputs,
+                      native_low_precision=True))

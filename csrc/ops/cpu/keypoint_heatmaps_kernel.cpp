@@ -1,5 +1,6 @@
 // CPU kernels of keypoint_heatmaps: forward and backward.
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/AccumulateType.h>
 #include <ATen/core/Tensor.h>
@@ -51,8 +52,10 @@ void keypoint_heatmaps_cpu_impl(const at::Tensor& keypoints_in, double sigma, at
   const at::Tensor keypoints = keypoints_in.contiguous();
   const int64_t N = keypoints.size(0), K = keypoints.size(1);
   const int64_t height = output.size(2), width = output.size(3);
-  AT_DISPATCH_FLOATING_TYPES(keypoints.scalar_type(), "keypoint_heatmaps_cpu", [&] {
-    using acc_t = scalar_t;
+  // float16/bfloat16 keypoints are read as they are; the Gaussians are computed in
+  // float32 (at::opmath_type) and rounded once when written.
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keypoints.scalar_type(), "keypoint_heatmaps_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* kp = keypoints.data_ptr<scalar_t>();
     scalar_t* out = output.data_ptr<scalar_t>();
     const acc_t inv = acc_t(1) / (acc_t(2) * static_cast<acc_t>(sigma) * static_cast<acc_t>(sigma));
@@ -82,9 +85,10 @@ at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
   const at::Tensor grad_output = grad_output_in.to(keypoints.scalar_type()).contiguous();
   at::Tensor grad_keypoints = at::zeros_like(keypoints);
   if (grad_output.numel() == 0) return grad_keypoints;
-  AT_DISPATCH_FLOATING_TYPES(keypoints.scalar_type(), "keypoint_heatmaps_backward_cpu", [&] {
-    using acc_t = scalar_t;
-    using sum_t = at::acc_type<scalar_t, false>;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keypoints.scalar_type(),
+                                  "keypoint_heatmaps_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    using sum_t = at::acc_type<acc_t, false>;
     const scalar_t* kp = keypoints.data_ptr<scalar_t>();
     const scalar_t* go = grad_output.data_ptr<scalar_t>();
     scalar_t* gk = grad_keypoints.data_ptr<scalar_t>();
@@ -112,8 +116,8 @@ at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
                     gaussian_1d_slope(static_cast<acc_t>(x) - kx, gx[x], inv);
           sum_ky += static_cast<sum_t>(col_sy[x]) * gx[x];
         }
-        gk[j * 2] = static_cast<scalar_t>(sum_kx);
-        gk[j * 2 + 1] = static_cast<scalar_t>(sum_ky);
+        gk[j * 2] = static_cast<scalar_t>(static_cast<acc_t>(sum_kx));
+        gk[j * 2 + 1] = static_cast<scalar_t>(static_cast<acc_t>(sum_ky));
       }
     });
   });

@@ -1,5 +1,6 @@
 // CPU kernels of nn_loss: per-pixel nearest-neighbour distance and its backward.
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -44,11 +45,11 @@ DEFORMGAN_CPU_CLONES void accumulate_abs_diff(acc_t* __restrict__ a, const scala
 template <typename scalar_t, typename acc_t, bool kGen, bool kTgt>
 void nn_loss_backward_plane(const scalar_t* __restrict__ grad, const int32_t* __restrict__ q,
                             const scalar_t* __restrict__ g, const scalar_t* __restrict__ t,
-                            scalar_t* __restrict__ gg, scalar_t* __restrict__ gt, int64_t HW) {
+                            scalar_t* __restrict__ gg, acc_t* __restrict__ gt, int64_t HW) {
   for (int64_t p = 0; p < HW; ++p) {
     const acc_t v = static_cast<acc_t>(grad[p]) * abs_diff_grad_generated<acc_t>(t[q[p]], g[p]);
     if (kGen) gg[p] = static_cast<scalar_t>(v);
-    if (kTgt) gt[q[p]] -= static_cast<scalar_t>(v);
+    if (kTgt) gt[q[p]] -= v;
   }
 }
 
@@ -64,8 +65,10 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
   at::Tensor distance = at::empty({N, H, W}, generated.options());
   at::Tensor argmin = at::empty({N, H, W}, generated.options().dtype(at::kInt));
   if (distance.numel() == 0) return {distance, argmin};
-  AT_DISPATCH_FLOATING_TYPES(generated.scalar_type(), "nn_loss_cpu", [&] {
-    using acc_t = scalar_t;
+  // float16/bfloat16 inputs are read as they are; the distances are summed and
+  // compared in float32 (at::opmath_type) and rounded once when written.
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, generated.scalar_type(), "nn_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* gen = generated.data_ptr<scalar_t>();
     const scalar_t* tgt = target.data_ptr<scalar_t>();
     scalar_t* dist = distance.data_ptr<scalar_t>();
@@ -75,6 +78,7 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
     // One task per (n, y) row; the scratch holds k*k distances for one row only.
     at::parallel_for(0, N * H, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> acc(KK * W);
+      std::vector<acc_t> best_row(W);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / H, y = row % H;
         std::fill(acc.begin(), acc.end(), acc_t(0));
@@ -90,10 +94,10 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
         // Running minimum over the window in row-major order (nn_candidate_wins:
         // the first of equal distances, the first NaN); offsets outside the image
         // are skipped; best_o < 0 until the first position inside.
-        scalar_t* __restrict__ best = dist + row * W;
+        acc_t* __restrict__ best = best_row.data();
         int32_t* __restrict__ best_o = amin + row * W;
         for (int64_t x = 0; x < W; ++x) {
-          best[x] = std::numeric_limits<scalar_t>::infinity();
+          best[x] = std::numeric_limits<acc_t>::infinity();
           best_o[x] = -1;
         }
         for (int32_t o = 0; o < KK; ++o) {
@@ -102,11 +106,13 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_cpu(const at::Tensor& generated_in,
           const int64_t x_lo = std::max<int64_t>(0, -dx), x_hi = std::min<int64_t>(W, W - dx);
           const acc_t* __restrict__ a = acc.data() + o * W;
           for (int64_t x = x_lo; x < x_hi; ++x) {
-            const bool better = nn_candidate_wins(a[x], static_cast<acc_t>(best[x]), best_o[x] >= 0);
-            best[x] = better ? static_cast<scalar_t>(a[x]) : best[x];
+            const bool better = nn_candidate_wins(a[x], best[x], best_o[x] >= 0);
+            best[x] = better ? a[x] : best[x];
             best_o[x] = better ? o : best_o[x];
           }
         }
+        scalar_t* __restrict__ d = dist + row * W;
+        for (int64_t x = 0; x < W; ++x) d[x] = static_cast<scalar_t>(best[x]);
       }
     });
   });
@@ -127,21 +133,26 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
   const at::Tensor grad_distance = grad_distance_in.to(generated.scalar_type()).contiguous();
   const at::Tensor argmin = argmin_in.contiguous();
   const bool need_generated = output_mask[0], need_target = output_mask[1];
-  // grad_generated is fully written below; grad_target is scattered into.
+  // grad_generated is fully written below; grad_target is scattered into, in the
+  // accumulation type (float32 for float16/bfloat16), and returned in the target's.
+  const auto acc_dtype = at::toOpMathType(generated.scalar_type());
   at::Tensor grad_generated =
       need_generated ? at::empty_like(generated) : at::empty({0}, generated.options());
   at::Tensor grad_target =
-      need_target ? at::zeros_like(target) : at::empty({0}, target.options());
-  if (generated.numel() == 0 || !(need_generated || need_target)) return {grad_generated, grad_target};
+      need_target ? at::zeros_like(target, target.options().dtype(acc_dtype)) : at::empty({0}, target.options());
+  const auto result = [&] {
+    return std::make_tuple(grad_generated, need_target ? grad_target.to(target.scalar_type()) : grad_target);
+  };
+  if (generated.numel() == 0 || !(need_generated || need_target)) return result();
   const int64_t k = kernel_size;
-  AT_DISPATCH_FLOATING_TYPES(generated.scalar_type(), "nn_loss_backward_cpu", [&] {
-    using acc_t = scalar_t;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, generated.scalar_type(), "nn_loss_backward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     const scalar_t* gen = generated.data_ptr<scalar_t>();
     const scalar_t* tgt = target.data_ptr<scalar_t>();
     const scalar_t* gd = grad_distance.data_ptr<scalar_t>();
     const int32_t* amin = argmin.data_ptr<int32_t>();
     scalar_t* ggen = need_generated ? grad_generated.data_ptr<scalar_t>() : nullptr;
-    scalar_t* gtgt = need_target ? grad_target.data_ptr<scalar_t>() : nullptr;
+    acc_t* gtgt = need_target ? grad_target.data_ptr<acc_t>() : nullptr;
     std::vector<int64_t> offsets_y(k * k), offsets_x(k * k);
     for (int32_t o = 0; o < k * k; ++o) window_offset(o, k, offsets_y[o], offsets_x[o]);
     // Parallel over the batch: each task owns grad_target[n] (the scattered one).
@@ -164,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
         for (int64_t c = 0; c < C; ++c) {
           const int64_t plane = (n * C + c) * H * W;
           scalar_t* gg = ggen ? ggen + plane : nullptr;
-          scalar_t* gt = gtgt ? gtgt + plane : nullptr;
+          acc_t* gt = gtgt ? gtgt + plane : nullptr;
           if (gg && gt) {
             nn_loss_backward_plane<scalar_t, acc_t, true, true>(grad, q, gen + plane, tgt + plane, gg, gt, H * W);
           } else if (gg) {
@@ -176,7 +187,7 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
       }
     });
   });
-  return {grad_generated, grad_target};
+  return result();
 }
 
 }  // namespace
