@@ -63,3 +63,67 @@ def test_generator_loss_terms():
     torch.testing.assert_close(terms["nn"], D.nn_loss(f[:2], f[2:], 3))
     expected = terms["adv"] + 100 * terms["l1"] + 0.01 * terms["nn"] + 0.1 * terms["perceptual"] + 0.1 * terms["smooth"]
     torch.testing.assert_close(total.detach(), expected)
+
+
+# ---------------------------------------------------------------- found by mutation testing (issue 16)
+def softplus(x):
+    import math
+    return math.log1p(math.exp(x))
+
+
+def test_discriminator_loss_is_the_sum_of_the_two_bce_terms():
+    """BCE with logits of a real score r against 1 is softplus(-r); of a fake score f
+    against 0 it is softplus(f); the D loss is their sum (hand-computed values)."""
+    real, fake = torch.full((2, 1, 3, 1), 2.0), torch.full((2, 1, 3, 1), -1.0)
+    assert L.discriminator_loss(real, fake).item() == pytest.approx(softplus(-2.0) + softplus(-1.0), rel=1e-6)
+    zero = torch.zeros(1, 1, 3, 1)
+    assert L.discriminator_loss(zero, zero).item() == pytest.approx(2 * softplus(0.0), rel=1e-6)
+    assert L.generator_adversarial_loss(torch.full((1, 1, 3, 1), 0.5)).item() == pytest.approx(softplus(-0.5))
+
+
+def test_pixel_l1_of_two_nonzero_images():
+    gen = torch.tensor([[[[1.0, -1.0]]]])
+    tgt = torch.tensor([[[[0.5, 2.0]]]])
+    assert L.pixel_l1(gen, tgt).item() == pytest.approx((0.5 + 3.0) / 2)
+
+
+def test_offset_smoothness_sums_the_fields_and_both_directions():
+    a = torch.zeros(1, 2, 4, 3)
+    a[:, :, :, 0] = torch.tensor([0.0, 1.0, 3.0, 6.0])  # column 0 grows down: dy 1, 2, 3
+    # |dy|: (1 + 2 + 3) per channel in column 0 of 3 columns x 3 row pairs -> 6 / 9;
+    # |dx|: rows y of column 0 vs 1: (0 + 1 + 3 + 6) per channel / (4 rows x 2 pairs) -> 10 / 8
+    tv_a = 6 / 9 + 10 / 8
+    b = torch.zeros(1, 2, 2, 2)
+    b[:, 1, 1, 1] = 4.0  # channel 1 only: |dy| 4 / (2 ch x 1 x 2) = 1, |dx| 4 / (2 x 2 x 1) = 1
+    assert L.offset_smoothness([a]).item() == pytest.approx(tv_a)
+    assert L.offset_smoothness([a, b]).item() == pytest.approx(tv_a + 2.0)
+    assert L.offset_smoothness([b, a]).item() == pytest.approx(tv_a + 2.0)
+    with pytest.raises(ValueError, match="^offset_smoothness needs at least one offset field$"):
+        L.offset_smoothness([])
+
+
+def test_generator_loss_defaults_are_the_papers():
+    """adv weight 1, every other weight 0, ImageNet VGG weights, random weights refused."""
+    loss = L.GeneratorLoss()
+    assert loss.vgg is None
+    gen, tgt = torch.zeros(1, 3, 4, 2), torch.ones(1, 3, 4, 2)
+    logits = torch.full((1, 1, 3, 1), 0.5)
+    offsets = [torch.rand(1, 2, 4, 2)]
+    total, terms = loss(gen, tgt, logits, offsets=offsets)
+    assert set(terms) == {"adv"} and total.item() == pytest.approx(softplus(-0.5))
+
+
+def test_generator_loss_asks_for_imagenet_weights_by_default(monkeypatch):
+    """The default VGG weights are torchvision's ImageNet ones (not a file path), and
+    random weights are refused unless allowed."""
+    from torchvision.models import VGG19_Weights
+    asked = []
+
+    def offline(self, *a, **k):
+        asked.append(self)
+        raise OSError("no network")
+
+    monkeypatch.setattr(VGG19_Weights, "get_state_dict", offline)
+    with pytest.raises(L.PretrainedWeightsMissing, match="pretrained VGG19 weights are not available"):
+        L.GeneratorLoss(nn_weight=1.0)
+    assert asked == [VGG19_Weights.IMAGENET1K_V1]

@@ -251,3 +251,62 @@ def test_pose_detection_leaves_the_torch_thread_count_alone():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------- found by mutation testing (issue 16)
+def test_coco17_threshold_default_is_0_3_inclusive_and_each_joint_is_judged_alone():
+    xy = torch.arange(34, dtype=torch.float32).view(17, 2) + 1
+    conf = torch.ones(17)
+    conf[0], conf[1] = 0.3, 0.299  # nose exactly at the default threshold: kept; l_eye under: dropped
+    kp = P.coco17_to_openpose18(xy, conf)  # the default threshold
+    assert torch.equal(kp[P.J["nose"]], xy[0]) and kp[P.J["l_eye"]].tolist() == [-1.0, -1.0]
+    # one non-finite coordinate drops that joint only, and missing joints are exactly -1
+    xy2 = xy.clone()
+    xy2[9, 1] = float("nan")
+    kp2 = P.coco17_to_openpose18(xy2)
+    assert kp2[P.J["l_wrist"]].tolist() == [-1.0, -1.0]
+    assert int(P.present(kp2).sum()) == 17  # the 16 other joints and the neck
+    assert kp2.dtype == torch.float32
+
+
+def test_coco17_shape_errors_name_both_shapes():
+    with pytest.raises(ValueError, match=r"^xy must have shape \[\.\.\., 17, 2\], got \[2, 16, 2\]$"):
+        P.coco17_to_openpose18(torch.zeros(2, 16, 2))
+    with pytest.raises(ValueError, match=r"^conf must have shape \[2, 17\], got \[2, 16\]$"):
+        P.coco17_to_openpose18(torch.ones(2, 17, 2), torch.ones(2, 16))
+
+
+def test_flip_of_a_batch_with_missing_joints():
+    kp = torch.rand(3, 18, 2) * 50 + 1
+    kp[0, P.J["r_knee"]] = -1
+    kp[2, P.J["nose"]] = -1
+    f = P.flip_keypoints(kp, 64)
+    assert f.shape == kp.shape
+    assert f[0, P.J["l_knee"]].tolist() == [-1.0, -1.0] and f[2, P.J["nose"]].tolist() == [-1.0, -1.0]
+    assert torch.equal(f[1, P.J["l_knee"]], torch.stack([63 - kp[1, P.J["r_knee"], 0], kp[1, P.J["r_knee"], 1]]))
+    assert int(P.missing(f).sum()) == 2
+
+
+def test_global_affine_uses_only_joints_present_in_both_poses(real_poses):
+    """A joint missing in the target (but present in the source) must not enter the fit:
+    the result equals the fit over the other joints, computed independently with
+    scikit-image (target -> source, the original's estimator)."""
+    src, tgt = real_poses[:40], real_poses[40:80]
+    both = P.present(src) & P.present(tgt)
+    n = int(torch.nonzero((both[:, list(P.GLOBAL_JOINTS)].sum(1) >= 5)).flatten()[0])
+    s, t = src[n].clone(), tgt[n].clone()
+    drop = next(j for j in P.GLOBAL_JOINTS if both[n, j])
+    t[drop] = -1  # now missing in the target only
+    theta, valid = P.global_affine(s[None], t[None])
+    keep = [j for j in P.GLOBAL_JOINTS if bool(P.present(s)[j] and P.present(t)[j])]
+    want = estimate_transform("affine", t[keep].double().numpy(), s[keep].double().numpy()).params[:2]
+    assert bool(valid[0])
+    np.testing.assert_allclose(theta[0].double().numpy(), want, atol=1e-4)
+
+
+def test_global_affine_errors_name_the_argument():
+    good = torch.zeros(1, 18, 2)
+    with pytest.raises(ValueError, match="^source_keypoints must"):
+        P.global_affine(torch.zeros(1, 17, 2), good)
+    with pytest.raises(ValueError, match="^target_keypoints must"):
+        P.global_affine(good, torch.zeros(1, 17, 2))
