@@ -95,3 +95,15 @@ def test_profile_step_profiles_the_cli_loop_by_phase_and_kind_of_work(tmp_path):
     assert 95 <= sum(shares) <= 105, shares  # the kinds of work (with Python) make up the step
     assert "GFLOP per step" in text and "of this machine's fp32 GEMM rate" in text
     assert png.stat().st_size > 10_000
+
+
+def test_bench_cli_runs_the_training_command_both_ways_and_prints_the_ratio():
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_cli.py"), "--preset", "demo",
+                          "--rounds", "1", "--steps", "4", "--log-every", "1", "--", "--width-mult", "0.0625"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = [line for line in out.stdout.splitlines() if line.startswith("| 1 |")]
+    assert len(row) == 1
+    d, r, ratio = (float(c.strip().rstrip("x")) for c in row[0].strip("|").split("|")[1:])
+    assert d > 0 and r > 0 and abs(ratio - d / r) < 0.01
+    assert "# default / reference:" in out.stdout
