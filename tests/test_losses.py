@@ -127,3 +127,86 @@ def test_generator_loss_asks_for_imagenet_weights_by_default(monkeypatch):
     with pytest.raises(L.PretrainedWeightsMissing, match="pretrained VGG19 weights are not available"):
         L.GeneratorLoss(nn_weight=1.0)
     assert asked == [VGG19_Weights.IMAGENET1K_V1]
+
+
+@pytest.fixture(scope="module")
+def vgg_state():
+    from torchvision.models import vgg19
+    torch.manual_seed(0)
+    return vgg19(weights=None).state_dict()
+
+
+def test_load_vgg19_features_asks_torchvision_for_imagenet_without_a_progress_bar(monkeypatch, vgg_state):
+    from torchvision.models import VGG19_Weights
+    calls = []
+
+    def cached(self, **kwargs):
+        calls.append((self, kwargs))
+        return vgg_state
+
+    monkeypatch.setattr(VGG19_Weights, "get_state_dict", cached)
+    features = L.load_vgg19_features()  # the defaults: ImageNet weights, random refused
+    assert calls == [(VGG19_Weights.IMAGENET1K_V1, {"progress": False})]
+    assert torch.equal(features[0].weight, vgg_state["features.0.weight"])
+    assert torch.equal(features[34].bias, vgg_state["features.34.bias"])
+
+
+def test_load_vgg19_features_refuses_random_weights_by_default_and_warns_at_the_caller():
+    with pytest.raises(L.PretrainedWeightsMissing, match=r"^VGG19 weights=None needs allow_random=True$"):
+        L.load_vgg19_features(None)
+    with pytest.warns(RuntimeWarning) as caught:
+        L.load_vgg19_features(None, allow_random=True)
+    assert len(caught) == 1 and caught[0].filename == __file__  # stacklevel: the caller's line
+    assert str(caught[0].message) == ("VGG19 with RANDOM weights: perceptual and nearest-neighbour losses are not "
+                                      "the paper's")
+
+
+def test_load_vgg19_features_reads_a_file_safely_onto_the_cpu(monkeypatch, tmp_path, vgg_state):
+    """A weights file is read with weights_only=True (no code runs from a pickle) and
+    mapped to the CPU (a file saved from a GPU loads here); a checkpoint-style file
+    holding {"state_dict": ...} works too."""
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": vgg_state}, path)
+    seen = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    features = L.load_vgg19_features(str(path))
+    assert seen == [{"map_location": "cpu", "weights_only": True}]
+    assert torch.equal(features[2].weight, vgg_state["features.2.weight"])
+
+
+def test_generator_loss_terms_against_independent_computations(tmp_path, vgg_state):
+    """Each term recomputed from the loss's own VGG outside GeneratorLoss: the NN loss with
+    the configured window on relu1_2, the perceptual L1 summed over the layers; the VGG
+    weights come from the given file; no adversarial term without weight or logits."""
+    path = tmp_path / "vgg.pth"
+    torch.save(vgg_state, path)
+    loss = L.GeneratorLoss(adv=0.0, nn_weight=2.0, perceptual=0.5, nn_kernel=5, vgg_weights=str(path),
+                           perceptual_layers=("relu2_2", "relu1_2"))
+    assert torch.equal(loss.vgg.features[0].weight, vgg_state["features.0.weight"])
+    g = torch.Generator().manual_seed(3)
+    gen, tgt = torch.rand(2, 3, 16, 8, generator=g) * 2 - 1, torch.rand(2, 3, 16, 8, generator=g) * 2 - 1
+    total, terms = loss(gen, tgt, fake_logits=torch.zeros(2, 1, 3, 1))
+    assert set(terms) == {"nn", "perceptual"}
+    fg, ft = loss.vgg(gen), loss.vgg(tgt)
+    nn5 = D.nn_loss(fg["relu1_2"], ft["relu1_2"], 5, backend="reference")
+    perc = sum((fg[l] - ft[l]).abs().mean() for l in ("relu1_2", "relu2_2"))
+    torch.testing.assert_close(terms["nn"], nn5, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms["perceptual"], perc, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(total, 2.0 * nn5 + 0.5 * perc, rtol=1e-5, atol=1e-6)
+    # adv weight 1 but no logits: no adversarial term (and no crash)
+    _, terms = L.GeneratorLoss(adv=1.0, l1=1.0)(gen, tgt)
+    assert set(terms) == {"l1"}
+
+
+def test_generator_loss_runs_the_nn_loss_on_its_ops_backend(vgg_state, tmp_path):
+    path = tmp_path / "vgg.pth"
+    torch.save(vgg_state, path)
+    loss = L.GeneratorLoss(adv=0.0, nn_weight=1.0, vgg_weights=str(path), ops_backend="cuda")
+    with pytest.raises(RuntimeError, match="backend 'cuda' needs cuda tensors"):
+        loss(torch.zeros(1, 3, 8, 4), torch.zeros(1, 3, 8, 4))
