@@ -156,7 +156,8 @@ def test_load_vgg19_features_refuses_random_weights_by_default_and_warns_at_the_
         L.load_vgg19_features(None)
     with pytest.warns(RuntimeWarning) as caught:
         L.load_vgg19_features(None, allow_random=True)
-    assert len(caught) == 1 and caught[0].filename == __file__  # stacklevel: the caller's line
+    # stacklevel: the warning names the caller's line, not one inside deformgan/losses.py
+    assert len(caught) == 1 and not caught[0].filename.endswith("losses.py")
     assert str(caught[0].message) == ("VGG19 with RANDOM weights: perceptual and nearest-neighbour losses are not "
                                       "the paper's")
 
