@@ -1,3 +1,4 @@
+import os
 import pytest
 import torch
 
@@ -151,13 +152,24 @@ def test_load_vgg19_features_asks_torchvision_for_imagenet_without_a_progress_ba
     assert torch.equal(features[34].bias, vgg_state["features.34.bias"])
 
 
+def warned_at_this_file(warning):
+    """The warning names a line of this test file (stacklevel=2 from deformgan/losses.py).
+
+    Under mutmut (MUTANT_UNDER_TEST set) every mutated function is called through a
+    trampoline in the mutated module, one frame more, so the location is not checked there.
+    """
+    if os.environ.get("MUTANT_UNDER_TEST"):
+        return True
+    return os.path.realpath(warning.filename) == os.path.realpath(__file__)
+
+
 def test_load_vgg19_features_refuses_random_weights_by_default_and_warns_at_the_caller():
     with pytest.raises(L.PretrainedWeightsMissing, match=r"^VGG19 weights=None needs allow_random=True$"):
         L.load_vgg19_features(None)
     with pytest.warns(RuntimeWarning) as caught:
         L.load_vgg19_features(None, allow_random=True)
     # stacklevel: the warning names the caller's line, not one inside deformgan/losses.py
-    assert len(caught) == 1 and not caught[0].filename.endswith("losses.py")
+    assert len(caught) == 1 and warned_at_this_file(caught[0])
     assert str(caught[0].message) == ("VGG19 with RANDOM weights: perceptual and nearest-neighbour losses are not "
                                       "the paper's")
 
@@ -211,3 +223,48 @@ def test_generator_loss_runs_the_nn_loss_on_its_ops_backend(vgg_state, tmp_path)
     loss = L.GeneratorLoss(adv=0.0, nn_weight=1.0, vgg_weights=str(path), ops_backend="cuda")
     with pytest.raises(RuntimeError, match="backend 'cuda' needs cuda tensors"):
         loss(torch.zeros(1, 3, 8, 4), torch.zeros(1, 3, 8, 4))
+
+
+def test_missing_pretrained_weights_message_and_warning_say_what_to_do(monkeypatch):
+    from torchvision.models import VGG19_Weights
+
+    def offline(self, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(VGG19_Weights, "get_state_dict", offline)
+    hint = ("pretrained VGG19 weights are not available (OSError: no network). Put torchvision's "
+            "vgg19-dcbb9e9d.pth in the torch hub cache (TORCH_HOME/hub/checkpoints), pass a path with "
+            "--vgg-weights, or allow random weights (--allow-random-vgg) for a smoke test")
+    with pytest.raises(L.PretrainedWeightsMissing) as err:
+        L.load_vgg19_features("imagenet")
+    assert str(err.value) == hint
+    with pytest.warns(RuntimeWarning) as caught:
+        L.load_vgg19_features("imagenet", allow_random=True)
+    assert len(caught) == 1 and str(caught[0].message) == "PRETRAINED VGG19 WEIGHTS MISSING: using RANDOM weights. " + hint
+    assert warned_at_this_file(caught[0])
+
+
+def test_vgg_features_defaults_layers_depth_buffers_and_mode(monkeypatch, vgg_state):
+    from torchvision.models import VGG19_Weights
+    asked = []
+
+    def cached(self, **kwargs):
+        asked.append(self)
+        return vgg_state
+
+    monkeypatch.setattr(VGG19_Weights, "get_state_dict", cached)
+    feats = L.VGGFeatures()  # relu1_2 of the ImageNet weights
+    assert asked == [VGG19_Weights.IMAGENET1K_V1] and feats.layers == ["relu1_2"]
+    # only the layers up to the deepest one asked for are kept
+    assert len(feats.features) == L.VGG19_LAYERS["relu1_2"] + 1
+    assert len(L.VGGFeatures(("relu3_1", "relu1_1"), weights=None, allow_random=True).features) == \
+        L.VGG19_LAYERS["relu3_1"] + 1
+    # the normalisation constants are not part of a checkpoint
+    assert not any(k in feats.state_dict() for k in ("mean", "std"))
+    # always frozen in eval mode, whatever the parent's mode
+    feats.train()
+    assert feats.training and not feats.features.training
+    feats.eval()
+    assert not feats.training
+    with pytest.raises(ValueError, match=r"^unknown VGG19 layers \['relu9_9'\]; known: \['relu1_1', 'relu1_2', "):
+        L.VGGFeatures(("relu1_2", "relu9_9"), weights=None, allow_random=True)
