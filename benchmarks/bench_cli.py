@@ -15,6 +15,11 @@ and reads steps/s from the run's own log (``it_per_s`` of log.jsonl, the rate ov
 last (the end-of-run checkpoint and sample grid) are dropped; the rest are averaged per
 run. Printed: steps/s of every run, the mean and range per configuration, and the ratio
 of the means with its range over the rounds (each round's default over its reference).
+Then, unless ``--no-flops``, each configuration's achieved GFLOP/s (steps/s times the
+step's floating-point work, counted once with ``torch.utils.flop_counter`` on the same
+model and batch: convolutions and matrix products, the same for both configurations)
+and its share of this machine's fp32 GEMM rate (a large ``torch.mm``: the CPU's
+practical peak), as ``profile_step.py`` reports for one configuration.
 """
 import argparse
 import json
@@ -42,12 +47,31 @@ def run_once(extra, args, out):
     return statistics.mean(steady)
 
 
+def print_flops(args, rates):
+    """Achieved GFLOP/s of each configuration and its share of the GEMM rate."""
+    import torch
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from profile_step import gemm_gflops, step_flops
+
+    from deformgan.config import build_config
+    cfg, _ = build_config(["--preset", args.preset, "--allow-random-vgg"] + args.train_args)
+    gflop = step_flops(cfg) / 1e9
+    threads = torch.get_num_threads()
+    peak = gemm_gflops(threads)
+    print(f"# one step: {gflop:.3f} GFLOP (flop_counter); fp32 GEMM rate {peak:.0f} GFLOP/s on {threads} threads")
+    for name, v in rates.items():
+        achieved = statistics.mean(v) * gflop
+        print(f"# {name}: {achieved:.2f} GFLOP/s achieved, {100 * achieved / peak:.0f}% of the GEMM rate")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="full")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=13)
     ap.add_argument("--log-every", type=int, default=4)
+    ap.add_argument("--no-flops", action="store_true", help="skip the GFLOP/s and peak-share lines")
     ap.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: more options for both commands")
     args = ap.parse_args(argv)
     args.train_args = [a for a in args.train_args if a != "--"]
@@ -66,6 +90,8 @@ def main(argv=None):
         print(f"# {name}: mean {statistics.mean(v):.3f} steps/s, range {min(v):.3f}-{max(v):.3f}")
     mean_ratio = statistics.mean(rates["default"]) / statistics.mean(rates["reference"])
     print(f"# default / reference: {mean_ratio:.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f}x)")
+    if not args.no_flops:
+        print_flops(args, rates)
     return 0
 
 

@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end (tiny sizes; no timing is asserted)."""
 import os
+import re
 import subprocess
 import sys
 
@@ -107,3 +108,13 @@ def test_bench_cli_runs_the_training_command_both_ways_and_prints_the_ratio():
     d, r, ratio = (float(c.strip().rstrip("x")) for c in row[0].strip("|").split("|")[1:])
     assert d > 0 and r > 0 and abs(ratio - d / r) < 0.01
     assert "# default / reference:" in out.stdout
+    # achieved GFLOP/s = steps/s x the step's GFLOP, for each configuration, and its share of the GEMM rate
+    step = re.search(r"# one step: ([0-9.]+) GFLOP \(flop_counter\); fp32 GEMM rate ([0-9.]+) GFLOP/s", out.stdout)
+    assert step, out.stdout
+    gflop, peak = float(step.group(1)), float(step.group(2))
+    assert gflop > 0 and peak > 0
+    for name, rate in (("default", d), ("reference", r)):
+        m = re.search(rf"# {name}: ([0-9.]+) GFLOP/s achieved, ([0-9]+)% of the GEMM rate", out.stdout)
+        assert m, out.stdout
+        assert abs(float(m.group(1)) - rate * gflop) <= 0.05 + 0.01 * rate * gflop
+        assert abs(int(m.group(2)) - 100 * float(m.group(1)) / peak) <= 1
