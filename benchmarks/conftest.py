@@ -63,11 +63,16 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
+def skip_unavailable(provider, device):
+    """Skip the benchmark when ``provider`` cannot run on ``device`` here."""
+    if provider != "reference" and provider not in D.available_backends(device.type):
+        pytest.skip(f"{provider} is not available for {device.type} tensors here")
+
+
 def _check_provider(op, provider, device):
     if provider not in D.operator(op).backends():
         pytest.skip(f"{op} has no {provider} kernel")
-    if provider != "reference" and provider not in D.available_backends(device.type):
-        pytest.skip(f"{provider} is not available for {device.type} tensors here")
+    skip_unavailable(provider, device)
 
 
 def bench_geometry(benchmark, bench_config, op, provider):

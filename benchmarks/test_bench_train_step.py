@@ -6,16 +6,14 @@ operators on the reference against the compiled backend of the device
 the same iteration with each backend in a fresh process and its peak memory."""
 import pytest
 
-import deformgan_ops as D
 from bench_train import build, iteration, make_batch
-from conftest import _sync, record
+from conftest import _sync, record, skip_unavailable
 
 
 @pytest.mark.parametrize("provider", ["reference", "cpu", "cuda", "triton"])
 def test_train_step(benchmark, bench_config, provider):
     device = bench_config.device
-    if provider != "reference" and provider not in D.available_backends(device.type):
-        pytest.skip(f"{provider} is not available for {device.type} tensors here")
+    skip_unavailable(provider, device)
     width, batch = (1 / 16, 1) if bench_config.tiny else (1.0, 4)
     G, Dn, loss, opt_g, opt_d = build("full", provider, width_mult=width)
     G, Dn, loss = G.to(device), Dn.to(device), loss.to(device)
