@@ -111,21 +111,24 @@ DEFORMGAN_UNROLL
   return t;
 }
 
-// The four corner values when all four corners are inside: plain loads.
+// The four corner values when all four corners are inside: plain loads. A
+// pixel's value is plane[idx * stride]: stride 1 for a [H, W] plane, C for one
+// channel of channels-last [H, W, C] rows (the CPU kernel's layout).
 template <typename scalar_t, typename acc_t>
-DEFORMGAN_HD void taps_load_inside(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4]) {
+DEFORMGAN_HD void taps_load_inside(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4],
+                                   int64_t stride = 1) {
 DEFORMGAN_UNROLL
-  for (int i = 0; i < 4; ++i) f[i] = static_cast<acc_t>(plane[t.idx[i]]);
+  for (int i = 0; i < 4; ++i) f[i] = static_cast<acc_t>(plane[t.idx[i] * stride]);
 }
 
 // The four corner values, 0 for a corner outside (which is never read).
 template <typename scalar_t, typename acc_t>
-DEFORMGAN_HD void taps_load(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4]) {
+DEFORMGAN_HD void taps_load(const scalar_t* plane, const BilinearTaps<acc_t>& t, acc_t f[4], int64_t stride = 1) {
   if (t.in[0] && t.in[1] && t.in[2] && t.in[3]) {  // the common case
-    taps_load_inside(plane, t, f);
+    taps_load_inside(plane, t, f, stride);
   } else {
 DEFORMGAN_UNROLL
-    for (int i = 0; i < 4; ++i) f[i] = t.in[i] ? static_cast<acc_t>(plane[t.idx[i]]) : acc_t(0);
+    for (int i = 0; i < 4; ++i) f[i] = t.in[i] ? static_cast<acc_t>(plane[t.idx[i] * stride]) : acc_t(0);
   }
 }
 

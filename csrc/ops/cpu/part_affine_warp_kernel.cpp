@@ -6,10 +6,14 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
+#include <type_traits>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <limits>
 #include <memory>
 #include <vector>
@@ -21,102 +25,204 @@
 namespace deformgan_ops {
 namespace {
 
-constexpr int64_t kChannelBlock = 8;
+// Layout: the kernels work channels-last. A pixel's C channels share one sampling
+// location per part, so with the features as [N, H, W, C] rows the four corners
+// of a sample are four contiguous C-vectors and the channel loops below vectorise
+// (plain loads, no gathers). The output, the winners and the incoming gradient
+// stay [N, C, Ho, Wo]: each output row is assembled as a [Wo, C] tile in cache
+// and transposed on the way out (or in). Every element is computed with the
+// shared math (../part_affine_warp_math.h) in the same order as before, so the
+// results are bit-identical to a per-channel loop.
 
-// Bilinear taps of every part at every pixel of one output row (index
-// p * Wo + x), with the part's mask value; built once per row and shared by
-// all channels. Parts whose mask is zero are not sampled unless asked. theta,
-// masks and offsets are in the accumulation type (see warp_companion).
+// The candidate of one part for the C channels of one pixel, folded into the
+// running max (best, best_p). Corners outside the image point at a row of zeros
+// with weight 0 (taps_load's rule: nothing outside is read).
 template <typename acc_t>
-void row_taps(const acc_t* theta_n, const acc_t* masks_n, const acc_t* offsets_n,
-              int64_t P, int64_t y, int64_t Ho, int64_t Wo, int64_t H, int64_t W,
-              bool for_backward, BilinearTaps<acc_t>* taps, acc_t* mask_row, bool* sampled) {
-  const int64_t plane_o = Ho * Wo;
-  acc_t th[256 * 6];
-  for (int64_t i = 0; i < P * 6; ++i) th[i] = theta_n[i];
-  for (int64_t x = 0; x < Wo; ++x) {
-    acc_t du = 0, dv = 0;
-    if (offsets_n != nullptr) {
-      du = offsets_n[y * Wo + x];
-      dv = offsets_n[plane_o + y * Wo + x];
+DEFORMGAN_CPU_CLONES void warp_candidates(acc_t* __restrict__ best, int32_t* __restrict__ best_p,
+                                          const acc_t* __restrict__ f0, const acc_t* __restrict__ f1,
+                                          const acc_t* __restrict__ f2, const acc_t* __restrict__ f3,
+                                          const BilinearTaps<acc_t> t, acc_t mask, int32_t part, bool first,
+                                          int64_t C) {
+  if (first) {
+    for (int64_t c = 0; c < C; ++c) {
+      const acc_t f[4] = {f0[c], f1[c], f2[c], f3[c]};
+      best[c] = masked_sample(mask, t, f);
+      best_p[c] = part;
     }
-    bool have_zero = false;
-    for (int64_t p = 0; p < P; ++p) {
-      const int64_t i = p * Wo + x;
-      const acc_t mv = masks_n[p * plane_o + y * Wo + x];
-      mask_row[i] = mv;
-      // The forward samples parts with a nonzero mask. The backward also samples
-      // the first zero-mask part (when it wins, d out / d mask = its sample);
-      // no later zero candidate can win.
-      const bool want = mv != acc_t(0) || (for_backward && !have_zero);
-      const BilinearTaps<acc_t> t =
-          want ? location_taps(th + p * 6, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, H, W)
-               : empty_taps<acc_t>();
-      const bool any = t.in[0] || t.in[1] || t.in[2] || t.in[3];
-      if (mv == acc_t(0) || !any) have_zero = true;
-      sampled[i] = any;
-      taps[i] = t;
+    return;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t f[4] = {f0[c], f1[c], f2[c], f3[c]};
+    const acc_t cand = masked_sample(mask, t, f);
+    const bool wins = candidate_wins(cand, best[c]);
+    best[c] = wins ? cand : best[c];
+    best_p[c] = wins ? part : best_p[c];
+  }
+}
+
+// The candidate of a part that is not sampled (the same value in every channel).
+template <typename acc_t>
+DEFORMGAN_CPU_CLONES void warp_constant(acc_t* __restrict__ best, int32_t* __restrict__ best_p, acc_t cand,
+                                        int32_t part, bool first, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const bool wins = first || candidate_wins(cand, best[c]);
+    best[c] = wins ? cand : best[c];
+    best_p[c] = wins ? part : best_p[c];
+  }
+}
+
+// grad_features of one part at one pixel: g_k[c] += (win[c] == part ? go[c] * mask : 0) * w[k]
+// for its four corners (outside corners point at a scratch row; their weight is 0).
+template <typename acc_t>
+DEFORMGAN_CPU_CLONES void scatter_winner_grad(acc_t* __restrict__ g0, acc_t* __restrict__ g1,
+                                              acc_t* __restrict__ g2, acc_t* __restrict__ g3,
+                                              const acc_t* __restrict__ go, const int32_t* __restrict__ win,
+                                              const BilinearTaps<acc_t> t, acc_t mask, int32_t part, int64_t C) {
+  const acc_t w0 = t.w[0], w1 = t.w[1], w2 = t.w[2], w3 = t.w[3];
+  for (int64_t c = 0; c < C; ++c) {
+    const acc_t v = go[c] * mask;
+    const acc_t gm = win[c] == part ? v : acc_t(0);
+    g0[c] += gm * w0;
+    g1[c] += gm * w1;
+    g2[c] += gm * w2;
+    g3[c] += gm * w3;
+  }
+}
+
+// [rows, cols] (row stride ld_in) -> [cols, rows] (row stride ld_out). The side
+// with the larger row stride (a plane of [C, H, W]) is walked in the outer loop,
+// so the inner loop runs along its rows: stepping a power-of-two plane stride in
+// the inner loop would touch lines that share one L1 set and evict each other.
+
+// Any element types (a cast on the way), scalar, in blocks that stay in cache.
+template <typename in_t, typename out_t>
+void transpose_scalar(const in_t* in, int64_t ld_in, out_t* out, int64_t ld_out, int64_t r_begin, int64_t rows,
+                      int64_t c_begin, int64_t cols) {
+  constexpr int64_t kBlock = 16;
+  for (int64_t r0 = r_begin; r0 < rows; r0 += kBlock) {
+    const int64_t r1 = std::min(rows, r0 + kBlock);
+    for (int64_t c0 = c_begin; c0 < cols; c0 += kBlock) {
+      const int64_t c1 = std::min(cols, c0 + kBlock);
+      if (ld_in >= ld_out) {
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t c = c0; c < c1; ++c) out[c * ld_out + r] = static_cast<out_t>(in[r * ld_in + c]);
+        }
+      } else {
+        for (int64_t c = c0; c < c1; ++c) {
+          for (int64_t r = r0; r < r1; ++r) out[c * ld_out + r] = static_cast<out_t>(in[r * ld_in + c]);
+        }
+      }
     }
   }
 }
 
-// The parts that can win at one pixel, in increasing p:
-//  - every sampled part with a nonzero mask (candidate mask * sample);
-//  - the first part whose candidate is exactly zero (zero mask, or a finite mask
-//    at a location with no corner inside); later zero candidates tie with it;
-//  - a non-finite mask at a location with no corner inside: its candidate
-//    mask * 0 is NaN, which wins, so no later part is listed.
-template <typename acc_t>
-struct WarpEntry {
-  BilinearTaps<acc_t> t;     // the part's taps at the pixel (empty when not sampled)
-  acc_t mask;
-  acc_t constant;            // the candidate when not sampled
-  int32_t part;
-  uint8_t kind;              // kAllInside, kSomeInside or kConstant
-};
-constexpr uint8_t kAllInside = 0, kSomeInside = 1, kConstant = 2;
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DEFORMGAN_AVX2_TRANSPOSE 1
+// 32-bit elements in 8 x 8 register blocks (AVX2 unpack / shuffle / permute), the
+// ragged edges scalar. Pure data movement: the bits are unchanged.
+__attribute__((target("avx2"))) inline void transpose8x8_avx2(const float* in, int64_t ld_in, float* out,
+                                                              int64_t ld_out, int64_t r, int64_t c) {
+    const float* src = in + r * ld_in + c;
+    const __m256 a0 = _mm256_loadu_ps(src), a1 = _mm256_loadu_ps(src + ld_in),
+                 a2 = _mm256_loadu_ps(src + 2 * ld_in), a3 = _mm256_loadu_ps(src + 3 * ld_in),
+                 a4 = _mm256_loadu_ps(src + 4 * ld_in), a5 = _mm256_loadu_ps(src + 5 * ld_in),
+                 a6 = _mm256_loadu_ps(src + 6 * ld_in), a7 = _mm256_loadu_ps(src + 7 * ld_in);
+    const __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1),
+                 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3),
+                 t4 = _mm256_unpacklo_ps(a4, a5), t5 = _mm256_unpackhi_ps(a4, a5),
+                 t6 = _mm256_unpacklo_ps(a6, a7), t7 = _mm256_unpackhi_ps(a6, a7);
+    const __m256 s0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)),
+                 s1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2)),
+                 s2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)),
+                 s3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2)),
+                 s4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)),
+                 s5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2)),
+                 s6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)),
+                 s7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    float* dst = out + c * ld_out + r;
+    _mm256_storeu_ps(dst, _mm256_permute2f128_ps(s0, s4, 0x20));
+    _mm256_storeu_ps(dst + ld_out, _mm256_permute2f128_ps(s1, s5, 0x20));
+    _mm256_storeu_ps(dst + 2 * ld_out, _mm256_permute2f128_ps(s2, s6, 0x20));
+    _mm256_storeu_ps(dst + 3 * ld_out, _mm256_permute2f128_ps(s3, s7, 0x20));
+    _mm256_storeu_ps(dst + 4 * ld_out, _mm256_permute2f128_ps(s0, s4, 0x31));
+    _mm256_storeu_ps(dst + 5 * ld_out, _mm256_permute2f128_ps(s1, s5, 0x31));
+    _mm256_storeu_ps(dst + 6 * ld_out, _mm256_permute2f128_ps(s2, s6, 0x31));
+    _mm256_storeu_ps(dst + 7 * ld_out, _mm256_permute2f128_ps(s3, s7, 0x31));
+}
 
-// The max over the entries of one pixel for B consecutive channels. The first
-// entry initialises the running best (every pixel has at least one entry), so
-// the B bests and winners live in registers. An entry whose four corners are
-// inside (most) loads them plainly; one with corners outside reads only those
-// inside (taps_load's rule), so nothing outside the image is ever read.
-template <int B, typename scalar_t, typename acc_t>
-inline void warp_pixel_block(const WarpEntry<acc_t>* entries, int64_t count, const scalar_t* plane0,
-                             int64_t plane_stride, scalar_t* out, uint8_t* win, int64_t out_stride) {
-  acc_t best[B] = {};  // set by the first entry
-  int32_t best_p[B] = {};
-  for (int64_t e = 0; e < count; ++e) {
-    const WarpEntry<acc_t>& en = entries[e];
-    acc_t cand[B];
-    if (en.kind == kAllInside) {
-#pragma GCC unroll 8
-      for (int j = 0; j < B; ++j) {
-        acc_t f[4];
-        taps_load_inside(plane0 + j * plane_stride, en.t, f);
-        cand[j] = masked_sample(en.mask, en.t, f);
-      }
-    } else if (en.kind == kSomeInside) {
-      for (int j = 0; j < B; ++j) {
-        acc_t f[4];
-        taps_load(plane0 + j * plane_stride, en.t, f);
-        cand[j] = masked_sample(en.mask, en.t, f);
-      }
-    } else {
-      for (int j = 0; j < B; ++j) cand[j] = en.constant;
-    }
-#pragma GCC unroll 8
-    for (int j = 0; j < B; ++j) {
-      const bool wins = e == 0 || candidate_wins(cand[j], best[j]);  // branch-free update
-      best[j] = wins ? cand[j] : best[j];
-      best_p[j] = wins ? en.part : best_p[j];
+__attribute__((target("avx2"))) void transpose32_avx2(const float* in, int64_t ld_in, float* out, int64_t ld_out,
+                                                       int64_t rows, int64_t cols) {
+  const int64_t R = rows / 8 * 8, Cb = cols / 8 * 8;
+  const auto block = [&](int64_t r, int64_t c) { transpose8x8_avx2(in, ld_in, out, ld_out, r, c); };
+  if (ld_in >= ld_out) {
+    for (int64_t r = 0; r < R; r += 8)
+      for (int64_t c = 0; c < Cb; c += 8) block(r, c);
+  } else {
+    for (int64_t c = 0; c < Cb; c += 8)
+      for (int64_t r = 0; r < R; r += 8) block(r, c);
+  }
+  transpose_scalar(in, ld_in, out, ld_out, R, rows, 0, cols);  // the last rows % 8 rows
+  transpose_scalar(in, ld_in, out, ld_out, 0, R, Cb, cols);    // the last cols % 8 columns
+}
+
+inline bool cpu_has_avx2() {
+  static const bool ok = __builtin_cpu_supports("avx2");
+  return ok;
+}
+#endif
+
+template <typename in_t, typename out_t>
+void transpose_tile(const in_t* in, int64_t ld_in, out_t* out, int64_t ld_out, int64_t rows, int64_t cols) {
+#ifdef DEFORMGAN_AVX2_TRANSPOSE
+  if constexpr (std::is_same_v<in_t, out_t> && sizeof(in_t) == 4) {
+    if (cpu_has_avx2()) {
+      transpose32_avx2(reinterpret_cast<const float*>(in), ld_in, reinterpret_cast<float*>(out), ld_out, rows, cols);
+      return;
     }
   }
-#pragma GCC unroll 8
-  for (int j = 0; j < B; ++j) {
-    out[j * out_stride] = static_cast<scalar_t>(best[j]);
-    win[j * out_stride] = static_cast<uint8_t>(best_p[j]);
+#endif
+  transpose_scalar(in, ld_in, out, ld_out, 0, rows, 0, cols);
+}
+
+// Asks for `rows` rows of `bytes` bytes, `stride` bytes apart, to be brought
+// into cache: the next output row's masks, incoming gradient and winners are one
+// short row in each of many planes, too many strided streams for the hardware
+// prefetchers, so each row would otherwise wait on memory.
+inline void prefetch_rows(const void* first, int64_t rows, int64_t stride, int64_t bytes) {
+  const char* p = static_cast<const char*>(first);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + r * stride + b);
   }
+}
+
+// The winners: [Wo, C] int32 tile <-> [C, Wo] uint8 rows of stride ld (a plane),
+// through a [C, Wo] int32 scratch so the transpose itself is the 32-bit one.
+inline void winners_out(const int32_t* tile, int64_t C, int64_t Wo, int32_t* scratch, uint8_t* win, int64_t ld) {
+  transpose_tile(tile, C, scratch, Wo, Wo, C);
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t x = 0; x < Wo; ++x) win[c * ld + x] = static_cast<uint8_t>(scratch[c * Wo + x]);
+  }
+}
+
+inline void winners_in(const uint8_t* win, int64_t ld, int64_t C, int64_t Wo, int32_t* scratch, int32_t* tile) {
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t x = 0; x < Wo; ++x) scratch[c * Wo + x] = win[c * ld + x];
+  }
+  transpose_tile(scratch, Wo, tile, C, C, Wo);
+}
+
+// features [N, C, H, W] as [N, H, W, C] rows in the accumulation type: one
+// blocked transpose-and-cast pass, parallel over (n, pixel chunks).
+template <typename scalar_t, typename acc_t>
+void channels_last_rows(const scalar_t* features, acc_t* rows, int64_t N, int64_t C, int64_t HW) {
+  constexpr int64_t kChunk = 256;
+  const int64_t chunks = (HW + kChunk - 1) / kChunk;
+  at::parallel_for(0, N * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t n = i / chunks, p0 = (i % chunks) * kChunk, len = std::min(kChunk, HW - p0);
+      transpose_tile(features + n * C * HW + p0, HW, rows + (n * HW + p0) * C, C, C, len);
+    }
+  });
 }
 
 // theta, masks or offsets in the accumulation type of features (float32 for
@@ -125,98 +231,102 @@ at::Tensor warp_companion(const at::Tensor& t, const at::Tensor& features) {
   return t.to(at::toOpMathType(features.scalar_type())).contiguous();
 }
 
+// The first corner row pointers of a sample: outside corners get `outside`.
+template <typename T, typename acc_t>
+inline void corner_rows(T* base, int64_t C, const BilinearTaps<acc_t>& t, T* outside, T* rows[4]) {
+  for (int k = 0; k < 4; ++k) rows[k] = t.in[k] ? base + t.idx[k] * C : outside;
+}
+
 std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& features_in,
                                                         const at::Tensor& theta_in,
                                                         const at::Tensor& masks_in,
                                                         const c10::optional<at::Tensor>& offsets_in) {
   check_part_affine_warp_inputs(features_in, theta_in, masks_in, offsets_in);
   TORCH_CHECK(features_in.device().is_cpu(), "features must be a CPU tensor for the cpu kernel");
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor theta = warp_companion(theta_in, features);
-  const at::Tensor masks = warp_companion(masks_in, features);
+  const at::Tensor theta = warp_companion(theta_in, features_in);
+  const at::Tensor masks = warp_companion(masks_in, features_in);
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
-  const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features) : at::Tensor();
+  const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features_in) : at::Tensor();
 
-  const int64_t N = features.size(0), C = features.size(1), H = features.size(2),
-                W = features.size(3);
+  const int64_t N = features_in.size(0), C = features_in.size(1), H = features_in.size(2),
+                W = features_in.size(3);
   const int64_t P = theta.size(1), Ho = masks.size(2), Wo = masks.size(3);
-  at::Tensor output = at::empty({N, C, Ho, Wo}, features.options());
-  at::Tensor winner = at::empty({N, C, Ho, Wo}, features.options().dtype(at::kByte));
+  at::Tensor output = at::empty({N, C, Ho, Wo}, features_in.options().memory_format(at::MemoryFormat::Contiguous));
+  at::Tensor winner = at::empty({N, C, Ho, Wo}, output.options().dtype(at::kByte));
   if (output.numel() == 0) return {output, winner};
+  const at::Tensor features = features_in.contiguous();
+  const at::Tensor rows = at::empty({N, H, W, C}, theta.options());
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "part_affine_warp_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features_in.scalar_type(), "part_affine_warp_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* feat = features.data_ptr<scalar_t>();
+    channels_last_rows(features.data_ptr<scalar_t>(), rows.data_ptr<acc_t>(), N, C, H * W);
+    const acc_t* feat = rows.data_ptr<acc_t>();
     const acc_t* th = theta.data_ptr<acc_t>();
     const acc_t* mk = masks.data_ptr<acc_t>();
     const acc_t* off = has_offsets ? offsets.data_ptr<acc_t>() : nullptr;
     scalar_t* out = output.data_ptr<scalar_t>();
     uint8_t* win = winner.data_ptr<uint8_t>();
+    const int64_t plane_o = Ho * Wo;
     // One task per (n, y) output row.
     at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-      std::vector<BilinearTaps<acc_t>> taps(P * Wo);
-      std::vector<acc_t> mask_row(P * Wo);
-      std::unique_ptr<bool[]> sampled(new bool[P * Wo]);
-      std::vector<WarpEntry<acc_t>> entries;
-      entries.reserve(Wo * 3);
-      std::vector<int64_t> first(Wo + 1);
+      std::vector<acc_t> best(Wo * C), zeros(C, acc_t(0));
+      std::vector<int32_t> best_p(Wo * C), scratch(Wo * C);
       for (int64_t row = begin; row < end; ++row) {
         const int64_t n = row / Ho, y = row % Ho;
-        row_taps<acc_t>(th + n * P * 6, mk + n * P * Ho * Wo, off ? off + n * 2 * Ho * Wo : nullptr, P, y,
-                        Ho, Wo, H, W, /*for_backward=*/false, taps.data(), mask_row.data(),
-                                  sampled.get());
-        entries.clear();
+        const acc_t* th_n = th + n * P * 6;
+        const acc_t* mk_n = mk + n * P * plane_o;
+        const acc_t* feat_n = feat + n * H * W * C;
+        if (row + 1 < end) {  // the next row's masks
+          const int64_t nn = (row + 1) / Ho, ny = (row + 1) % Ho;
+          prefetch_rows(mk + nn * P * plane_o + ny * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
+        }
         for (int64_t x = 0; x < Wo; ++x) {
-          first[x] = static_cast<int64_t>(entries.size());
-          bool have_zero = false;
+          acc_t* b = best.data() + x * C;
+          int32_t* bp = best_p.data() + x * C;
+          acc_t du = 0, dv = 0;
+          if (off != nullptr) {
+            du = off[n * 2 * plane_o + y * Wo + x];
+            dv = off[n * 2 * plane_o + plane_o + y * Wo + x];
+          }
+          // The parts that can win, in increasing p:
+          //  - every sampled part with a nonzero mask (candidate mask * sample);
+          //  - the first part whose candidate is exactly zero (zero mask, or a
+          //    finite mask at a location with no corner inside); later zero
+          //    candidates tie with it;
+          //  - a non-finite mask at a location with no corner inside: its
+          //    candidate mask * 0 is NaN, which wins, so no later part counts.
+          bool first = true, have_zero = false;
           for (int64_t p = 0; p < P; ++p) {
-            const int64_t i = p * Wo + x;
-            WarpEntry<acc_t> en;
-            en.part = static_cast<int32_t>(p);
-            en.mask = mask_row[i];
-            en.constant = acc_t(0);
-            const BilinearTaps<acc_t>& t = taps[i];
-            en.t = t;
-            if (mask_row[i] != acc_t(0) && sampled[i]) {
-              en.kind = (t.in[0] && t.in[1] && t.in[2] && t.in[3]) ? kAllInside : kSomeInside;
-              entries.push_back(en);
-              continue;
+            const acc_t mv = mk_n[p * plane_o + y * Wo + x];
+            if (mv != acc_t(0)) {
+              const BilinearTaps<acc_t> t = location_taps(th_n + p * 6, static_cast<acc_t>(x),
+                                                          static_cast<acc_t>(y), du, dv, H, W);
+              if (t.in[0] || t.in[1] || t.in[2] || t.in[3]) {
+                const acc_t* r[4];
+                corner_rows(feat_n, C, t, static_cast<const acc_t*>(zeros.data()), r);
+                warp_candidates(b, bp, r[0], r[1], r[2], r[3], t, mv, static_cast<int32_t>(p), first, C);
+                first = false;
+                continue;
+              }
             }
-            en.kind = kConstant;
             // Not sampled: the candidate is exactly 0 for a zero mask, else mask * 0.
-            en.constant = mask_row[i] == acc_t(0) ? acc_t(0) : mask_row[i] * acc_t(0);
-            if (en.constant == acc_t(0)) {
+            const acc_t cand = mv == acc_t(0) ? acc_t(0) : mv * acc_t(0);
+            if (cand == acc_t(0)) {
               if (have_zero) continue;
               have_zero = true;
-              entries.push_back(en);
+              warp_constant(b, bp, cand, static_cast<int32_t>(p), first, C);
+              first = false;
             } else {  // NaN: it wins, and no later part can replace it
-              entries.push_back(en);
+              warp_constant(b, bp, cand, static_cast<int32_t>(p), first, C);
+              first = false;
               break;
             }
           }
+          if (first) warp_constant(b, bp, acc_t(0), 0, true, C);  // no part at all (P = 0)
         }
-        first[Wo] = static_cast<int64_t>(entries.size());
-        // Channels in blocks of kChannelBlock, then pixels, then entries, then the
-        // channels of the block: an entry's taps stay in registers, and one block
-        // touches few feature planes at a time.
-        const scalar_t* feat_n = feat + n * C * H * W;
-        const int64_t out_n = n * C * Ho * Wo + y * Wo;
-        int64_t c0 = 0;
-        for (; c0 + kChannelBlock <= C; c0 += kChannelBlock) {
-          for (int64_t x = 0; x < Wo; ++x) {
-            warp_pixel_block<kChannelBlock>(entries.data() + first[x], first[x + 1] - first[x],
-                                            feat_n + c0 * H * W, H * W,
-                                            out + out_n + c0 * Ho * Wo + x,
-                                            win + out_n + c0 * Ho * Wo + x, Ho * Wo);
-          }
-        }
-        for (; c0 < C; ++c0) {
-          for (int64_t x = 0; x < Wo; ++x) {
-            warp_pixel_block<1>(entries.data() + first[x], first[x + 1] - first[x],
-                                feat_n + c0 * H * W, H * W, out + out_n + c0 * Ho * Wo + x,
-                                win + out_n + c0 * Ho * Wo + x, Ho * Wo);
-          }
-        }
+        const int64_t out_row = n * C * plane_o + y * Wo;
+        transpose_tile(best.data(), C, out + out_row, plane_o, Wo, C);
+        winners_out(best_p.data(), C, Wo, scratch.data(), win + out_row, plane_o);
       }
     });
   });
@@ -232,96 +342,134 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
                 W = features_in.size(3);
   const int64_t P = theta_in.size(1), Ho = masks_in.size(2), Wo = masks_in.size(3);
   const at::Tensor grad_output = grad_output_in.to(features_in.scalar_type()).contiguous();
-  const at::Tensor features = features_in.contiguous();
-  const at::Tensor theta = warp_companion(theta_in, features);
-  const at::Tensor masks = warp_companion(masks_in, features);
+  const at::Tensor theta = warp_companion(theta_in, features_in);
+  const at::Tensor masks = warp_companion(masks_in, features_in);
   const at::Tensor winner = winner_in.contiguous();
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
-  const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features) : at::Tensor();
+  const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features_in) : at::Tensor();
 
   const bool need_features = output_mask[0], need_theta = output_mask[1],
              need_masks = output_mask[2], need_offsets = output_mask[3] && has_offsets;
   const bool need_location = need_theta || need_offsets;
-  const auto none = [&] { return at::empty({0}, features.options()); };
+  // The samples themselves are needed only for the location and mask gradients.
+  const bool need_samples = need_location || need_masks;
+  const auto none = [&] { return at::empty({0}, features_in.options()); };
+  const at::Tensor features = features_in.contiguous();
+  const at::Tensor rows = need_samples ? at::empty({N, H, W, C}, theta.options()) : at::Tensor();
   // Every gradient is computed in the accumulation type (theta's, masks' and
-  // offsets' here) and returned in its input's dtype. grad_features is scattered
-  // into; every element of the others is written below.
-  at::Tensor grad_features = need_features ? at::zeros_like(features, theta.options()) : none();
+  // offsets' here) and returned in its input's dtype: grad_features is
+  // accumulated channels-last per batch item ([H, W, C], in the task that owns
+  // it) and transposed into place; every element of the others is written below.
+  at::Tensor grad_features = need_features ? at::empty_like(features, at::MemoryFormat::Contiguous) : none();
   at::Tensor grad_theta = need_theta ? at::empty_like(theta) : none();
   at::Tensor grad_masks = need_masks ? at::empty_like(masks) : none();
   at::Tensor grad_offsets = need_offsets ? at::empty_like(offsets) : none();
-  const auto in_dtype = [&](const at::Tensor& grad, const at::Tensor& input, bool needed) {
-    return needed ? grad.to(input.scalar_type()) : grad;
-  };
   const auto result = [&] {
-    return std::make_tuple(in_dtype(grad_features, features_in, need_features), in_dtype(grad_theta, theta_in, need_theta),
+    const auto in_dtype = [&](const at::Tensor& grad, const at::Tensor& input, bool needed) {
+      return needed ? grad.to(input.scalar_type()) : grad;
+    };
+    return std::make_tuple(grad_features, in_dtype(grad_theta, theta_in, need_theta),
                            in_dtype(grad_masks, masks_in, need_masks),
                            in_dtype(grad_offsets, need_offsets ? *offsets_in : features_in, need_offsets));
   };
   if (N == 0) return result();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(), "part_affine_warp_backward_cpu",
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features_in.scalar_type(), "part_affine_warp_backward_cpu",
                                   [&] {
     using acc_t = at::opmath_type<scalar_t>;
     using sum_t = at::acc_type<acc_t, /*is_cuda=*/false>;
-    const scalar_t* feat = features.data_ptr<scalar_t>();
+    if (need_samples) channels_last_rows(features.data_ptr<scalar_t>(), rows.data_ptr<acc_t>(), N, C, H * W);
+    const acc_t* feat = need_samples ? rows.data_ptr<acc_t>() : nullptr;
     const acc_t* th = theta.data_ptr<acc_t>();
     const acc_t* mk = masks.data_ptr<acc_t>();
     const acc_t* off = has_offsets ? offsets.data_ptr<acc_t>() : nullptr;
     const scalar_t* go = grad_output.data_ptr<scalar_t>();
     const uint8_t* win = winner.data_ptr<uint8_t>();
-    acc_t* gfeat = need_features ? grad_features.data_ptr<acc_t>() : nullptr;
+    scalar_t* gfeat = need_features ? grad_features.data_ptr<scalar_t>() : nullptr;
     acc_t* gth = need_theta ? grad_theta.data_ptr<acc_t>() : nullptr;
     acc_t* gmk = need_masks ? grad_masks.data_ptr<acc_t>() : nullptr;
     acc_t* goff = need_offsets ? grad_offsets.data_ptr<acc_t>() : nullptr;
+    const int64_t plane_o = Ho * Wo;
     // Parallel over the batch: each task owns grad_features[n], grad_theta[n],
     // grad_masks[n] and grad_offsets[n], so no atomics are needed.
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<BilinearTaps<acc_t>> taps(P * Wo);
-      std::vector<acc_t> mask_row(P * Wo);
-      std::unique_ptr<bool[]> sampled(new bool[P * Wo]);
+      std::vector<acc_t> go_tile(Wo * C), scratch(C);
+      std::vector<int32_t> win_tile(Wo * C), win_scratch(Wo * C);
+      std::vector<acc_t> grad_rows(need_features ? H * W * C : 0);
       // Per-row sums over channels, indexed p * Wo + x.
       std::vector<acc_t> gmask_row(P * Wo), gu_row(P * Wo), gv_row(P * Wo);
       std::vector<sum_t> theta_acc(P * 6);
       for (int64_t n = begin; n < end; ++n) {
         std::fill(theta_acc.begin(), theta_acc.end(), sum_t(0));
+        const acc_t* th_n = th + n * P * 6;
+        const acc_t* mk_n = mk + n * P * plane_o;
+        const acc_t* feat_n = need_samples ? feat + n * H * W * C : nullptr;
+        acc_t* gfeat_n = grad_rows.data();
+        std::fill(grad_rows.begin(), grad_rows.end(), acc_t(0));
         for (int64_t y = 0; y < Ho; ++y) {
-          row_taps<acc_t>(th + n * P * 6, mk + n * P * Ho * Wo, off ? off + n * 2 * Ho * Wo : nullptr, P, y,
-                          Ho, Wo, H, W, /*for_backward=*/true, taps.data(), mask_row.data(),
-                                    sampled.get());
+          const int64_t in_row = n * C * plane_o + y * Wo;
+          if (y + 1 < Ho) {  // the next row's incoming gradient, winners and masks
+            prefetch_rows(go + in_row + Wo, C, plane_o * sizeof(scalar_t), Wo * sizeof(scalar_t));
+            prefetch_rows(win + in_row + Wo, C, plane_o, Wo);
+            prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
+          }
+          transpose_tile(go + in_row, plane_o, go_tile.data(), C, C, Wo);
+          winners_in(win + in_row, plane_o, C, Wo, win_scratch.data(), win_tile.data());
           std::fill(gmask_row.begin(), gmask_row.end(), acc_t(0));
           std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
           std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
-          for (int64_t c = 0; c < C; ++c) {
-            const scalar_t* plane = feat + (n * C + c) * H * W;
-            acc_t* gplane = need_features ? gfeat + (n * C + c) * H * W : nullptr;
-            const int64_t row_off = ((n * C + c) * Ho + y) * Wo;
-            for (int64_t x = 0; x < Wo; ++x) {
-              const acc_t g = static_cast<acc_t>(go[row_off + x]);
-              const int64_t i = static_cast<int64_t>(win[row_off + x]) * Wo + x;
-              // Parts that were not sampled (no corner inside) have all-zero taps
-              // with no corner inside: nothing is read or scattered for them.
-              const BilinearTaps<acc_t>& t = taps[i];
-              acc_t f[4];
-              taps_load(plane, t, f);
-              if (need_masks) gmask_row[i] += g * mask_grad_sample(mask_row[i], taps_dot(t.w, f));
+          for (int64_t x = 0; x < Wo; ++x) {
+            const acc_t* go_x = go_tile.data() + x * C;
+            const int32_t* win_x = win_tile.data() + x * C;
+            acc_t du = 0, dv = 0;
+            if (off != nullptr) {
+              du = off[n * 2 * plane_o + y * Wo + x];
+              dv = off[n * 2 * plane_o + plane_o + y * Wo + x];
+            }
+            // The parts the forward may have chosen: every part with a nonzero
+            // mask, and the first part whose candidate is exactly zero, which is
+            // sampled too (when it wins with a zero mask, d out / d mask is its
+            // sample). Parts that were not sampled (no corner inside) have
+            // all-zero taps: nothing is read or scattered for them.
+            bool have_zero = false;
+            for (int64_t p = 0; p < P; ++p) {
+              const acc_t mv = mk_n[p * plane_o + y * Wo + x];
+              if (mv == acc_t(0) && have_zero) continue;
+              const BilinearTaps<acc_t> t = location_taps(th_n + p * 6, static_cast<acc_t>(x),
+                                                          static_cast<acc_t>(y), du, dv, H, W);
+              const bool any = t.in[0] || t.in[1] || t.in[2] || t.in[3];
+              if (mv == acc_t(0) || !any) have_zero = true;
+              const int32_t part = static_cast<int32_t>(p);
               // The candidate of a zero-mask part does not depend on the sample.
-              const acc_t gm = mask_row[i] == acc_t(0) ? acc_t(0) : g * mask_row[i];
-              if (need_features) {
-                for (int k = 0; k < 4; ++k) {
-                  if (t.in[k]) gplane[t.idx[k]] += gm * t.w[k];
+              if (need_features && any && mv != acc_t(0)) {
+                acc_t* g[4];
+                corner_rows(gfeat_n, C, t, scratch.data(), g);
+                scatter_winner_grad(g[0], g[1], g[2], g[3], go_x, win_x, t, mv, part, C);
+              }
+              if (!need_samples) continue;
+              const int64_t i = p * Wo + x;
+              acc_t gmask = gmask_row[i], gu = gu_row[i], gv = gv_row[i];
+              for (int64_t c = 0; c < C; ++c) {
+                if (win_x[c] != part) continue;
+                const acc_t g = go_x[c];
+                acc_t f[4];
+                taps_load(feat_n + c, t, f, C);  // channel c of the [H, W, C] rows
+                if (need_masks) gmask += g * mask_grad_sample(mv, taps_dot(t.w, f));
+                const acc_t gm = mv == acc_t(0) ? acc_t(0) : g * mv;
+                if (need_location) {
+                  gu += gm * taps_dot(t.du, f);
+                  gv += gm * taps_dot(t.dv, f);
                 }
               }
-              if (need_location) {
-                gu_row[i] += gm * taps_dot(t.du, f);
-                gv_row[i] += gm * taps_dot(t.dv, f);
-              }
+              gmask_row[i] = gmask;
+              gu_row[i] = gu;
+              gv_row[i] = gv;
             }
           }
           if (gmk != nullptr) {
-            acc_t* gmk_row = gmk + n * P * Ho * Wo + y * Wo;
+            acc_t* gmk_row = gmk + n * P * plane_o + y * Wo;
             for (int64_t p = 0; p < P; ++p) {
-              for (int64_t x = 0; x < Wo; ++x) gmk_row[p * Ho * Wo + x] = gmask_row[p * Wo + x];
+              for (int64_t x = 0; x < Wo; ++x) gmk_row[p * plane_o + x] = gmask_row[p * Wo + x];
             }
           }
           if (gth != nullptr) {
@@ -339,7 +487,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
             }
           }
           if (goff != nullptr) {
-            acc_t* goff_n = goff + n * 2 * Ho * Wo + y * Wo;
+            acc_t* goff_n = goff + n * 2 * plane_o + y * Wo;
             for (int64_t x = 0; x < Wo; ++x) {
               sum_t su = 0, sv = 0;
               for (int64_t p = 0; p < P; ++p) {
@@ -347,13 +495,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
                 sv += gv_row[p * Wo + x];
               }
               goff_n[x] = static_cast<acc_t>(su);
-              goff_n[Ho * Wo + x] = static_cast<acc_t>(sv);
+              goff_n[plane_o + x] = static_cast<acc_t>(sv);
             }
           }
         }
         if (gth != nullptr) {
           for (int64_t i = 0; i < P * 6; ++i) gth[n * P * 6 + i] = static_cast<acc_t>(theta_acc[i]);
         }
+        // [H, W, C] -> grad_features[n] as [C, H, W], in the features' dtype.
+        if (need_features) transpose_tile(gfeat_n, C, gfeat + n * C * H * W, H * W, H * W, C);
       }
     });
   });
