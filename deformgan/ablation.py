@@ -4,7 +4,9 @@ The ablation study on the synthetic demo set: the U-Net baseline, the paper's DS
 full configurations, and the offsets variant, each trained for the same budget on the
 CPU with the same seed and data order, then evaluated on the held-out identities'
 test pairs. Writes OUT/ablation.md (the table), OUT/ablation.json and
-OUT/ablation.png (the same test pairs across the variants).
+OUT/ablation.png (the same test pairs across the variants). --cpu-amp trains every
+variant under CPU bfloat16 autocast (where the CPU has native bfloat16), to compare
+the scores with the float32 runs of the same seeds.
 
 The VGG19-based losses (full: NN loss; offsets: NN + perceptual) use pretrained VGG19
 weights when torchvision can load them, else random VGG19 features
@@ -21,6 +23,7 @@ import torch
 from PIL import Image
 
 from .evaluate import evaluate, markdown_table, to_uint8
+from .engine import cpu_has_native_bf16
 from .train import PRESETS, TrainConfig, train
 from .cli_types import int_at_least, positive_int, real_in
 
@@ -80,6 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int_at_least(0), default=0)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--max-pairs", type=positive_int, default=None)
+    ap.add_argument("--cpu-amp", action="store_true",
+                    help="train with CPU bfloat16 autocast (as the train CLI's --cpu-amp; float32 with a warning "
+                         "where the CPU has no native bfloat16)")
     args = ap.parse_args(argv)
     pretrained_vgg = vgg_available()
     results, ckpts = [], {}
@@ -88,7 +94,7 @@ def main(argv=None) -> int:
         values.update(preset=name, out=os.path.join(args.out, name), steps=args.steps, width_mult=args.width_mult,
                       batch_size=args.batch_size, seed=args.seed, dropout=0.0, sample_every=args.steps,
                       save_every=args.steps, log_every=25, allow_random_vgg=not pretrained_vgg,
-                      vgg_weights="imagenet" if pretrained_vgg else None)
+                      vgg_weights="imagenet" if pretrained_vgg else None, cpu_amp=args.cpu_amp)
         cfg = TrainConfig(**values)
         print(f"[deformgan.ablation] training {name} ({cfg.variant}) for {cfg.steps} steps", file=sys.stderr)
         with warnings.catch_warnings():
@@ -102,6 +108,10 @@ def main(argv=None) -> int:
     note = ("" if pretrained_vgg else
             "\nThe VGG19 losses of `full` and `offsets` ran on RANDOM VGG19 features: pretrained weights "
             "could not be loaded on this machine.\n")
+    if args.cpu_amp:
+        native = cpu_has_native_bf16()
+        note += ("\nTrained with CPU bfloat16 autocast (--cpu-amp).\n" if native else
+                 "\n--cpu-amp was asked for, but this CPU has no native bfloat16: trained in float32.\n")
     with open(os.path.join(args.out, "ablation.md"), "w") as fh:
         fh.write(table + note)
     with open(os.path.join(args.out, "ablation.json"), "w") as fh:

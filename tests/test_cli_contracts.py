@@ -94,9 +94,11 @@ def test_ablation_cli_trains_each_variant_and_writes_table_json_and_figure(tmp_p
     out = tmp_path / "ablation"
     proc = subprocess.run([sys.executable, "-m", "deformgan.ablation", "--out", str(out), "--steps", "2",
                            "--width-mult", "0.0625", "--batch-size", "2", "--variants", "baseline", "dsc",
-                           "--max-pairs", "4"], capture_output=True, text=True, timeout=900, env=env)
+                           "--max-pairs", "4", "--cpu-amp"], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = (out / "ablation.md").read_text()
+    # --cpu-amp reaches every variant's training config, and the table says what it did
+    assert "--cpu-amp" in table
     assert "baseline (none)" in table and "dsc (parts)" in table
     saved = json.loads((out / "ablation.json").read_text())
     assert [r["variant"] for r in saved["results"]] == ["none", "parts"]
@@ -105,3 +107,4 @@ def test_ablation_cli_trains_each_variant_and_writes_table_json_and_figure(tmp_p
     for name, variant in (("baseline", "none"), ("dsc", "parts")):
         ckpt = torch.load(out / name / "checkpoint.pt", map_location="cpu", weights_only=True)
         assert ckpt["step"] == 2 and ckpt["config"]["variant"] == variant and ckpt["config"]["width_mult"] == 0.0625
+        assert ckpt["config"]["cpu_amp"] is True
