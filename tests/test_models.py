@@ -110,7 +110,49 @@ def test_bad_options():
 # tests/test_autocast.py.
 
 
+def test_instance_norm_all_applies_its_scalar_scale_and_shift_after_normalising():
+    """keras-contrib InstanceNormalization(axis=None): (x - mean) / (std + 1e-3) over all of
+    C, H, W per sample, then * weight + bias (set away from 1 and 0 here)."""
+    norm = M.InstanceNormAll()
+    with torch.no_grad():
+        norm.weight.fill_(2.5)
+        norm.bias.fill_(-0.75)
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64)
+    expected = torch.empty_like(x)
+    for i in range(3):
+        v = x[i].flatten()
+        mean = v.sum() / v.numel()
+        std = ((v - mean) ** 2).sum().div(v.numel()).sqrt()  # population std
+        expected[i] = (x[i] - mean) / (std + 1e-3) * 2.5 - 0.75
+    torch.testing.assert_close(norm.double()(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_float64_generator_warps_with_float64_geometry(monkeypatch):
+    """Only float16/bfloat16 features get float32 geometry beside them (see
+    test_autocast.py); float64 features get theta, masks and offsets in float64."""
+    seen = []
+    real = D.part_affine_warp
+
+    def spy(features, theta, masks, offsets=None, **kw):
+        seen.append((features.dtype, theta.dtype, masks.dtype, None if offsets is None else offsets.dtype))
+        return real(features, theta, masks, offsets, **kw)
+
+    monkeypatch.setattr(D, "part_affine_warp", spy)
+    g = M.Generator("parts+offsets", width_mult=0.0625).double().eval()
+    x, s, t = batch(1)
+    with torch.no_grad():
+        out = g(x.double(), s.double(), t.double())
+    assert out.dtype == torch.float64
+    assert len(seen) == len(M.WARPED_LEVELS) and all(d == (torch.float64,) * 4 for d in seen), seen
+
+
 # ---------------------------------------------------------------- variants and depth
+def test_variant_name_inverts_parse_variant():
+    for v in M.VARIANTS + ("global+offsets",):
+        assert M.variant_name(*M.parse_variant(v)) == v
+    assert M.variant_name("parts", False) == "parts" and M.variant_name("none", False) == "none"
+
+
 def test_warp_and_offsets_are_independent_choices_with_the_old_names_as_aliases():
     assert M.parse_variant("parts+offsets") == ("parts", True) and M.parse_variant("none") == ("none", False)
     g = M.Generator(warp="parts", offsets=True, width_mult=0.0625)
