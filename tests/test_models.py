@@ -147,6 +147,38 @@ def test_float64_generator_warps_with_float64_geometry(monkeypatch):
 
 
 # ---------------------------------------------------------------- variants and depth
+def test_depth_for_accepts_exactly_the_sizes_the_docstring_names():
+    """The longer side BOTTLENECK * 2^k with k >= 4 (the warped levels), the shorter a
+    multiple of 2^k: 64x64 is the smallest; a longer side that is not BOTTLENECK * 2^k
+    is refused even when both sides halve k times."""
+    assert M.depth_for((64, 64)) == 5 and M.depth_for((64, 32)) == 5
+    assert M.depth_for((48, 64)) == 5 and M.depth_for((64, 48)) == 5  # 3 * 2^4: a multiple, not a power
+    assert M.depth_for((128, 64)) == 6 and M.depth_for((256, 256)) == 7
+    for bad in ((96, 64), (32, 32), (128, 48)):
+        with pytest.raises(ValueError, match="image_size"):
+            M.depth_for(bad)
+    with pytest.raises(ValueError) as err:
+        M.depth_for((96, 64))
+    assert str(err.value) == ("image_size 96x64: the generator needs the longer side to be 4 * 2^k (k >= 4) and "
+                              "the shorter side a multiple of 2^k, e.g. 128x64 or 256x256")
+
+
+def test_render_geometry_refills_the_geometry_it_is_given():
+    """render_geometry(out=previous) writes the new pair's heatmaps and masks into the
+    previous Geometry's buffers (no fresh batch), with the values of a fresh render."""
+    g = M.Generator("parts", width_mult=0.0625)
+    s1, t1 = batch(2, seed=1)[1:]
+    s2, t2 = batch(2, seed=2)[1:]
+    first = g.render_geometry(s1, t1)
+    buffers = [first.heatmaps.data_ptr()] + [m.data_ptr() for m in first.masks.values()]
+    again = g.render_geometry(s2, t2, out=first)
+    assert [again.heatmaps.data_ptr()] + [m.data_ptr() for m in again.masks.values()] == buffers
+    fresh = g.render_geometry(s2, t2)
+    torch.testing.assert_close(again.heatmaps, fresh.heatmaps, rtol=0, atol=0)
+    for level in fresh.masks:
+        torch.testing.assert_close(again.masks[level], fresh.masks[level], rtol=0, atol=0)
+
+
 def test_variant_name_inverts_parse_variant():
     for v in M.VARIANTS + ("global+offsets",):
         assert M.variant_name(*M.parse_variant(v)) == v
