@@ -179,6 +179,25 @@ def test_render_geometry_refills_the_geometry_it_is_given():
         torch.testing.assert_close(again.masks[level], fresh.masks[level], rtol=0, atol=0)
 
 
+def test_parse_variant_message_names_every_accepted_spelling():
+    with pytest.raises(ValueError) as err:
+        M.parse_variant("affine")
+    assert str(err.value) == ("variant must be one of ('none', 'global', 'parts', 'parts+offsets') (or "
+                              "'<warp>+offsets' with a warp in ('global', 'parts')), got 'affine'")
+
+
+def test_make_norm_and_widths():
+    """norm "instance": torch's InstanceNorm2d with a per-channel scale and shift and the
+    original's eps 1e-3; widths scaled by the multiplier, rounded, at least 4."""
+    norm = M.make_norm("instance", 7)
+    assert isinstance(norm, torch.nn.InstanceNorm2d) and norm.affine is True and norm.eps == 1e-3
+    assert norm.weight.shape == (7,) and norm.bias.shape == (7,)
+    assert isinstance(M.make_norm("instance_all", 7), M.InstanceNormAll)
+    assert isinstance(M.make_norm("none", 7), torch.nn.Identity)
+    assert M._widths([64, 128, 512], 0.5) == [32, 64, 256]
+    assert M._widths([64, 100, 30], 0.0625) == [4, 6, 4]  # 6.25 -> 6; 1.875 -> at least 4
+
+
 def test_variant_name_inverts_parse_variant():
     for v in M.VARIANTS + ("global+offsets",):
         assert M.variant_name(*M.parse_variant(v)) == v
