@@ -14,8 +14,6 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
-#include <limits>
-#include <memory>
 #include <vector>
 
 #include "../checks.h"
@@ -295,6 +293,7 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
           //    candidates tie with it;
           //  - a non-finite mask at a location with no corner inside: its
           //    candidate mask * 0 is NaN, which wins, so no later part counts.
+          // With P >= 1 (checked) every pixel has at least one of these.
           bool first = true, have_zero = false;
           for (int64_t p = 0; p < P; ++p) {
             const acc_t mv = mk_n[p * plane_o + y * Wo + x];
@@ -322,7 +321,6 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
               break;
             }
           }
-          if (first) warp_constant(b, bp, acc_t(0), 0, true, C);  // no part at all (P = 0)
         }
         const int64_t out_row = n * C * plane_o + y * Wo;
         transpose_tile(best.data(), C, out + out_row, plane_o, Wo, C);
@@ -354,13 +352,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   // The samples themselves are needed only for the location and mask gradients.
   const bool need_samples = need_location || need_masks;
   const auto none = [&] { return at::empty({0}, features_in.options()); };
-  const at::Tensor features = features_in.contiguous();
+  const at::Tensor features = need_samples ? features_in.contiguous() : at::Tensor();
   const at::Tensor rows = need_samples ? at::empty({N, H, W, C}, theta.options()) : at::Tensor();
   // Every gradient is computed in the accumulation type (theta's, masks' and
   // offsets' here) and returned in its input's dtype: grad_features is
   // accumulated channels-last per batch item ([H, W, C], in the task that owns
   // it) and transposed into place; every element of the others is written below.
-  at::Tensor grad_features = need_features ? at::empty_like(features, at::MemoryFormat::Contiguous) : none();
+  at::Tensor grad_features = need_features ? at::empty_like(features_in, at::MemoryFormat::Contiguous) : none();
   at::Tensor grad_theta = need_theta ? at::empty_like(theta) : none();
   at::Tensor grad_masks = need_masks ? at::empty_like(masks) : none();
   at::Tensor grad_offsets = need_offsets ? at::empty_like(offsets) : none();
