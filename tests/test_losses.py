@@ -21,12 +21,27 @@ def test_vgg_refuses_without_pretrained_weights(monkeypatch, tmp_path):
         L.VGGFeatures(("relu1_2",), weights="imagenet", allow_random=True)
 
 
-def test_vgg_loads_a_state_dict_file(tmp_path):
+@pytest.fixture(scope="module")
+def vgg_state():
     from torchvision.models import vgg19
-    torch.manual_seed(3)
+    torch.manual_seed(0)
+    return vgg19(weights=None).state_dict()
+
+
+@pytest.fixture(scope="module")
+def vgg_file(tmp_path_factory, vgg_state):
+    """One saved VGG19 state dict (~550 MB) shared by the tests that load a file."""
+    path = tmp_path_factory.mktemp("vgg") / "vgg.pth"
+    torch.save(vgg_state, path)
+    yield path
+    path.unlink()
+
+
+def test_vgg_loads_a_state_dict_file(vgg_file, vgg_state):
+    from torchvision.models import vgg19
     model = vgg19(weights=None)
-    path = tmp_path / "vgg.pth"
-    torch.save(model.state_dict(), path)
+    model.load_state_dict(vgg_state)
+    path = vgg_file
     feats = L.VGGFeatures(("relu1_2", "relu2_2"), weights=str(path))
     x = torch.rand(1, 3, 32, 16) * 2 - 1
     out = feats(x)
@@ -130,13 +145,6 @@ def test_generator_loss_asks_for_imagenet_weights_by_default(monkeypatch):
     assert asked == [VGG19_Weights.IMAGENET1K_V1]
 
 
-@pytest.fixture(scope="module")
-def vgg_state():
-    from torchvision.models import vgg19
-    torch.manual_seed(0)
-    return vgg19(weights=None).state_dict()
-
-
 def test_load_vgg19_features_asks_torchvision_for_imagenet_without_a_progress_bar(monkeypatch, vgg_state):
     from torchvision.models import VGG19_Weights
     calls = []
@@ -194,12 +202,11 @@ def test_load_vgg19_features_reads_a_file_safely_onto_the_cpu(monkeypatch, tmp_p
     assert torch.equal(features[2].weight, vgg_state["features.2.weight"])
 
 
-def test_generator_loss_terms_against_independent_computations(tmp_path, vgg_state):
+def test_generator_loss_terms_against_independent_computations(vgg_file, vgg_state):
     """Each term recomputed from the loss's own VGG outside GeneratorLoss: the NN loss with
     the configured window on relu1_2, the perceptual L1 summed over the layers; the VGG
     weights come from the given file; no adversarial term without weight or logits."""
-    path = tmp_path / "vgg.pth"
-    torch.save(vgg_state, path)
+    path = vgg_file
     loss = L.GeneratorLoss(adv=0.0, nn_weight=2.0, perceptual=0.5, nn_kernel=5, vgg_weights=str(path),
                            perceptual_layers=("relu2_2", "relu1_2"))
     assert torch.equal(loss.vgg.features[0].weight, vgg_state["features.0.weight"])
@@ -218,9 +225,8 @@ def test_generator_loss_terms_against_independent_computations(tmp_path, vgg_sta
     assert set(terms) == {"l1"}
 
 
-def test_generator_loss_runs_the_nn_loss_on_its_ops_backend(vgg_state, tmp_path):
-    path = tmp_path / "vgg.pth"
-    torch.save(vgg_state, path)
+def test_generator_loss_runs_the_nn_loss_on_its_ops_backend(vgg_file):
+    path = vgg_file
     loss = L.GeneratorLoss(adv=0.0, nn_weight=1.0, vgg_weights=str(path), ops_backend="cuda")
     with pytest.raises(RuntimeError, match="backend 'cuda' needs cuda tensors"):
         loss(torch.zeros(1, 3, 8, 4), torch.zeros(1, 3, 8, 4))
