@@ -46,3 +46,49 @@ def grads_of(fn, inputs, grad_out):
     grads = torch.autograd.grad(out, need, grad_out, allow_unused=True)
     it = iter(grads)
     return out.detach(), [next(it) if t is not None else None for t in leaves]
+
+
+def relayout(t):
+    """The same values with other strides: channels-last for 4-D tensors, the last two
+    dimensions' strides swapped for 2-D and 3-D ones (keypoints, masks)."""
+    if not isinstance(t, torch.Tensor) or t.dim() < 2:
+        return t
+    if t.dim() == 4:
+        return t.contiguous(memory_format=torch.channels_last)
+    return t.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+def output_and_gradient_strides(op, args, kwargs, backend, mode=None):
+    """The strides of every output of ``deformgan_ops.<op>`` and of every floating input's
+    gradient, computed for real or, under a FakeTensorMode, by the fake kernels alone."""
+    import contextlib
+
+    import deformgan_ops as D
+    decl = D.operator(op)
+    if mode is not None:
+        args = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
+    idx = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()
+           and decl.differentiable]
+    leaves = [a.detach().requires_grad_() if i in idx else a for i, a in enumerate(args)]
+    with mode if mode is not None else contextlib.nullcontext():
+        outs = decl.public(*leaves, **kwargs, backend=backend)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        strides = [tuple(o.stride()) for o in outs]
+        if idx:
+            loss = sum(o.sum() for o in outs if o.is_floating_point())
+            grads = torch.autograd.grad(loss, [leaves[i] for i in idx], allow_unused=True)
+            strides += [None if g is None else tuple(g.stride()) for g in grads]
+    return strides
+
+
+def assert_fake_strides_match(op, backend, device="cpu"):
+    """The fake kernels give every output and gradient the strides the kernels return,
+    for the operator's sample inputs as they are and relaid out (channels-last, swapped)."""
+    import deformgan_ops as D
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    for args, kwargs in D.operator(op).sample_inputs(torch.device(device), torch.float32):
+        for layout in (lambda t: t, relayout):
+            moved = [layout(a) for a in args]
+            real = output_and_gradient_strides(op, moved, kwargs, backend)
+            fake = output_and_gradient_strides(op, moved, kwargs, backend, FakeTensorMode())
+            assert fake == real, (op, backend, [tuple(a.stride()) for a in moved if isinstance(a, torch.Tensor)])

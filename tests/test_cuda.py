@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import deformgan_ops as D
-from helpers import assert_close_scaled, grads_of, warp_inputs
+from helpers import assert_close_scaled, assert_fake_strides_match, grads_of, warp_inputs
 
 OPS = D.operators()
 HAS_GPU = torch.cuda.is_available()
@@ -146,3 +146,14 @@ def test_pose_geometry_gpu(dtype):
     assert_close_scaled(heat.cpu(), D.keypoint_heatmaps(tgt, 16, 8, 2.0, backend="reference"))
     torch.library.opcheck(torch.ops.deformgan_ops.part_masks.default, (tgt[:4].cuda(), 16, 8, 8.0, None))
     torch.library.opcheck(torch.ops.deformgan_ops.part_affines.default, (src[:4].cuda(), tgt[:4].cuda()))
+
+
+@requires_gpu
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+@pytest.mark.parametrize("op", ["part_affine_warp", "keypoint_heatmaps", "nn_loss"])
+def test_the_fake_kernels_give_the_strides_the_gpu_kernels_return(op, backend):
+    """As tests/test_registry.py checks on the CPU: channels-last or transposed inputs
+    must not change the strides torch.compile plans with."""
+    if backend not in D.available_backends("cuda"):
+        pytest.skip(f"backend {backend!r} is not available")
+    assert_fake_strides_match(op, backend, device="cuda")

@@ -7,10 +7,13 @@ import os
 
 import pytest
 import torch
+import torch._functorch.config
+import torch._inductor.config
 
 import deformgan_ops as D
 from deformgan_ops import _registry
 from deformgan_ops import backend as B
+from helpers import assert_fake_strides_match
 
 OPS = D.operators()
 CPU_BACKENDS = [b for b in D.available_backends("cpu") if b != "reference"]
@@ -120,3 +123,45 @@ def test_an_operator_name_is_written_in_at_most_nine_files(op):
              for f in glob.glob(os.path.join(ROOT, pattern), recursive=True)]
     holding = sorted(os.path.relpath(f, ROOT) for f in files if op in open(f, encoding="utf-8").read())
     assert len(holding) <= 9, holding
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("op", OPS)
+def test_the_fake_kernels_give_the_strides_the_kernels_return(op, backend):
+    """torch.compile plans with the fake kernels' strides and inductor asserts them on the
+    real outputs: with channels-last features a fake that said ``empty_like(features)``
+    (channels-last) beside a kernel returning a contiguous gradient stopped every compiled
+    training step with "expected ... stride" (the backward fakes of the three
+    differentiable operators did)."""
+    assert_fake_strides_match(op, backend)
+
+
+@pytest.mark.skipif(not CPU_BACKENDS, reason="the compiled CPU kernels are not built")
+@pytest.mark.parametrize("op", ["part_affine_warp", "nn_loss"])
+def test_a_compiled_step_with_channels_last_features_runs_under_inductor(op):
+    """The case the stride test stands for, end to end: inductor, channels-last features
+    (as a channels-last network gives them), forward and backward; the gradients equal
+    eager mode's. (With the old fakes both raised "expected size ... stride".)"""
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 3, 9, 7, generator=g).contiguous(memory_format=torch.channels_last)
+    theta = torch.tensor([[1.0, 0.1, 0.3], [0.0, 0.9, 0.2]]).expand(2, 2, 2, 3).clone()
+    masks = torch.rand(2, 2, 9, 7, generator=g)
+    target = torch.randn(2, 3, 9, 7, generator=g).contiguous(memory_format=torch.channels_last)
+
+    def step(f):
+        if op == "part_affine_warp":
+            warped = D.part_affine_warp(f, theta, masks, backend="cpu")
+            return (warped * warped).sum()
+        return D.nn_loss(f * 2, target, 3, backend="cpu") * 3
+
+    def grad(fn):
+        f = feats.clone().requires_grad_()
+        fn(f).backward()
+        return f.grad
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, backend="inductor", fullgraph=True)
+    # No on-disk caches: a graph compiled earlier with other fake kernels would be reused.
+    with torch._inductor.config.patch(fx_graph_cache=False), \
+            torch._functorch.config.patch(enable_autograd_cache=False):
+        torch.testing.assert_close(grad(compiled), grad(step), rtol=0, atol=0)

@@ -41,7 +41,9 @@ def register(forward, backward_op, backward) -> None:
         return generated.new_empty((N, H, W)), generated.new_empty((N, H, W), dtype=torch.int32)
 
     def backward_fake(grad_distance, generated, target, argmin, kernel_size, output_mask):
-        return tuple(torch.empty_like(t) if need else t.new_empty((0,))
+        # Contiguous, as every kernel returns them (not empty_like: a channels-last
+        # input would give a channels-last fake).
+        return tuple(t.new_empty(t.shape) if need else t.new_empty((0,))
                      for t, need in zip((generated, target), output_mask))
 
     def setup(ctx, inputs, output):

@@ -48,8 +48,10 @@ def register(forward, backward_op, backward) -> None:
         return (features.new_empty((N, C, Ho, Wo)), features.new_empty((N, C, Ho, Wo), dtype=torch.uint8))
 
     def backward_fake(grad_output, features, theta, masks, offsets, winner, output_mask):
+        # Contiguous, as every kernel returns them (not empty_like: channels-last
+        # features would give channels-last strides that torch.compile then asserts).
         like = (features, theta, masks, offsets)
-        return tuple(torch.empty_like(t) if (t is not None and need) else features.new_empty((0,))
+        return tuple(t.new_empty(t.shape) if (t is not None and need) else features.new_empty((0,))
                      for t, need in zip(like, output_mask))
 
     def setup(ctx, inputs, output):

@@ -74,7 +74,7 @@ def keypoint_heatmaps_backward_op(grad_output: torch.Tensor, keypoints: torch.Te
                                   width: int, sigma: float) -> torch.Tensor:
     keypoints = keypoints.contiguous()
     grad_output = grad_output.to(keypoints.dtype).contiguous()
-    grad = torch.zeros_like(keypoints)
+    grad = keypoints.new_zeros(keypoints.shape)
     N, K = keypoints.shape[:2]
     if N * K:
         with device_guard(keypoints):

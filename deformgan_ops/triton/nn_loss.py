@@ -86,7 +86,7 @@ def nn_loss_backward_op(grad_distance: torch.Tensor, generated: torch.Tensor, ta
     argmin = argmin.contiguous()
     need_gen, need_tgt = bool(output_mask[0]), bool(output_mask[1])
     N, C, H, W = generated.shape
-    ggen = torch.empty_like(generated) if need_gen else empty_grad(generated)
+    ggen = generated.new_empty(generated.shape) if need_gen else empty_grad(generated)
     gtgt = torch.zeros(generated.shape, dtype=accumulator_dtype(generated.dtype), device=generated.device) \
         if need_tgt else empty_grad(generated)
     if generated.numel() and (need_gen or need_tgt):

@@ -13,7 +13,7 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run these tests with TRITON_I
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import deformgan_ops as D  # noqa: E402
-from helpers import assert_close_scaled, grads_of, warp_inputs  # noqa: E402
+from helpers import assert_close_scaled, assert_fake_strides_match, grads_of, warp_inputs  # noqa: E402
 
 pytestmark = pytest.mark.skipif("triton" not in D.available_backends("cpu"),
                                 reason="triton is not installed")
@@ -132,3 +132,10 @@ def test_opcheck_of_the_triton_ops():
     kp = torch.rand(1, 3, 2, dtype=torch.float64).requires_grad_()
     torch.library.opcheck(KH.keypoint_heatmaps_op, (kp, 6, 5, 1.3),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+@pytest.mark.parametrize("op", ["part_affine_warp", "keypoint_heatmaps", "nn_loss"])
+def test_the_fake_kernels_give_the_strides_the_triton_ops_return(op):
+    """As tests/test_registry.py checks for the compiled kernels: torch.compile plans with
+    the fake strides, so channels-last or transposed inputs must not change them."""
+    assert_fake_strides_match(op, "triton")

@@ -5,7 +5,7 @@
 #include <ATen/AccumulateType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <vector>
@@ -83,7 +83,7 @@ at::Tensor keypoint_heatmaps_backward_cpu(const at::Tensor& grad_output_in,
   const int64_t N = keypoints_in.size(0), K = keypoints_in.size(1);
   const at::Tensor keypoints = keypoints_in.contiguous();
   const at::Tensor grad_output = grad_output_in.to(keypoints.scalar_type()).contiguous();
-  at::Tensor grad_keypoints = at::zeros_like(keypoints);
+  at::Tensor grad_keypoints = at::zeros(keypoints.sizes(), keypoints.options());
   if (grad_output.numel() == 0) return grad_keypoints;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keypoints.scalar_type(),
                                   "keypoint_heatmaps_backward_cpu", [&] {

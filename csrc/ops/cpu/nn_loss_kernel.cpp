@@ -4,8 +4,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include <array>
@@ -137,9 +136,9 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
   // accumulation type (float32 for float16/bfloat16), and returned in the target's.
   const auto acc_dtype = at::toOpMathType(generated.scalar_type());
   at::Tensor grad_generated =
-      need_generated ? at::empty_like(generated) : at::empty({0}, generated.options());
+      need_generated ? at::empty(generated.sizes(), generated.options()) : at::empty({0}, generated.options());
   at::Tensor grad_target =
-      need_target ? at::zeros_like(target, target.options().dtype(acc_dtype)) : at::empty({0}, target.options());
+      need_target ? at::zeros(target.sizes(), target.options().dtype(acc_dtype)) : at::empty({0}, target.options());
   const auto result = [&] {
     return std::make_tuple(grad_generated, need_target ? grad_target.to(target.scalar_type()) : grad_target);
   };

@@ -5,7 +5,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -358,10 +357,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   // offsets' here) and returned in its input's dtype: grad_features is
   // accumulated channels-last per batch item ([H, W, C], in the task that owns
   // it) and transposed into place; every element of the others is written below.
-  at::Tensor grad_features = need_features ? at::empty_like(features_in, at::MemoryFormat::Contiguous) : none();
-  at::Tensor grad_theta = need_theta ? at::empty_like(theta) : none();
-  at::Tensor grad_masks = need_masks ? at::empty_like(masks) : none();
-  at::Tensor grad_offsets = need_offsets ? at::empty_like(offsets) : none();
+  at::Tensor grad_features = need_features ? at::empty(features_in.sizes(), features_in.options()) : none();
+  at::Tensor grad_theta = need_theta ? at::empty(theta.sizes(), theta.options()) : none();
+  at::Tensor grad_masks = need_masks ? at::empty(masks.sizes(), masks.options()) : none();
+  at::Tensor grad_offsets = need_offsets ? at::empty(offsets.sizes(), offsets.options()) : none();
   const auto result = [&] {
     const auto in_dtype = [&](const at::Tensor& grad, const at::Tensor& input, bool needed) {
       return needed ? grad.to(input.scalar_type()) : grad;

@@ -2,7 +2,7 @@
 // is in ../keypoint_heatmaps_math.h, shared with (and tested through) the CPU kernels.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros_like.h>
+#include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
 #include "../checks.h"
@@ -86,7 +86,7 @@ at::Tensor keypoint_heatmaps_backward_cuda(const at::Tensor& grad_output_in,
   const int64_t N = keypoints_in.size(0), K = keypoints_in.size(1);
   const at::Tensor keypoints = keypoints_in.contiguous();
   const at::Tensor grad_output = grad_output_in.to(keypoints.scalar_type()).contiguous();
-  at::Tensor grad_keypoints = at::zeros_like(keypoints);
+  at::Tensor grad_keypoints = at::zeros(keypoints.sizes(), keypoints.options());
   if (N * K == 0) return grad_keypoints;
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, keypoints.scalar_type(),

@@ -3,7 +3,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -176,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cuda(const at::Tensor& grad_
   const at::Tensor grad_distance = grad_distance_in.to(generated.scalar_type()).contiguous();
   const at::Tensor argmin = argmin_in.contiguous();
   const auto none = [&] { return at::empty({0}, generated.options()); };
-  at::Tensor grad_generated = need_generated ? at::empty_like(generated) : none();
+  at::Tensor grad_generated = need_generated ? at::empty(generated.sizes(), generated.options()) : none();
   at::Tensor gtgt = need_target
                         ? at::zeros(generated.sizes(), generated.options().dtype(
                                                            at::toOpMathType(generated.scalar_type())))

@@ -3,7 +3,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/Atomic.cuh>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
@@ -268,7 +267,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   at::Tensor gmask = need_masks ? at::zeros({N, P, Ho, Wo}, acc_opts) : at::Tensor();
   at::Tensor gloc = need_theta ? at::zeros({N, P, 2, Ho, Wo}, acc_opts) : at::Tensor();
   at::Tensor goff = need_offsets ? at::zeros({N, 2, Ho, Wo}, acc_opts) : at::Tensor();
-  at::Tensor grad_theta = need_theta ? at::empty_like(theta) : none();
+  at::Tensor grad_theta = need_theta ? at::empty(theta.sizes(), theta.options()) : none();
   if (N > 0 && Ho * Wo > 0 && (need_features || need_masks || need_theta || need_offsets)) {
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(),
