@@ -81,29 +81,146 @@ def test_pckh_known_answers():
     assert n == 4 and frac == pytest.approx(2 / 4)
 
 
-def test_inception_score_fid_and_lpips_code_paths_with_random_networks(tmp_path):
+def test_pckh_skips_targets_without_a_head_size_and_honours_the_ratio():
+    tgt = torch.full((3, 18, 2), -1.0)
+    tgt[:, P.J["nose"]] = torch.tensor([30.0, 10.0])
+    tgt[:, P.J["r_hip"]] = torch.tensor([25.0, 60.0])
+    tgt[0, P.J["neck"]] = torch.tensor([30.0, 18.0])  # head size 8
+    # target 1: one head point only (skipped); target 2: two head points in one place (size 0, skipped)
+    tgt[2, P.J["r_eye"]] = torch.tensor([30.0, 10.0])
+    pred = tgt.clone()
+    pred[:, P.J["r_hip"]] += torch.tensor([0.0, 6.0])  # 6 px off: within 0.8 x 8, not within 0.5 x 8
+    assert MT.pckh(pred, tgt) == (pytest.approx(2 / 3), 3)
+    assert MT.pckh(pred, tgt, ratio=0.8) == (pytest.approx(1.0), 3)
+    assert MT.pckh(pred, tgt, ratio=0.75) == (pytest.approx(1.0), 3)  # 6 <= 6: the boundary counts
+    frac, n = MT.pckh(pred[1:], tgt[1:])
+    assert n == 0 and np.isnan(frac)
+
+
+def test_mask_l1_and_psnr_against_numpy():
+    ann = read_annotations(os.path.join(SHARED, "market-annotation-test.csv"))
+    kp = torch.stack([k for k in list(ann.values())[:40] if P.present(k).sum() >= 10][:2])
+    g = torch.Generator().manual_seed(2)
+    a = torch.randint(0, 256, (2, 3, 128, 64), generator=g, dtype=torch.uint8)
+    b = torch.randint(0, 256, (2, 3, 128, 64), generator=g, dtype=torch.uint8)
+    ours = MT.mask_l1(a, b, kp)
+    for i in range(2):
+        m = MT.pose_mask(kp[i])[None].astype(np.float64)
+        want = np.abs(a[i].numpy() * m - b[i].numpy() * m).mean() / 255
+        assert ours[i].item() == pytest.approx(want, rel=1e-12)
+        d = a[i].numpy().astype(np.float64) - b[i].numpy()
+        assert MT.psnr(a[i:i + 1], b[i:i + 1]).item() == pytest.approx(10 * np.log10(255 ** 2 / (d ** 2).mean()))
+    # identical images: the squared error is floored at 1e-10, not a division by zero
+    assert MT.psnr(a, a).tolist() == pytest.approx([10 * np.log10(255 ** 2 / 1e-10)] * 2)
+
+
+def test_inception_score_known_answers():
+    """IS = exp(mean_i KL(p_i || mean p)) per split, then mean and std over the splits:
+    uniform rows give 1, one-hot rows over K classes give K, and a worked two-row case."""
     uniform = torch.full((20, 10), 0.1)
-    assert MT.inception_score(uniform, splits=2)[0] == pytest.approx(1.0)
+    assert MT.inception_score(uniform, splits=2) == pytest.approx((1.0, 0.0))
     onehot = torch.eye(10).repeat(2, 1)
-    assert MT.inception_score(onehot, splits=2)[0] == pytest.approx(10.0, rel=1e-6)
-    f = torch.randn(200, 8, dtype=torch.float64)
-    mu, s = MT.feature_statistics(f)
+    assert MT.inception_score(onehot, splits=2) == pytest.approx((10.0, 0.0), rel=1e-6)
+    # rows [0.8, 0.2] and [0.4, 0.6]: mean [0.6, 0.4]
+    kl_a = 0.8 * np.log(0.8 / 0.6) + 0.2 * np.log(0.2 / 0.4)
+    kl_b = 0.4 * np.log(0.4 / 0.6) + 0.6 * np.log(0.6 / 0.4)
+    two = torch.tensor([[0.8, 0.2], [0.4, 0.6]], dtype=torch.float64)
+    assert MT.inception_score(two, splits=1) == pytest.approx((np.exp((kl_a + kl_b) / 2), 0.0), rel=1e-12)
+    # five rows in two splits: rows 0-1 (one-hot, score 2) and rows 2-4 (uniform, score 1);
+    # a zero probability is not a NaN (0 log 0 = 0)
+    five = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    mean, std = MT.inception_score(five, splits=2)
+    assert mean == pytest.approx(1.5, rel=1e-9) and std == pytest.approx(0.5, rel=1e-9)
+    # more splits than rows: the empty splits are left out
+    assert MT.inception_score(onehot[:3, :3], splits=5) == pytest.approx((1.0, 0.0))
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
+def test_frechet_distance_against_the_closed_form_of_diagonal_covariances():
+    """For diagonal covariances the matrix square root is elementwise:
+    FID = |mu1 - mu2|^2 + sum(s1 + s2 - 2 sqrt(s1 s2))."""
+    mu1, mu2 = np.array([0.0, 1.0, -2.0]), np.array([0.5, -1.0, 0.0])
+    s1, s2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    want = ((mu1 - mu2) ** 2).sum() + (s1 + s2 - 2 * np.sqrt(s1 * s2)).sum()
+    assert MT.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(want, rel=1e-9)
+    # symmetric in its two Gaussians
+    assert MT.frechet_distance(mu2, np.diag(s2), mu1, np.diag(s1)) == pytest.approx(want, rel=1e-9)
+    # a singular product (a zero variance): the 1e-6 offset keeps the answer finite
+    z1, z2 = np.diag([0.0, 1.0]), np.diag([1.0, 0.0])
+    assert MT.frechet_distance(np.zeros(2), z1, np.zeros(2), z2) == pytest.approx(2.0, abs=1e-2)
+
+
+def test_feature_statistics_are_the_mean_and_the_unbiased_covariance():
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    mu, sigma = MT.feature_statistics(f)
+    np.testing.assert_allclose(mu, f.mean(0).numpy(), rtol=1e-12)
+    centred = (f - f.mean(0)).numpy()
+    np.testing.assert_allclose(sigma, centred.T @ centred / (len(f) - 1), rtol=1e-10)
+    mu, s = MT.feature_statistics(torch.randn(200, 8, generator=g, dtype=torch.float64))
     assert MT.frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-6)
     assert MT.frechet_distance(mu, s, mu + 1, s) == pytest.approx(8.0, rel=1e-6)
+
+
+def test_inception_features_with_random_weights():
     torch.manual_seed(0)
     inc = MT.InceptionFeatures(weights=None, allow_random=True)
     imgs = torch.rand(2, 3, 128, 64) * 2 - 1
     pool, probs = inc(imgs)
     assert pool.shape == (2, 2048) and probs.shape == (2, 1000)
     torch.testing.assert_close(probs.sum(1), torch.ones(2))
+    # the probabilities are the softmax of the saved classifier on the pool features
+    torch.testing.assert_close(probs, torch.softmax(pool @ inc.net.fc_saved.weight.T + inc.net.fc_saved.bias, 1))
+    # random networks are the same in every process (seeded inside), and tell images apart
+    assert not torch.allclose(pool[0], pool[1])
+    with pytest.raises(RuntimeError, match=r"^Inception weights=None needs allow_random=True$"):
+        MT.InceptionFeatures(weights=None)
+
+
+def lpips_by_hand(lp, a, b):
+    """LPIPS written out from its definition with torchvision's AlexNet layers: the
+    five ReLU outputs of each image, unit-normalised over channels, squared
+    differences weighted by lin_k, summed over channels, averaged over space, summed
+    over the five layers."""
+    shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+    feats = lp.features
+    total = torch.zeros(a.shape[0])
+    xa, xb = (a - shift) / scale, (b - shift) / scale
+    for i in range(12):
+        xa, xb = feats[i](xa), feats[i](xb)
+        if i in (1, 4, 7, 9, 11):
+            k = (1, 4, 7, 9, 11).index(i)
+            na = xa / (xa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            nb = xb / (xb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            total += ((na - nb) ** 2 * lp.lins[k].data).sum(1).mean((1, 2))
+    return total
+
+
+def test_lpips_against_its_definition_and_its_weight_files(tmp_path):
     lp = MT.LPIPS(alexnet_weights=None, linear_weights=None, allow_random=True)
-    d = lp(imgs, imgs.flip(0))
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    other = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    d = lp(imgs, other)
+    torch.testing.assert_close(d, lpips_by_hand(lp, imgs, other), rtol=1e-5, atol=1e-7)
     assert d.shape == (2,) and (d > 0).all() and lp(imgs, imgs).abs().max() < 1e-6
+    with pytest.raises(RuntimeError, match=r"^AlexNet weights=None needs allow_random=True$"):
+        MT.LPIPS(alexnet_weights=None, linear_weights=None)
     from torchvision.models import alexnet
-    torch.save(alexnet(weights=None).state_dict(), tmp_path / "alex.pth")
+    net = alexnet(weights=None)
+    torch.save(net.state_dict(), tmp_path / "alex.pth")
     with pytest.raises(RuntimeError, match="linear-layer weights"):
         MT.LPIPS(alexnet_weights=str(tmp_path / "alex.pth"), linear_weights=None, allow_random=False)
+    # the LPIPS package's key names, and plain lin0..lin4
     lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(MT.LPIPS.CHANNELS)}
     torch.save(lin, tmp_path / "lin.pth")
     loaded = MT.LPIPS(alexnet_weights=str(tmp_path / "alex.pth"), linear_weights=str(tmp_path / "lin.pth"))
-    torch.testing.assert_close(loaded.lins[2].data, lin["lin2.model.1.weight"])
+    for i in range(5):
+        torch.testing.assert_close(loaded.lins[i].data, lin[f"lin{i}.model.1.weight"])
+    torch.testing.assert_close(loaded.features[3].weight, net.features[3].weight)
+    plain = {f"lin{i}": torch.rand(1, c, 1, 1) for i, c in enumerate(MT.LPIPS.CHANNELS)}
+    torch.save(plain, tmp_path / "plain.pth")
+    loaded = MT.LPIPS(alexnet_weights=str(tmp_path / "alex.pth"), linear_weights=str(tmp_path / "plain.pth"))
+    torch.testing.assert_close(loaded.lins[4].data, plain["lin4"])
+    torch.testing.assert_close(loaded(imgs, other), lpips_by_hand(loaded, imgs, other), rtol=1e-5, atol=1e-7)
