@@ -21,7 +21,7 @@ def skimage_ssim(g, t):
                                  channel_axis=-1, data_range=float(g.max()) - float(g.min()))
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 128, 64), (2, 3, 37, 29)])
+@pytest.mark.parametrize("shape", [(4, 3, 128, 64), (2, 3, 37, 29), (2, 3, 11, 13)])
 def test_ssim_matches_scikit_image(shape):
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
@@ -34,6 +34,10 @@ def test_ssim_matches_scikit_image(shape):
     assert torch.allclose(MT.ssim(target, target), torch.ones(shape[0], dtype=torch.float64))
     flat = torch.zeros((1,) + shape[1:], dtype=torch.uint8)
     assert torch.isnan(MT.ssim(flat, flat)).all()  # data range 0: NaN, as scikit-image
+    # smaller than the 11 x 11 window (scikit-image refuses): no pixel to average, NaN
+    for small in ((2, 3, 10, 40), (2, 3, 40, 10)):
+        img = torch.randint(0, 256, small, generator=g, dtype=torch.uint8)
+        assert MT.ssim(img, img).isnan().all() and MT.ssim(img, img).shape == (2,)
 
 
 def test_pose_mask_on_real_rows():
@@ -82,18 +86,21 @@ def test_pckh_known_answers():
 
 
 def test_pckh_skips_targets_without_a_head_size_and_honours_the_ratio():
-    tgt = torch.full((3, 18, 2), -1.0)
+    tgt = torch.full((4, 18, 2), -1.0)
     tgt[:, P.J["nose"]] = torch.tensor([30.0, 10.0])
     tgt[:, P.J["r_hip"]] = torch.tensor([25.0, 60.0])
-    tgt[0, P.J["neck"]] = torch.tensor([30.0, 18.0])  # head size 8
-    # target 1: one head point only (skipped); target 2: two head points in one place (size 0, skipped)
-    tgt[2, P.J["r_eye"]] = torch.tensor([30.0, 10.0])
+    # target 0: one head point only (skipped); target 1: two head points in one place
+    # (size 0, skipped); both come before the counted ones, which must still count
+    tgt[1, P.J["r_eye"]] = torch.tensor([30.0, 10.0])
+    tgt[2, P.J["neck"]] = torch.tensor([30.0, 18.0])  # head size 8
+    tgt[3, P.J["neck"]] = torch.tensor([30.0, 10.5])  # head size 0.5: small, still counted
     pred = tgt.clone()
-    pred[:, P.J["r_hip"]] += torch.tensor([0.0, 6.0])  # 6 px off: within 0.8 x 8, not within 0.5 x 8
-    assert MT.pckh(pred, tgt) == (pytest.approx(2 / 3), 3)
-    assert MT.pckh(pred, tgt, ratio=0.8) == (pytest.approx(1.0), 3)
-    assert MT.pckh(pred, tgt, ratio=0.75) == (pytest.approx(1.0), 3)  # 6 <= 6: the boundary counts
-    frac, n = MT.pckh(pred[1:], tgt[1:])
+    pred[2, P.J["r_hip"]] += torch.tensor([0.0, 6.0])  # 6 px off: within 0.8 x 8, not within 0.5 x 8
+    pred[3, P.J["r_hip"]] += torch.tensor([0.0, 0.2])  # within 0.5 x 0.5
+    assert MT.pckh(pred, tgt) == (pytest.approx(5 / 6), 6)
+    assert MT.pckh(pred, tgt, ratio=0.8) == (pytest.approx(1.0), 6)
+    assert MT.pckh(pred, tgt, ratio=0.75) == (pytest.approx(1.0), 6)  # 6 <= 6: the boundary counts
+    frac, n = MT.pckh(pred[:2], tgt[:2])
     assert n == 0 and np.isnan(frac)
 
 
@@ -110,6 +117,15 @@ def test_mask_l1_and_psnr_against_numpy():
         assert ours[i].item() == pytest.approx(want, rel=1e-12)
         d = a[i].numpy().astype(np.float64) - b[i].numpy()
         assert MT.psnr(a[i:i + 1], b[i:i + 1]).item() == pytest.approx(10 * np.log10(255 ** 2 / (d ** 2).mean()))
+    # another size (DeepFashion's 256 x 176): the mask is drawn at the images' size
+    big = kp * torch.tensor([176 / 64, 2.0])
+    big[~P.present(kp)] = -1
+    a2 = torch.randint(0, 256, (2, 3, 256, 176), generator=g, dtype=torch.uint8)
+    b2 = torch.randint(0, 256, (2, 3, 256, 176), generator=g, dtype=torch.uint8)
+    m = torch.from_numpy(np.stack([MT.pose_mask(k, 256, 176) for k in big]))[:, None].double()
+    torch.testing.assert_close(MT.mask_l1(a2, b2, big), MT.l1(a2 * m, b2 * m), rtol=1e-12, atol=0)
+    torch.testing.assert_close(MT.mask_ssim(a2, b2, big), MT.ssim(a2 * m, b2 * m), rtol=1e-12, atol=0)
+    assert m[:, :, :, 64:].sum() > 0  # the mask reaches beyond the default width of 64
     # identical images: the squared error is floored at 1e-10, not a division by zero
     assert MT.psnr(a, a).tolist() == pytest.approx([10 * np.log10(255 ** 2 / 1e-10)] * 2)
 
@@ -131,6 +147,10 @@ def test_inception_score_known_answers():
     five = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
     mean, std = MT.inception_score(five, splits=2)
     assert mean == pytest.approx(1.5, rel=1e-9) and std == pytest.approx(0.5, rel=1e-9)
+    # the default is the field's 10 splits: 20 rows alternating two one-hot classes give
+    # 10 splits of one row of each (score 2 each); 11 splits would make some of one row
+    alternating = torch.eye(2).repeat(10, 1)
+    assert MT.inception_score(alternating) == pytest.approx((2.0, 0.0), rel=1e-9)
     # more splits than rows: the empty splits are left out
     assert MT.inception_score(onehot[:3, :3], splits=5) == pytest.approx((1.0, 0.0))
 
@@ -148,6 +168,27 @@ def test_frechet_distance_against_the_closed_form_of_diagonal_covariances():
     # a singular product (a zero variance): the 1e-6 offset keeps the answer finite
     z1, z2 = np.diag([0.0, 1.0]), np.diag([1.0, 0.0])
     assert MT.frechet_distance(np.zeros(2), z1, np.zeros(2), z2) == pytest.approx(2.0, abs=1e-2)
+
+
+def test_frechet_distance_retries_a_non_finite_square_root_with_the_offset(monkeypatch):
+    """When sqrtm(sigma1 sigma2) is not finite (no natural input was found that does it,
+    so sqrtm is made to fail once), FID retries with 1e-6 added to both diagonals, as
+    the reference FID code does, and uses that root."""
+    from scipy import linalg
+    real_sqrtm, seen = linalg.sqrtm, []
+
+    def failing_once(m):
+        seen.append(m.copy())
+        return np.full_like(m, np.nan) if len(seen) == 1 else real_sqrtm(m)
+
+    monkeypatch.setattr(linalg, "sqrtm", failing_once)
+    s1, s2 = np.diag([1.0, 4.0]), np.diag([9.0, 1.0])
+    got = MT.frechet_distance(np.zeros(2), s1, np.ones(2), s2)
+    e = 1e-6 * np.eye(2)
+    assert len(seen) == 2
+    np.testing.assert_allclose(seen[1], (s1 + e) @ (s2 + e), rtol=1e-15, atol=0)
+    root = np.sqrt(np.diag(seen[1]))
+    assert got == pytest.approx(2.0 + 10.0 + 5.0 - 2 * root.sum(), rel=1e-12)
 
 
 def test_feature_statistics_are_the_mean_and_the_unbiased_covariance():

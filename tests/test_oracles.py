@@ -74,6 +74,26 @@ def test_pg2_pose_mask_of_a_two_joint_pose_drawn_by_hand():
     assert m.sum() < 9 * 21 + 2 * np.pi * 16, "no more than the stadium's area"
 
 
+def test_pg2_pose_mask_closes_gaps_with_a_5x5_square_and_draws_every_present_limb():
+    """Two parallel legs 13 px apart: stadiums of half width 4 at x 16..24 and 29..37
+    leave a gap of 4 columns (25..28), which the 5 x 5 closing (dilation then erosion)
+    fills and a 3 x 3 one would not. The legs come after limbs whose joints are missing
+    (the neck is absent): those are skipped, not the end of the drawing. A diagonal limb
+    is as wide across as a vertical one (the quadrilateral is offset along the normal)."""
+    kp = torch.full((18, 2), -1.0)
+    kp[P.J["r_hip"]], kp[P.J["r_knee"]] = torch.tensor([20.0, 60.0]), torch.tensor([20.0, 100.0])
+    kp[P.J["l_hip"]], kp[P.J["l_knee"]] = torch.tensor([33.0, 60.0]), torch.tensor([33.0, 100.0])
+    m = MT.pose_mask(kp, 128, 64)
+    assert m[70:91, 16:38].all(), "both legs and the closed gap between them"
+    assert not m[70:91, :14].any() and not m[70:91, 40:].any()
+    kp = torch.full((18, 2), -1.0)
+    kp[P.J["r_elbow"]], kp[P.J["r_wrist"]] = torch.tensor([10.0, 10.0]), torch.tensor([50.0, 50.0])
+    m = MT.pose_mask(kp, 128, 64)
+    for t in range(20, 41, 5):  # along the segment, 2.8 px off it on either side
+        assert m[t - 2, t + 2] and m[t + 2, t - 2], t
+        assert not m[t - 5, t + 5] and not m[t + 5, t - 5], t  # 7.1 px off: outside
+
+
 # ---------------------------------------------------------------- metrics on known images
 def test_l1_and_psnr_of_known_images():
     """Bug caught: L1 / PSNR computed between the generated image and itself."""
