@@ -7,7 +7,7 @@ computed here in torch, batched (tests check it against scikit-image). mask-SSIM
 multiplies both images by the target's PG2-style pose mask first.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch

@@ -58,12 +58,18 @@ def test_pose_mask_on_real_rows():
                 assert not m[y, x]
 
 
-def test_mask_ssim_matches_scikit_image_on_masked_images():
+def real_poses_and_images(n, seed):
+    """``n`` real Market test poses (10 or more joints) and two random uint8 batches."""
     ann = read_annotations(os.path.join(SHARED, "market-annotation-test.csv"))
-    kp = torch.stack([k for k in list(ann.values())[:40] if P.present(k).sum() >= 10][:3])
-    g = torch.Generator().manual_seed(1)
-    a = torch.randint(0, 256, (3, 3, 128, 64), generator=g, dtype=torch.uint8)
-    b = torch.randint(0, 256, (3, 3, 128, 64), generator=g, dtype=torch.uint8)
+    kp = torch.stack([k for k in list(ann.values())[:40] if P.present(k).sum() >= 10][:n])
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randint(0, 256, (n, 3, 128, 64), generator=g, dtype=torch.uint8)
+    b = torch.randint(0, 256, (n, 3, 128, 64), generator=g, dtype=torch.uint8)
+    return kp, a, b, g
+
+
+def test_mask_ssim_matches_scikit_image_on_masked_images():
+    kp, a, b, _ = real_poses_and_images(3, 1)
     ours = MT.mask_ssim(a, b, kp)
     for i in range(3):
         m = torch.from_numpy(MT.pose_mask(kp[i])).to(torch.uint8)
@@ -105,11 +111,7 @@ def test_pckh_skips_targets_without_a_head_size_and_honours_the_ratio():
 
 
 def test_mask_l1_and_psnr_against_numpy():
-    ann = read_annotations(os.path.join(SHARED, "market-annotation-test.csv"))
-    kp = torch.stack([k for k in list(ann.values())[:40] if P.present(k).sum() >= 10][:2])
-    g = torch.Generator().manual_seed(2)
-    a = torch.randint(0, 256, (2, 3, 128, 64), generator=g, dtype=torch.uint8)
-    b = torch.randint(0, 256, (2, 3, 128, 64), generator=g, dtype=torch.uint8)
+    kp, a, b, g = real_poses_and_images(2, 2)
     ours = MT.mask_l1(a, b, kp)
     for i in range(2):
         m = MT.pose_mask(kp[i])[None].astype(np.float64)
