@@ -150,7 +150,7 @@ def test_pose_geometry_gpu(dtype):
 
 @requires_gpu
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
-@pytest.mark.parametrize("op", ["part_affine_warp", "keypoint_heatmaps", "nn_loss"])
+@pytest.mark.parametrize("op", [op for op in D.operators() if D.operator(op).triton])
 def test_the_fake_kernels_give_the_strides_the_gpu_kernels_return(op, backend):
     """As tests/test_registry.py checks on the CPU: channels-last or transposed inputs
     must not change the strides torch.compile plans with."""

@@ -134,7 +134,7 @@ def test_opcheck_of_the_triton_ops():
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
-@pytest.mark.parametrize("op", ["part_affine_warp", "keypoint_heatmaps", "nn_loss"])
+@pytest.mark.parametrize("op", [op for op in D.operators() if D.operator(op).triton])
 def test_the_fake_kernels_give_the_strides_the_triton_ops_return(op):
     """As tests/test_registry.py checks for the compiled kernels: torch.compile plans with
     the fake strides, so channels-last or transposed inputs must not change them."""
