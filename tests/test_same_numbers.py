@@ -14,7 +14,13 @@ capability has its own recording:
 - ``by_capability``: the others, each recorded at the commit it names, on code whose
   AVX2 numbers were still bit-identical to the AVX2 recording (AVX512: recorded at
   0db72a0, and the same SHA-256s at the commit after this round's low-precision and
-  profiling work).
+  profiling work; AVX512+AMX: recorded at 9456201, whose AVX2 and AVX512 numbers CI
+  had just checked).
+
+The key is torch's capability plus ``+AMX`` on a CPU with AMX tiles (Sapphire Rapids
+and later; ``cpu_kind``): on such a CPU every run, the unwarped ``none_5`` too, gives
+other weights than on the AVX512 CPU of the 0db72a0 recording, so the capability alone
+does not name the rounding path.
 
 A capability with no recording is skipped with the command that records it: between
 AVX2 and AVX512 a tensor's sum moves by up to 7e-3 relative (and sums near zero by more),
@@ -68,6 +74,14 @@ def run(name: str, out: str, threads: int) -> dict:
     return fingerprint(state["generator"])
 
 
+def cpu_kind() -> str:
+    """torch's CPU capability (its vectorisation level), plus ``+AMX`` where the CPU has
+    AMX tiles (oneDNN's kernels, and so the rounding, differ there)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return capability + ("+AMX" if amx is not None and amx() else "")
+
+
 def recording_for(saved: dict, capability: str):
     """The recorded runs for this CPU's capability, or None when it has none."""
     if capability == saved["cpu_capability"]:
@@ -86,15 +100,16 @@ def test_recording_for_picks_this_capability():
 def test_avx2_and_avx512_are_recorded():
     with open(FINGERPRINTS_FILE) as fh:
         saved = json.load(fh)
-    assert saved["cpu_capability"] == "AVX2" and sorted(saved["by_capability"]) == ["AVX512"]
-    assert sorted(saved["by_capability"]["AVX512"]["runs"]) == sorted(saved["runs"]) == sorted(RUNS)
+    assert saved["cpu_capability"] == "AVX2" and sorted(saved["by_capability"]) == ["AVX512", "AVX512+AMX"]
+    for kind in saved["by_capability"]:
+        assert sorted(saved["by_capability"][kind]["runs"]) == sorted(saved["runs"]) == sorted(RUNS)
 
 
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_generator_weights_match_the_pre_redesign_recording(name, tmp_path):
     with open(FINGERPRINTS_FILE) as fh:
         saved = json.load(fh)
-    capability = torch.backends.cpu.get_cpu_capability()
+    capability = cpu_kind()
     runs = recording_for(saved, capability)
     if runs is None:
         pytest.skip(f"no recording for CPU capability {capability}: "
@@ -112,7 +127,7 @@ if __name__ == "__main__":  # re-record (only for a deliberate change of numbers
     ap.add_argument("--add-capability", metavar="COMMIT", default=None,
                     help="record this CPU's capability only (under by_capability), naming the commit")
     args = ap.parse_args()
-    capability = torch.backends.cpu.get_cpu_capability()
+    capability = cpu_kind()
     if args.add_capability:
         with open(FINGERPRINTS_FILE) as fh:
             out = json.load(fh)
