@@ -112,6 +112,8 @@ def bench_operator(benchmark, bench_config, op, provider, pass_):
         _sync(device)
 
     def both():
+        for t in inputs:  # fresh .grad each time, as bench_ops (no accumulation pass)
+            t.grad = None
         call(provider).backward(grad)
         _sync(device)
 

@@ -151,6 +151,39 @@ def test_cpu_matches_reference(case, offsets, dtype):
 
 
 @requires_cpu_kernels
+@pytest.mark.parametrize("case", [
+    dict(N=3, C=5, H=15, W=30, P=4, Ho=13, Wo=100),  # blocks of 5 rows (512 // 100): 5, 5, 3
+    dict(N=2, C=3, H=4, W=9, P=3, Ho=3, Wo=520),     # wider than a block: one row per block
+], ids=["ragged-blocks", "one-row-blocks"])
+def test_cpu_blocks_of_rows_and_task_boundaries(case):
+    """The CPU kernels work on blocks of output rows (about 512 pixels) and each task
+    converts the batch items it touches: with several blocks per image, a ragged last
+    block, and 1, 2 or 3 threads (task ranges that split an image), every result equals
+    the reference's and is bit-identical across thread counts."""
+    inputs = warp_inputs(**case, offsets=True, dtype=torch.float64, seed=5)
+    N, C = inputs[0].shape[:2]
+    Ho, Wo = inputs[2].shape[2:]
+    grad_out = torch.randn(N, C, Ho, Wo, dtype=torch.float64)
+    _, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), inputs, grad_out)
+    out_ref = D.part_affine_warp(*inputs, backend="reference")
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(grads_of(lambda *a: D.part_affine_warp(*a, backend="cpu"), inputs, grad_out))
+    finally:
+        torch.set_num_threads(before)
+    out_cpu, g_cpu = results[0]
+    assert_close_scaled(out_cpu, out_ref, rtol=1e-10, what="output")
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], g_cpu, g_ref):
+        assert_close_scaled(a, b, rtol=1e-10, what=f"grad {name}")
+    for out, grads in results[1:]:
+        assert torch.equal(out, out_cpu)
+        assert all(torch.equal(a, b) for a, b in zip(grads, g_cpu))
+
+
+@requires_cpu_kernels
 def test_cpu_non_contiguous_inputs():
     f, theta, masks, off = warp_inputs(N=2, C=4, H=8, W=6, P=3, dtype=torch.float64)
     f_nc = f.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <memory>
 #include <type_traits>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -25,9 +26,12 @@ namespace {
 // Layout: the kernels work channels-last. A pixel's C channels share one sampling
 // location per part, so with the features as [N, H, W, C] rows the four corners
 // of a sample are four contiguous C-vectors and the channel loops below vectorise
-// (plain loads, no gathers). The output, the winners and the incoming gradient
-// stay [N, C, Ho, Wo]: each output row is assembled as a [Wo, C] tile in cache
-// and transposed on the way out (or in). Every element is computed with the
+// (plain loads, no gathers). Each task converts the batch items it works on
+// into its own [H, W, C] buffer (ChannelsLastItem), which stays in its cache.
+// The output, the winners and the incoming gradient stay [N, C, Ho, Wo]: a block
+// of output rows (about 512 pixels, rows_per_block) is assembled as a
+// [pixels, C] tile in cache and transposed on the way out (or in), one run of
+// the block's pixels per plane. Every element is computed with the
 // shared math (../part_affine_warp_math.h) in the same order as before, so the
 // results are bit-identical to a per-channel loop.
 
@@ -152,7 +156,15 @@ __attribute__((target("avx2"))) void transpose32_avx2(const float* in, int64_t l
   const int64_t R = rows / 8 * 8, Cb = cols / 8 * 8;
   const auto block = [&](int64_t r, int64_t c) { transpose8x8_avx2(in, ld_in, out, ld_out, r, c); };
   if (ld_in >= ld_out) {
-    for (int64_t r = 0; r < R; r += 8)
+    // Two 8-row blocks per column step: each 64-byte line of the output is
+    // written whole (16 floats) before the walk moves on.
+    int64_t r = 0;
+    for (; r + 16 <= R; r += 16)
+      for (int64_t c = 0; c < Cb; c += 8) {
+        block(r, c);
+        block(r + 8, c);
+      }
+    for (; r < R; r += 8)
       for (int64_t c = 0; c < Cb; c += 8) block(r, c);
   } else {
     for (int64_t c = 0; c < Cb; c += 8)
@@ -192,35 +204,54 @@ inline void prefetch_rows(const void* first, int64_t rows, int64_t stride, int64
   }
 }
 
-// The winners: [Wo, C] int32 tile <-> [C, Wo] uint8 rows of stride ld (a plane),
-// through a [C, Wo] int32 scratch so the transpose itself is the 32-bit one.
-inline void winners_out(const int32_t* tile, int64_t C, int64_t Wo, int32_t* scratch, uint8_t* win, int64_t ld) {
-  transpose_tile(tile, C, scratch, Wo, Wo, C);
+// Output rows per block of the kernels: about 512 pixels, at least one row.
+inline int64_t rows_per_block(int64_t Ho, int64_t Wo) {
+  return std::max<int64_t>(1, std::min<int64_t>(Ho, 512 / std::max<int64_t>(Wo, 1)));
+}
+
+// The winners: [pixels, C] int32 tile <-> [C, pixels] uint8 runs of stride ld (a
+// plane), through a [C, pixels] int32 scratch so the transpose itself is the 32-bit one.
+inline void winners_out(const int32_t* tile, int64_t C, int64_t pixels, int32_t* scratch, uint8_t* win, int64_t ld) {
+  transpose_tile(tile, C, scratch, pixels, pixels, C);
   for (int64_t c = 0; c < C; ++c) {
-    for (int64_t x = 0; x < Wo; ++x) win[c * ld + x] = static_cast<uint8_t>(scratch[c * Wo + x]);
+    for (int64_t x = 0; x < pixels; ++x) win[c * ld + x] = static_cast<uint8_t>(scratch[c * pixels + x]);
   }
 }
 
-inline void winners_in(const uint8_t* win, int64_t ld, int64_t C, int64_t Wo, int32_t* scratch, int32_t* tile) {
+inline void winners_in(const uint8_t* win, int64_t ld, int64_t C, int64_t pixels, int32_t* scratch, int32_t* tile) {
   for (int64_t c = 0; c < C; ++c) {
-    for (int64_t x = 0; x < Wo; ++x) scratch[c * Wo + x] = win[c * ld + x];
+    for (int64_t x = 0; x < pixels; ++x) scratch[c * pixels + x] = win[c * ld + x];
   }
-  transpose_tile(scratch, Wo, tile, C, C, Wo);
+  transpose_tile(scratch, pixels, tile, C, C, pixels);
 }
 
-// features [N, C, H, W] as [N, H, W, C] rows in the accumulation type: one
-// blocked transpose-and-cast pass, parallel over (n, pixel chunks).
-template <typename scalar_t, typename acc_t>
-void channels_last_rows(const scalar_t* features, acc_t* rows, int64_t N, int64_t C, int64_t HW) {
-  constexpr int64_t kChunk = 256;
-  const int64_t chunks = (HW + kChunk - 1) / kChunk;
-  at::parallel_for(0, N * chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t n = i / chunks, p0 = (i % chunks) * kChunk, len = std::min(kChunk, HW - p0);
-      transpose_tile(features + n * C * HW + p0, HW, rows + (n * HW + p0) * C, C, C, len);
+// The features of one batch item as [H, W, C] rows in the accumulation type, in a
+// buffer a task owns and reuses: a task converts each batch item it touches once
+// (the first time one of its rows needs it), and the rows it then samples are
+// the ones it has just written, still in its own cache. (Two tasks whose ranges
+// share a batch item both convert it.)
+template <typename acc_t>
+class ChannelsLastItem {
+ public:
+  ChannelsLastItem(int64_t C, int64_t HW) : C_(C), HW_(HW), rows_(new acc_t[C * HW]) {}  // not zeroed
+
+  template <typename scalar_t>
+  const acc_t* of(const scalar_t* features, int64_t n) {
+    if (n != n_) {
+      constexpr int64_t kChunk = 512;  // pixels per block: [C, 512] in, [512, C] out
+      const scalar_t* f = features + n * C_ * HW_;
+      for (int64_t p0 = 0; p0 < HW_; p0 += kChunk) {
+        transpose_tile(f + p0, HW_, rows_.get() + p0 * C_, C_, C_, std::min(kChunk, HW_ - p0));
+      }
+      n_ = n;
     }
-  });
-}
+    return rows_.get();
+  }
+
+ private:
+  int64_t C_, HW_, n_ = -1;
+  std::unique_ptr<acc_t[]> rows_;
+};
 
 // theta, masks or offsets in the accumulation type of features (float32 for
 // float16/bfloat16 features, else the features' dtype), contiguous.
@@ -252,78 +283,79 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
   at::Tensor winner = at::empty({N, C, Ho, Wo}, output.options().dtype(at::kByte));
   if (output.numel() == 0) return {output, winner};
   const at::Tensor features = features_in.contiguous();
-  const at::Tensor rows = at::empty({N, H, W, C}, theta.options());
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features_in.scalar_type(), "part_affine_warp_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    channels_last_rows(features.data_ptr<scalar_t>(), rows.data_ptr<acc_t>(), N, C, H * W);
-    const acc_t* feat = rows.data_ptr<acc_t>();
+    const scalar_t* feat = features.data_ptr<scalar_t>();
     const acc_t* th = theta.data_ptr<acc_t>();
     const acc_t* mk = masks.data_ptr<acc_t>();
     const acc_t* off = has_offsets ? offsets.data_ptr<acc_t>() : nullptr;
     scalar_t* out = output.data_ptr<scalar_t>();
     uint8_t* win = winner.data_ptr<uint8_t>();
     const int64_t plane_o = Ho * Wo;
-    // One task per (n, y) output row.
-    at::parallel_for(0, N * Ho, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> best(Wo * C), zeros(C, acc_t(0));
-      std::vector<int32_t> best_p(Wo * C), scratch(Wo * C);
-      for (int64_t row = begin; row < end; ++row) {
-        const int64_t n = row / Ho, y = row % Ho;
+    // One task per block of R output rows of one batch item (about 512 pixels):
+    // the block's [R * Wo, C] result is transposed out as one run of R * Wo
+    // pixels in each output plane, long enough for the hardware prefetchers.
+    const int64_t R = rows_per_block(Ho, Wo), blocks = (Ho + R - 1) / R;
+    at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> best(R * Wo * C), zeros(C, acc_t(0));
+      std::vector<int32_t> best_p(R * Wo * C), scratch(R * Wo * C);
+      ChannelsLastItem<acc_t> rows(C, H * W);
+      for (int64_t block = begin; block < end; ++block) {
+        const int64_t n = block / blocks, y0 = (block % blocks) * R, y1 = std::min(Ho, y0 + R);
         const acc_t* th_n = th + n * P * 6;
         const acc_t* mk_n = mk + n * P * plane_o;
-        const acc_t* feat_n = feat + n * H * W * C;
-        if (row + 1 < end) {  // the next row's masks
-          const int64_t nn = (row + 1) / Ho, ny = (row + 1) % Ho;
-          prefetch_rows(mk + nn * P * plane_o + ny * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
-        }
-        for (int64_t x = 0; x < Wo; ++x) {
-          acc_t* b = best.data() + x * C;
-          int32_t* bp = best_p.data() + x * C;
-          acc_t du = 0, dv = 0;
-          if (off != nullptr) {
-            du = off[n * 2 * plane_o + y * Wo + x];
-            dv = off[n * 2 * plane_o + plane_o + y * Wo + x];
-          }
-          // The parts that can win, in increasing p:
-          //  - every sampled part with a nonzero mask (candidate mask * sample);
-          //  - the first part whose candidate is exactly zero (zero mask, or a
-          //    finite mask at a location with no corner inside); later zero
-          //    candidates tie with it;
-          //  - a non-finite mask at a location with no corner inside: its
-          //    candidate mask * 0 is NaN, which wins, so no later part counts.
-          // With P >= 1 (checked) every pixel has at least one of these.
-          bool first = true, have_zero = false;
-          for (int64_t p = 0; p < P; ++p) {
-            const acc_t mv = mk_n[p * plane_o + y * Wo + x];
-            if (mv != acc_t(0)) {
-              const BilinearTaps<acc_t> t = location_taps(th_n + p * 6, static_cast<acc_t>(x),
-                                                          static_cast<acc_t>(y), du, dv, H, W);
-              if (t.in[0] || t.in[1] || t.in[2] || t.in[3]) {
-                const acc_t* r[4];
-                corner_rows(feat_n, C, t, static_cast<const acc_t*>(zeros.data()), r);
-                warp_candidates(b, bp, r[0], r[1], r[2], r[3], t, mv, static_cast<int32_t>(p), first, C);
+        const acc_t* feat_n = rows.of(feat, n);
+        for (int64_t y = y0; y < y1; ++y) {
+          if (y + 1 < y1) prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
+          for (int64_t x = 0; x < Wo; ++x) {
+            acc_t* b = best.data() + ((y - y0) * Wo + x) * C;
+            int32_t* bp = best_p.data() + ((y - y0) * Wo + x) * C;
+            acc_t du = 0, dv = 0;
+            if (off != nullptr) {
+              du = off[n * 2 * plane_o + y * Wo + x];
+              dv = off[n * 2 * plane_o + plane_o + y * Wo + x];
+            }
+            // The parts that can win, in increasing p:
+            //  - every sampled part with a nonzero mask (candidate mask * sample);
+            //  - the first part whose candidate is exactly zero (zero mask, or a
+            //    finite mask at a location with no corner inside); later zero
+            //    candidates tie with it;
+            //  - a non-finite mask at a location with no corner inside: its
+            //    candidate mask * 0 is NaN, which wins, so no later part counts.
+            // With P >= 1 (checked) every pixel has at least one of these.
+            bool first = true, have_zero = false;
+            for (int64_t p = 0; p < P; ++p) {
+              const acc_t mv = mk_n[p * plane_o + y * Wo + x];
+              if (mv != acc_t(0)) {
+                const BilinearTaps<acc_t> t = location_taps(th_n + p * 6, static_cast<acc_t>(x),
+                                                            static_cast<acc_t>(y), du, dv, H, W);
+                if (t.in[0] || t.in[1] || t.in[2] || t.in[3]) {
+                  const acc_t* r[4];
+                  corner_rows(feat_n, C, t, static_cast<const acc_t*>(zeros.data()), r);
+                  warp_candidates(b, bp, r[0], r[1], r[2], r[3], t, mv, static_cast<int32_t>(p), first, C);
+                  first = false;
+                  continue;
+                }
+              }
+              // Not sampled: the candidate is exactly 0 for a zero mask, else mask * 0.
+              const acc_t cand = mv == acc_t(0) ? acc_t(0) : mv * acc_t(0);
+              if (cand == acc_t(0)) {
+                if (have_zero) continue;
+                have_zero = true;
+                warp_constant(b, bp, cand, static_cast<int32_t>(p), first, C);
                 first = false;
-                continue;
+              } else {  // NaN: it wins, and no later part can replace it
+                warp_constant(b, bp, cand, static_cast<int32_t>(p), first, C);
+                first = false;
+                break;
               }
             }
-            // Not sampled: the candidate is exactly 0 for a zero mask, else mask * 0.
-            const acc_t cand = mv == acc_t(0) ? acc_t(0) : mv * acc_t(0);
-            if (cand == acc_t(0)) {
-              if (have_zero) continue;
-              have_zero = true;
-              warp_constant(b, bp, cand, static_cast<int32_t>(p), first, C);
-              first = false;
-            } else {  // NaN: it wins, and no later part can replace it
-              warp_constant(b, bp, cand, static_cast<int32_t>(p), first, C);
-              first = false;
-              break;
-            }
           }
         }
-        const int64_t out_row = n * C * plane_o + y * Wo;
-        transpose_tile(best.data(), C, out + out_row, plane_o, Wo, C);
-        winners_out(best_p.data(), C, Wo, scratch.data(), win + out_row, plane_o);
+        const int64_t at = n * C * plane_o + y0 * Wo, pixels = (y1 - y0) * Wo;
+        transpose_tile(best.data(), C, out + at, plane_o, pixels, C);
+        winners_out(best_p.data(), C, pixels, scratch.data(), win + at, plane_o);
       }
     });
   });
@@ -352,7 +384,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   const bool need_samples = need_location || need_masks;
   const auto none = [&] { return at::empty({0}, features_in.options()); };
   const at::Tensor features = need_samples ? features_in.contiguous() : at::Tensor();
-  const at::Tensor rows = need_samples ? at::empty({N, H, W, C}, theta.options()) : at::Tensor();
   // Every gradient is computed in the accumulation type (theta's, masks' and
   // offsets' here) and returned in its input's dtype: grad_features is
   // accumulated channels-last per batch item ([H, W, C], in the task that owns
@@ -375,8 +406,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
                                   [&] {
     using acc_t = at::opmath_type<scalar_t>;
     using sum_t = at::acc_type<acc_t, /*is_cuda=*/false>;
-    if (need_samples) channels_last_rows(features.data_ptr<scalar_t>(), rows.data_ptr<acc_t>(), N, C, H * W);
-    const acc_t* feat = need_samples ? rows.data_ptr<acc_t>() : nullptr;
+    const scalar_t* feat = need_samples ? features.data_ptr<scalar_t>() : nullptr;
     const acc_t* th = theta.data_ptr<acc_t>();
     const acc_t* mk = masks.data_ptr<acc_t>();
     const acc_t* off = has_offsets ? offsets.data_ptr<acc_t>() : nullptr;
@@ -387,12 +417,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     acc_t* gmk = need_masks ? grad_masks.data_ptr<acc_t>() : nullptr;
     acc_t* goff = need_offsets ? grad_offsets.data_ptr<acc_t>() : nullptr;
     const int64_t plane_o = Ho * Wo;
+    const int64_t R = rows_per_block(Ho, Wo);
     // Parallel over the batch: each task owns grad_features[n], grad_theta[n],
     // grad_masks[n] and grad_offsets[n], so no atomics are needed.
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> go_tile(Wo * C), scratch(C);
-      std::vector<int32_t> win_tile(Wo * C), win_scratch(Wo * C);
+      std::vector<acc_t> go_tile(R * Wo * C), scratch(C);
+      std::vector<int32_t> win_tile(R * Wo * C), win_scratch(R * Wo * C);
       std::vector<acc_t> grad_rows(need_features ? H * W * C : 0);
+      ChannelsLastItem<acc_t> feat_rows(need_samples ? C : 0, H * W);
       // Per-row sums over channels, indexed p * Wo + x.
       std::vector<acc_t> gmask_row(P * Wo), gu_row(P * Wo), gv_row(P * Wo);
       std::vector<sum_t> theta_acc(P * 6);
@@ -400,24 +432,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
         std::fill(theta_acc.begin(), theta_acc.end(), sum_t(0));
         const acc_t* th_n = th + n * P * 6;
         const acc_t* mk_n = mk + n * P * plane_o;
-        const acc_t* feat_n = need_samples ? feat + n * H * W * C : nullptr;
+        const acc_t* feat_n = need_samples ? feat_rows.of(feat, n) : nullptr;
         acc_t* gfeat_n = grad_rows.data();
         std::fill(grad_rows.begin(), grad_rows.end(), acc_t(0));
+        int64_t y0 = 0;  // the first row of the block in go_tile and win_tile
         for (int64_t y = 0; y < Ho; ++y) {
-          const int64_t in_row = n * C * plane_o + y * Wo;
-          if (y + 1 < Ho) {  // the next row's incoming gradient, winners and masks
-            prefetch_rows(go + in_row + Wo, C, plane_o * sizeof(scalar_t), Wo * sizeof(scalar_t));
-            prefetch_rows(win + in_row + Wo, C, plane_o, Wo);
-            prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
+          if (y % R == 0) {  // the incoming gradient and winners of rows y .. y + R - 1
+            y0 = y;
+            const int64_t at = n * C * plane_o + y * Wo, pixels = (std::min(Ho, y + R) - y) * Wo;
+            transpose_tile(go + at, plane_o, go_tile.data(), C, C, pixels);
+            winners_in(win + at, plane_o, C, pixels, win_scratch.data(), win_tile.data());
           }
-          transpose_tile(go + in_row, plane_o, go_tile.data(), C, C, Wo);
-          winners_in(win + in_row, plane_o, C, Wo, win_scratch.data(), win_tile.data());
+          if (y + 1 < Ho) prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
           std::fill(gmask_row.begin(), gmask_row.end(), acc_t(0));
           std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
           std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
           for (int64_t x = 0; x < Wo; ++x) {
-            const acc_t* go_x = go_tile.data() + x * C;
-            const int32_t* win_x = win_tile.data() + x * C;
+            const acc_t* go_x = go_tile.data() + ((y - y0) * Wo + x) * C;
+            const int32_t* win_x = win_tile.data() + ((y - y0) * Wo + x) * C;
             acc_t du = 0, dv = 0;
             if (off != nullptr) {
               du = off[n * 2 * plane_o + y * Wo + x];
@@ -438,7 +470,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
               if (mv == acc_t(0) || !any) have_zero = true;
               const int32_t part = static_cast<int32_t>(p);
               // The candidate of a zero-mask part does not depend on the sample.
-              if (need_features && any && mv != acc_t(0)) {
+              if (need_features && any && mv != acc_t(0) ) {
                 acc_t* g[4];
                 corner_rows(gfeat_n, C, t, scratch.data(), g);
                 scatter_winner_grad(g[0], g[1], g[2], g[3], go_x, win_x, t, mv, part, C);
