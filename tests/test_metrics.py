@@ -21,13 +21,15 @@ def skimage_ssim(g, t):
                                  channel_axis=-1, data_range=float(g.max()) - float(g.min()))
 
 
-@pytest.mark.parametrize("shape", [(4, 3, 128, 64), (2, 3, 37, 29), (2, 3, 11, 13)])
+@pytest.mark.parametrize("shape", [(4, 3, 128, 64), (2, 3, 37, 29), (2, 3, 11, 13), (2, 3, 13, 11)])
 def test_ssim_matches_scikit_image(shape):
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
     noisy = (target.float() + torch.randn(shape, generator=g) * 40).clamp(0, 255).round().to(torch.uint8)
     smooth = torch.nn.functional.avg_pool2d(target.float(), 3, 1, 1).round().to(torch.uint8)
-    for gen in (noisy, smooth, target):
+    # each image its own data range (SSIM's constants are per image)
+    ranged = noisy // torch.arange(1, shape[0] + 1, dtype=torch.uint8).view(-1, 1, 1, 1)
+    for gen in (noisy, smooth, target, ranged):
         ours = MT.ssim(gen, target)
         ref = torch.tensor([skimage_ssim(a, b) for a, b in zip(gen, target)], dtype=torch.float64)
         torch.testing.assert_close(ours, ref, rtol=0, atol=1e-9)
@@ -37,7 +39,8 @@ def test_ssim_matches_scikit_image(shape):
     # smaller than the 11 x 11 window (scikit-image refuses): no pixel to average, NaN
     for small in ((2, 3, 10, 40), (2, 3, 40, 10)):
         img = torch.randint(0, 256, small, generator=g, dtype=torch.uint8)
-        assert MT.ssim(img, img).isnan().all() and MT.ssim(img, img).shape == (2,)
+        out = MT.ssim(img, img)
+        assert out.isnan().all() and out.shape == (2,) and out.dtype == torch.float64
 
 
 def test_pose_mask_on_real_rows():
