@@ -121,3 +121,16 @@ def test_cpp_checks_name_the_argument():
         torch.ops.deformgan_ops.keypoint_heatmaps(torch.zeros(1, 2, 2), 4, 4, -1.0)
     with pytest.raises(RuntimeError, match="keypoints must have shape"):
         torch.ops.deformgan_ops.keypoint_heatmaps(torch.zeros(1, 2, 3), 4, 4, 1.0)
+
+
+def test_reference_default_sigma_is_the_public_one():
+    """The reference's default sigma (6, SPEC section 3) is the public op's, and it is
+    the one used when none is given: sigma 7 gives other numbers."""
+    import inspect
+
+    from deformgan_ops.reference.keypoint_heatmaps import keypoint_heatmaps as reference_heatmaps
+    kp = torch.tensor([[[10.0, 20.0], [3.5, 7.25]]], dtype=torch.float64)
+    assert torch.equal(reference_heatmaps(kp, 32, 16), reference_heatmaps(kp, 32, 16, 6.0))
+    assert not torch.equal(reference_heatmaps(kp, 32, 16, 6.0), reference_heatmaps(kp, 32, 16, 7.0))
+    assert inspect.signature(reference_heatmaps).parameters["sigma"].default == 6.0
+    assert inspect.signature(D.keypoint_heatmaps).parameters["sigma"].default == 6.0

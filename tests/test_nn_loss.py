@@ -157,3 +157,77 @@ def test_cpp_checks_name_the_argument():
         torch.ops.deformgan_ops.nn_loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3), 2)
     with pytest.raises(RuntimeError, match="target must have the shape of generated"):
         torch.ops.deformgan_ops.nn_loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 4), 3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_batch_with_every_reduction(backend):
+    """No pixels: "none" is [0, H, W], "sum" is 0, "mean" is NaN (the mean of nothing)."""
+    gen, target = torch.randn(0, 3, 8, 6), torch.randn(0, 3, 8, 6)
+    d = D.nn_loss(gen, target, 3, "none", backend=backend)
+    assert d.shape == (0, 8, 6) and d.dtype == gen.dtype
+    assert D.nn_loss(gen, target, 3, "sum", backend=backend).item() == 0
+    assert torch.isnan(D.nn_loss(gen, target, 3, "mean", backend=backend))
+
+
+def test_reference_defaults_are_the_public_ones():
+    """The reference's own defaults (kernel 3, mean), called directly as the executable
+    definition, are the public op's; a 5 x 5 window gives another number here."""
+    import inspect
+
+    from deformgan_ops.reference.nn_loss import nn_loss as reference_nn_loss
+    a, b = torch.randn(2, 3, 9, 7, dtype=torch.float64), torch.randn(2, 3, 9, 7, dtype=torch.float64)
+    assert torch.equal(reference_nn_loss(a, b), reference_nn_loss(a, b, 3, "mean"))
+    assert not torch.equal(reference_nn_loss(a, b, 3), reference_nn_loss(a, b, 5))
+    none = reference_nn_loss(a, b, 3, "none")
+    assert torch.equal(reference_nn_loss(a, b, 3, "sum"), none.sum())
+    assert torch.equal(reference_nn_loss(a, b, 3, "mean"), none.mean())
+    ref_params = inspect.signature(reference_nn_loss).parameters
+    public_params = inspect.signature(D.nn_loss).parameters
+    for name in ("kernel_size", "reduction"):
+        assert ref_params[name].default == public_params[name].default
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_nan_distance_anywhere_in_the_window_wins(backend):
+    """SPEC: a NaN distance wins the min. One NaN target pixel makes the distance NaN
+    at every pixel whose 3 x 3 window holds it (also where it is not the first window
+    position), and nowhere else."""
+    gen = torch.randn(1, 2, 7, 6, dtype=torch.float64)
+    target = torch.randn(1, 2, 7, 6, dtype=torch.float64)
+    target[0, 1, 3, 2] = float("nan")
+    d = D.nn_loss(gen, target, 3, "none", backend=backend)
+    expected = torch.zeros(7, 6, dtype=torch.bool)
+    expected[2:5, 1:4] = True
+    assert torch.equal(torch.isnan(d[0]), expected)
+
+
+def brute_force_nn_distance(gen, target, k):
+    """SPEC section 5 by loops: for each pixel the L1 distance (summed over channels)
+    to the best target pixel in the k x k window clipped to the image."""
+    N, C, H, W = gen.shape
+    r = k // 2
+    out = torch.empty(N, H, W, dtype=gen.dtype)
+    for n in range(N):
+        for y in range(H):
+            for x in range(W):
+                best = None
+                for qy in range(max(0, y - r), min(H, y + r + 1)):
+                    for qx in range(max(0, x - r), min(W, x + r + 1)):
+                        d = (target[n, :, qy, qx] - gen[n, :, y, x]).abs().sum()
+                        best = d if best is None else torch.minimum(best, d)
+                out[n, y, x] = best
+    return out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape,k", [((1, 2, 1, 6), 3), ((1, 2, 6, 1), 3), ((1, 2, 1, 6), 13),
+                                     ((1, 2, 7, 2), 13), ((2, 3, 4, 5), 5), ((1, 2, 0, 5), 3),
+                                     ((1, 2, 0, 0), 3)])
+def test_thin_and_small_images_against_loops(backend, shape, k):
+    """Windows wider than the image (clipped), one-pixel-wide images either way, and an
+    image with no rows, against the definition written as loops."""
+    g = torch.Generator().manual_seed(7)
+    gen = torch.randn(shape, dtype=torch.float64, generator=g)
+    target = torch.randn(shape, dtype=torch.float64, generator=g)
+    d = D.nn_loss(gen, target, k, "none", backend=backend)
+    torch.testing.assert_close(d, brute_force_nn_distance(gen, target, k), rtol=0, atol=1e-12)

@@ -124,6 +124,7 @@ CASES = [
     dict(N=3, C=3, H=12, W=5, P=10, Ho=7, Wo=9),
     dict(N=1, C=64, H=16, W=8, P=10),
     dict(N=2, C=3, H=1, W=6, P=3),  # a size-1 axis
+    dict(N=2, C=3, H=6, W=1, P=3),  # the other
     dict(N=2, C=2, H=10, W=7, P=5, far=True),
     # The CPU kernel works channels-last and transposes in 8 x 8 register blocks:
     # channels, pixels and output rows that are not multiples of 8 take the ragged edges.
@@ -315,3 +316,22 @@ def test_cpp_checks_name_the_argument():
     with pytest.raises(RuntimeError, match="winner must be a uint8 tensor"):
         torch.ops.deformgan_ops._part_affine_warp_backward(out, f, theta, masks, off, winner.long(),
                                                            [True] * 4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("H,W", [(0, 5), (5, 0), (0, 0)])
+def test_features_without_pixels_sample_zero(backend, H, W):
+    """Features with H = 0 or W = 0 have no corner inside: the output is exactly 0 in
+    the features' dtype and shape [N, C, Ho, Wo], every gradient exactly 0."""
+    N, C, P, Ho, Wo = 2, 3, 4, 6, 5
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(N, C, H, W, dtype=torch.float64, generator=g).requires_grad_()
+    theta = (identity_theta(N, P, torch.float64) + 0.1 * torch.randn(N, P, 2, 3, dtype=torch.float64, generator=g))
+    theta.requires_grad_()
+    masks = torch.rand(N, P, Ho, Wo, dtype=torch.float64, generator=g).requires_grad_()
+    out = D.part_affine_warp(f, theta, masks, backend=backend)
+    assert out.shape == (N, C, Ho, Wo) and out.dtype == torch.float64
+    assert torch.equal(out, torch.zeros_like(out))
+    grads = torch.autograd.grad(out, [f, theta, masks], torch.randn(out.shape, dtype=torch.float64, generator=g))
+    for grad, x in zip(grads, [f, theta, masks]):
+        assert grad.shape == x.shape and torch.equal(grad, torch.zeros_like(x))
