@@ -81,6 +81,14 @@ def make_case(op, device, dtype, args):
     return inputs, call
 
 
+def clear_grads(inputs):
+    """Each backward writes fresh .grad tensors (as after zero_grad(set_to_none=True),
+    torch's default): accumulating into the previous iteration's .grad would add an
+    elementwise pass over every input that is not the operator's."""
+    for t in inputs:
+        t.grad = None
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -123,20 +131,13 @@ def run_case(op, provider, device, dtype, args):
     out = call(provider)
     grad = torch.randn_like(out)
 
-    # Each backward writes fresh .grad tensors (as after zero_grad(set_to_none=True),
-    # torch's default): accumulating into the previous iteration's .grad would add an
-    # elementwise pass over every input that is not the operator's.
-    def clear_grads():
-        for t in inputs:
-            t.grad = None
-
     def fwd_bwd():
-        clear_grads()
+        clear_grads(inputs)
         o = call(provider)
         o.backward(grad)
 
     def bwd_only():
-        clear_grads()
+        clear_grads(inputs)
         o = call(provider)
         t0 = time.perf_counter()
         o.backward(grad)

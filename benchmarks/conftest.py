@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import deformgan_ops as D  # noqa: E402
-from bench_ops import make_case  # noqa: E402
+from bench_ops import clear_grads, make_case  # noqa: E402
 from roofline import measure_bandwidth, traffic_bytes  # noqa: E402
 
 _RESULTS = {}  # (group, provider) -> (median s, floor s or None)
@@ -112,8 +112,7 @@ def bench_operator(benchmark, bench_config, op, provider, pass_):
         _sync(device)
 
     def both():
-        for t in inputs:  # fresh .grad each time, as bench_ops (no accumulation pass)
-            t.grad = None
+        clear_grads(inputs)
         call(provider).backward(grad)
         _sync(device)
 

@@ -22,16 +22,21 @@ def identity(N, P, dtype=torch.float32):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("H,W", [(0, 6), (4, 0), (0, 0)])
 def test_warp_of_empty_features_is_zero_not_a_crash(backend, H, W):
-    # the segfault repro: features with H = 0 or W = 0, a non-empty output
-    f = torch.randn(1, 2, H, W, requires_grad=True)
-    theta = identity(1, 1).requires_grad_(True)
-    masks = torch.ones(1, 1, 3, 3, requires_grad=True)
+    # the segfault repro: features with H = 0 or W = 0, a non-empty output. No corner
+    # is inside: the output is exactly 0, [N, C, Ho, Wo] in the features' dtype, and
+    # every gradient is exactly 0.
+    N, C, P, Ho, Wo = 2, 3, 4, 6, 5
+    g = torch.Generator().manual_seed(4)
+    f = torch.randn(N, C, H, W, dtype=torch.float64, generator=g).requires_grad_()
+    theta = identity(N, P, torch.float64) + 0.1 * torch.randn(N, P, 2, 3, dtype=torch.float64, generator=g)
+    theta.requires_grad_()
+    masks = torch.rand(N, P, Ho, Wo, dtype=torch.float64, generator=g).requires_grad_()
     out = D.part_affine_warp(f, theta, masks, backend=backend)
-    assert out.shape == (1, 2, 3, 3) and not out.any()
-    out.sum().backward()
-    assert f.grad.shape == f.shape
-    assert theta.grad is not None and not theta.grad.any()
-    assert masks.grad is not None and not masks.grad.any()
+    assert out.shape == (N, C, Ho, Wo) and out.dtype == torch.float64
+    assert torch.equal(out, torch.zeros_like(out))
+    grads = torch.autograd.grad(out, [f, theta, masks], torch.randn(out.shape, dtype=torch.float64, generator=g))
+    for grad, x in zip(grads, [f, theta, masks]):
+        assert grad.shape == x.shape and torch.equal(grad, torch.zeros_like(x))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

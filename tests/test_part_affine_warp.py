@@ -317,21 +317,3 @@ def test_cpp_checks_name_the_argument():
         torch.ops.deformgan_ops._part_affine_warp_backward(out, f, theta, masks, off, winner.long(),
                                                            [True] * 4)
 
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("H,W", [(0, 5), (5, 0), (0, 0)])
-def test_features_without_pixels_sample_zero(backend, H, W):
-    """Features with H = 0 or W = 0 have no corner inside: the output is exactly 0 in
-    the features' dtype and shape [N, C, Ho, Wo], every gradient exactly 0."""
-    N, C, P, Ho, Wo = 2, 3, 4, 6, 5
-    g = torch.Generator().manual_seed(4)
-    f = torch.randn(N, C, H, W, dtype=torch.float64, generator=g).requires_grad_()
-    theta = (identity_theta(N, P, torch.float64) + 0.1 * torch.randn(N, P, 2, 3, dtype=torch.float64, generator=g))
-    theta.requires_grad_()
-    masks = torch.rand(N, P, Ho, Wo, dtype=torch.float64, generator=g).requires_grad_()
-    out = D.part_affine_warp(f, theta, masks, backend=backend)
-    assert out.shape == (N, C, Ho, Wo) and out.dtype == torch.float64
-    assert torch.equal(out, torch.zeros_like(out))
-    grads = torch.autograd.grad(out, [f, theta, masks], torch.randn(out.shape, dtype=torch.float64, generator=g))
-    for grad, x in zip(grads, [f, theta, masks]):
-        assert grad.shape == x.shape and torch.equal(grad, torch.zeros_like(x))

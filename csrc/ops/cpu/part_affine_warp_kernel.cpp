@@ -470,7 +470,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
               if (mv == acc_t(0) || !any) have_zero = true;
               const int32_t part = static_cast<int32_t>(p);
               // The candidate of a zero-mask part does not depend on the sample.
-              if (need_features && any && mv != acc_t(0) ) {
+              if (need_features && any && mv != acc_t(0)) {
                 acc_t* g[4];
                 corner_rows(gfeat_n, C, t, scratch.data(), g);
                 scatter_winner_grad(g[0], g[1], g[2], g[3], go_x, win_x, t, mv, part, C);
