@@ -463,7 +463,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
             bool have_zero = false;
             for (int64_t p = 0; p < P; ++p) {
               const acc_t mv = mk_n[p * plane_o + y * Wo + x];
-              if (mv == acc_t(0) && have_zero) continue;
+              // A zero-mask part's candidate does not depend on its sample: with
+              // only grad_features asked for, it contributes nothing.
+              if (mv == acc_t(0) && (have_zero || !need_samples)) continue;
               const BilinearTaps<acc_t> t = location_taps(th_n + p * 6, static_cast<acc_t>(x),
                                                           static_cast<acc_t>(y), du, dv, H, W);
               const bool any = t.in[0] || t.in[1] || t.in[2] || t.in[3];
