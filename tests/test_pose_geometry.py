@@ -251,6 +251,45 @@ def test_cpp_checks_name_the_argument():
         ops.keypoint_heatmaps.out(torch.zeros(2, 3, 2), 8, 8, 1.0, out=torch.empty(2, 3, 8, 8).transpose(2, 3))
 
 
+@requires_cpu_kernels
+def test_reference_checks_its_own_arguments_and_defaults(all_real_poses):
+    # called directly (as deformgan.pose does), not through the public op's checks
+    good, bad = torch.zeros(2, 18, 2), torch.zeros(2, 17, 2)
+    with pytest.raises(ValueError, match=r"^source_keypoints must have shape \[\.\.\., 18, 2\] \(x, y\), got \[2, 17, 2\]$"):
+        R.part_affines(bad, good)
+    with pytest.raises(ValueError, match=r"^target_keypoints must have shape \[\.\.\., 18, 2\] \(x, y\), got \[2, 17, 2\]$"):
+        R.part_affines(good, bad)
+    with pytest.raises(ValueError, match=r"^source_keypoints \[2, 18, 2\] and target_keypoints \[3, 18, 2\] "
+                                         r"must have the same shape$"):
+        R.part_affines(good, torch.zeros(3, 18, 2))
+    with pytest.raises(ValueError, match=r"^target_keypoints must have shape"):
+        R.part_masks(bad, 8, 8)
+    with pytest.raises(ValueError, match=r"^keypoints must have shape"):
+        R.torso_size(bad)
+    # the default scale is 1 and no part is switched off, as the compiled kernel with
+    # the arguments spelled out
+    kp = all_real_poses[:16]
+    assert torch.equal(R.part_masks(kp, 128, 64), D.part_masks(kp, 128, 64, 1.0, None, backend="cpu"))
+    # the masks come in the keypoints' dtype (the public op would cast them anyway);
+    # `enabled` of any dtype counts nonzero as on
+    valid = D.part_affines(kp.flip(0), kp, backend="cpu")[1]
+    expected = D.part_masks(kp.double(), 32, 16, 4.0, valid, backend="cpu")
+    for dtype in (torch.float32, torch.float64):
+        m = R.part_masks(kp.to(dtype), 32, 16, 4.0, valid.to(dtype))
+        assert m.dtype == dtype and torch.equal(m.double(), expected)
+
+
+def test_inside_quads_returns_what_it_writes_into_out(all_real_poses):
+    # part_masks always passes out=; the form that returns a new bool tensor must agree
+    kp = all_real_poses[:8].double()
+    rects, ok = R._limb_rectangles(kp, R.torso_size(kp), for_mask=True)
+    out = torch.empty(8, 8, 32, 16)
+    R._inside_quads(rects / 4.0, 32, 16, ok, out=out)
+    got = R._inside_quads(rects / 4.0, 32, 16, ok)
+    assert got.dtype == torch.bool and got.shape == (8, 8, 32, 16) and got.any()
+    assert torch.equal(got.float(), out)
+
+
 def test_reference_is_the_module_deformgan_pose_reexports():
     from deformgan import pose as P
     assert P.torso_size is R.torso_size and P.J is R.J and P.LIMB_PARTS is R.LIMB_PARTS
