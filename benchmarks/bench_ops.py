@@ -52,6 +52,8 @@ def make_case(op, device, dtype, args):
     if op == "part_affine_warp":
         P = args.parts
         feats = torch.randn(N, C, H, W, generator=g, dtype=dtype).to(device)
+        if args.channels_last:  # then the output, the incoming gradient and grad_features are too
+            feats = feats.contiguous(memory_format=torch.channels_last)
         theta = torch.zeros(N, P, 2, 3, dtype=dtype)
         theta[:, :, 0, 0] = 1 + 0.1 * torch.randn(N, P, generator=g, dtype=dtype)
         theta[:, :, 1, 1] = 1 + 0.1 * torch.randn(N, P, generator=g, dtype=dtype)
@@ -186,6 +188,9 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--parts", type=int, default=10)
     ap.add_argument("--kernel-size", type=int, default=3)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="part_affine_warp's features in channels-last memory (as a channels-last "
+                         "network passes them); its output and gradients follow")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (CPU runs)")

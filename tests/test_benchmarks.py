@@ -16,6 +16,11 @@ def test_bench_ops_prints_a_table_with_ratios():
         assert f"| {op} | reference |" in out
     assert "speed-up" in out and "failed" not in out
     assert "# floor = bytes that must move /" in out and "forward floor ms (x floor)" in out
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "bench_ops.py"), "--ops", "part_affine_warp",
+         "--channels-last", "--batch", "1", "--channels", "2", "--height", "8", "--width", "6", "--parts", "3",
+         "--repeat", "1", "--warmup", "0"], capture_output=True, text=True, timeout=300, check=True).stdout
+    assert "| part_affine_warp | reference |" in out and "failed" not in out
 
 
 def test_roofline_bytes_by_hand_and_the_gpu_table():

@@ -199,6 +199,51 @@ def test_cpu_non_contiguous_inputs():
     assert_close_scaled(a2, b)
 
 
+@requires_cpu_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("size", [(9, 7), (40, 30)])  # one block of rows; three, the last ragged
+def test_cpu_channels_last_features_give_the_same_numbers_in_channels_last(dtype, size):
+    """Channels-last features are read in place and give a channels-last output, winners
+    and feature gradient (the other gradients stay contiguous): bit-identical to the
+    contiguous path, with the incoming gradient in either layout, for every subset of
+    gradients, on 1 and 2 threads."""
+    H, W = size
+    f, theta, masks, off = warp_inputs(N=3, C=5, H=H, W=W, P=4, dtype=torch.float64, far=True)
+    f = f.to(dtype)
+    if dtype == torch.bfloat16:  # theta, masks and offsets in float32 beside bfloat16 features
+        theta, masks, off = theta.float(), masks.float(), off.float()
+    else:
+        theta, masks, off = theta.to(dtype), masks.to(dtype), off.to(dtype)
+    cl = f.contiguous(memory_format=torch.channels_last)
+    assert not cl.is_contiguous()
+    op = torch.ops.deformgan_ops
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            out, win = op.part_affine_warp(f, theta, masks, off)
+            out_cl, win_cl = op.part_affine_warp(cl, theta, masks, off)
+            assert out.is_contiguous() and win.is_contiguous()
+            assert out_cl.is_contiguous(memory_format=torch.channels_last) and not out_cl.is_contiguous()
+            assert win_cl.is_contiguous(memory_format=torch.channels_last) and not win_cl.is_contiguous()
+            assert torch.equal(out_cl, out) and torch.equal(win_cl, win)
+            grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
+            for grad_in in (grad, grad.contiguous(memory_format=torch.channels_last)):
+                for mask in ([True, True, True, True], [True, False, False, False], [False, True, True, True],
+                             [False, False, True, False]):
+                    want = op._part_affine_warp_backward(grad, f, theta, masks, off, win, mask)
+                    got = op._part_affine_warp_backward(grad_in, cl, theta, masks, off, win_cl, mask)
+                    for name, a, b in zip(["features", "theta", "masks", "offsets"], got, want):
+                        assert torch.equal(a, b), (name, mask, t)
+                    if mask[0]:
+                        assert got[0].is_contiguous(memory_format=torch.channels_last) and not got[0].is_contiguous()
+                    # a winners tensor in the other layout is read as what it holds
+                    again = op._part_affine_warp_backward(grad_in, cl, theta, masks, off, win, mask)
+                    assert all(torch.equal(a, b) for a, b in zip(again, want))
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch(backend):
     f, theta, masks, off = warp_inputs(N=2)

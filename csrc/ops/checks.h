@@ -35,6 +35,16 @@ inline void check_warp_companion(const at::Tensor& t, const char* name, const at
               ", got ", t.scalar_type());
 }
 
+// The memory format of part_affine_warp's output, winners and feature gradient:
+// channels-last when the features are (and not also plain contiguous, as with C = 1
+// or H * W = 1), else contiguous; every backend and the fake kernels follow it.
+inline at::MemoryFormat warp_layout(const at::Tensor& features) {
+  return features.dim() == 4 && !features.is_contiguous() &&
+                 features.is_contiguous(at::MemoryFormat::ChannelsLast)
+             ? at::MemoryFormat::ChannelsLast
+             : at::MemoryFormat::Contiguous;
+}
+
 inline void check_part_affine_warp_inputs(const at::Tensor& features, const at::Tensor& theta,
                                           const at::Tensor& masks,
                                           const c10::optional<at::Tensor>& offsets) {

@@ -38,6 +38,17 @@ def check(features, theta, masks, offsets: Optional[torch.Tensor]) -> None:
             raise ValueError(f"offsets must have shape [N, 2, Ho, Wo] = {list(want)}, got {shape_of(offsets)}")
 
 
+def warp_layout(features: torch.Tensor) -> torch.memory_format:
+    """The memory format of the output, the winners and the feature gradient:
+    ``torch.channels_last`` when the features are channels-last (and not also plain
+    contiguous, as with C = 1 or H * W = 1), else ``torch.contiguous_format``; every
+    backend and the fake kernels follow it (the C++ ``warp_layout``)."""
+    if features.dim() == 4 and not features.is_contiguous() and \
+            features.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def register(forward, backward_op, backward) -> None:
     """Fake kernels and the autograd formula of one implementation (the compiled op or
     the Triton custom op): ``forward`` returns (output, winner uint8), ``backward``
@@ -45,14 +56,20 @@ def register(forward, backward_op, backward) -> None:
     def fake(features, theta, masks, offsets):
         N, C = features.shape[0], features.shape[1]
         Ho, Wo = masks.shape[2], masks.shape[3]
-        return (features.new_empty((N, C, Ho, Wo)), features.new_empty((N, C, Ho, Wo), dtype=torch.uint8))
+        layout = warp_layout(features)
+        return (torch.empty((N, C, Ho, Wo), dtype=features.dtype, device=features.device, memory_format=layout),
+                torch.empty((N, C, Ho, Wo), dtype=torch.uint8, device=features.device, memory_format=layout))
 
     def backward_fake(grad_output, features, theta, masks, offsets, winner, output_mask):
-        # Contiguous, as every kernel returns them (not empty_like: channels-last
-        # features would give channels-last strides that torch.compile then asserts).
-        like = (features, theta, masks, offsets)
-        return tuple(t.new_empty(t.shape) if (t is not None and need) else features.new_empty((0,))
-                     for t, need in zip(like, output_mask))
+        # grad_features in the features' layout (warp_layout), the others contiguous, as
+        # every kernel returns them (not empty_like, whose strides follow any input's).
+        def grad_of(t, need, layout=torch.contiguous_format):
+            if t is None or not need:
+                return features.new_empty((0,))
+            return torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=layout)
+
+        return (grad_of(features, output_mask[0], warp_layout(features)), grad_of(theta, output_mask[1]),
+                grad_of(masks, output_mask[2]), grad_of(offsets, output_mask[3]))
 
     def setup(ctx, inputs, output):
         features, theta, masks, offsets = inputs

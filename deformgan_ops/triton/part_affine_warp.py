@@ -6,7 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops.part_affine_warp import register
+from ..ops.part_affine_warp import register, warp_layout
 
 CHANNEL_CHUNK = 8  # channels per forward program (the CUDA kernel's kChannelChunk)
 from ._common import (BLOCK, accumulator_dtype, alert_not_deterministic, compute_dtype, device_guard, empty_grad,
@@ -169,6 +169,7 @@ def _part_affine_warp_backward_kernel(grad_ptr, feat_ptr, theta_ptr, masks_ptr, 
 @torch.library.custom_op("deformgan_triton::part_affine_warp", mutates_args=())
 def part_affine_warp_op(features: torch.Tensor, theta: torch.Tensor, masks: torch.Tensor,
                         offsets: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    layout = warp_layout(features)  # the result's; computed in [N, C, Ho, Wo]
     features, theta, masks = features.contiguous(), theta.contiguous(), masks.contiguous()
     N, C, H, W = features.shape
     P, Ho, Wo = masks.shape[1:]
@@ -180,7 +181,7 @@ def part_affine_warp_op(features: torch.Tensor, theta: torch.Tensor, masks: torc
             _part_affine_warp_forward_kernel[tiles(N * triton.cdiv(C, CHANNEL_CHUNK), Ho * Wo)](
                 features, theta, masks, off, out, winner, C, H, W, P, Ho, Wo, HAS_OFFSETS=offsets is not None,
                 DT=compute_dtype(features.dtype), CB=CHANNEL_CHUNK, BLOCK=BLOCK)
-    return out, winner
+    return out.contiguous(memory_format=layout), winner.contiguous(memory_format=layout)
 
 
 @torch.library.custom_op("deformgan_triton::_part_affine_warp_backward", mutates_args=())
@@ -188,6 +189,7 @@ def part_affine_warp_backward_op(grad_output: torch.Tensor, features: torch.Tens
                                  masks: torch.Tensor, offsets: Optional[torch.Tensor], winner: torch.Tensor,
                                  output_mask: List[bool]
                                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    layout = warp_layout(features)  # grad_features'
     features, theta, masks = features.contiguous(), theta.contiguous(), masks.contiguous()
     grad_output = grad_output.to(features.dtype).contiguous()
     winner = winner.contiguous()
@@ -219,7 +221,7 @@ def part_affine_warp_backward_op(grad_output: torch.Tensor, features: torch.Tens
         gy, gx = torch.meshgrid(ys, xs, indexing="ij")
         base = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1)  # [Ho, Wo, 3]
         grad_theta = torch.einsum("npihw,hwj->npij", gloc, base).to(theta.dtype)
-    return (gfeat.to(dtype) if need_f else empty_grad(features), grad_theta,
+    return (gfeat.to(dtype).contiguous(memory_format=layout) if need_f else empty_grad(features), grad_theta,
             gmask.to(masks.dtype) if need_m else empty_grad(features),
             goff.to(offsets.dtype) if need_o else empty_grad(features))
 

@@ -137,5 +137,6 @@ def test_opcheck_of_the_triton_ops():
 @pytest.mark.parametrize("op", [op for op in D.operators() if D.operator(op).triton])
 def test_the_fake_kernels_give_the_strides_the_triton_ops_return(op):
     """As tests/test_registry.py checks for the compiled kernels: torch.compile plans with
-    the fake strides, so channels-last or transposed inputs must not change them."""
+    the fake strides, for inputs of every layout (part_affine_warp's output, winners and
+    feature gradient follow channels-last features; everything else is contiguous)."""
     assert_fake_strides_match(op, "triton")

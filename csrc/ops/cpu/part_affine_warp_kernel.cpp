@@ -225,23 +225,30 @@ inline void winners_in(const uint8_t* win, int64_t ld, int64_t C, int64_t pixels
   transpose_tile(scratch, pixels, tile, C, C, pixels);
 }
 
-// The features of one batch item as [H, W, C] rows in the accumulation type, in a
-// buffer a task owns and reuses: a task converts each batch item it touches once
-// (the first time one of its rows needs it), and the rows it then samples are
+// The features of one batch item as [H, W, C] rows in the accumulation type. Features
+// that are channels-last already in that type are used in place; otherwise they go
+// into a buffer a task owns and reuses: a task converts each batch item it touches
+// once (the first time one of its rows needs it), and the rows it then samples are
 // the ones it has just written, still in its own cache. (Two tasks whose ranges
 // share a batch item both convert it.)
 template <typename acc_t>
 class ChannelsLastItem {
  public:
-  ChannelsLastItem(int64_t C, int64_t HW) : C_(C), HW_(HW), rows_(new acc_t[C * HW]) {}  // not zeroed
+  ChannelsLastItem(int64_t C, int64_t HW, bool channels_last) : C_(C), HW_(HW), channels_last_(channels_last) {}
 
   template <typename scalar_t>
   const acc_t* of(const scalar_t* features, int64_t n) {
+    const scalar_t* f = features + n * C_ * HW_;
+    if (channels_last_ && std::is_same<scalar_t, acc_t>::value) return reinterpret_cast<const acc_t*>(f);
     if (n != n_) {
-      constexpr int64_t kChunk = 512;  // pixels per block: [C, 512] in, [512, C] out
-      const scalar_t* f = features + n * C_ * HW_;
-      for (int64_t p0 = 0; p0 < HW_; p0 += kChunk) {
-        transpose_tile(f + p0, HW_, rows_.get() + p0 * C_, C_, C_, std::min(kChunk, HW_ - p0));
+      if (!rows_) rows_.reset(new acc_t[C_ * HW_]);  // not zeroed
+      if (channels_last_) {
+        for (int64_t i = 0; i < C_ * HW_; ++i) rows_[i] = static_cast<acc_t>(f[i]);
+      } else {
+        constexpr int64_t kChunk = 512;  // pixels per block: [C, 512] in, [512, C] out
+        for (int64_t p0 = 0; p0 < HW_; p0 += kChunk) {
+          transpose_tile(f + p0, HW_, rows_.get() + p0 * C_, C_, C_, std::min(kChunk, HW_ - p0));
+        }
       }
       n_ = n;
     }
@@ -250,6 +257,7 @@ class ChannelsLastItem {
 
  private:
   int64_t C_, HW_, n_ = -1;
+  bool channels_last_;
   std::unique_ptr<acc_t[]> rows_;
 };
 
@@ -279,10 +287,14 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
   const int64_t N = features_in.size(0), C = features_in.size(1), H = features_in.size(2),
                 W = features_in.size(3);
   const int64_t P = theta.size(1), Ho = masks.size(2), Wo = masks.size(3);
-  at::Tensor output = at::empty({N, C, Ho, Wo}, features_in.options().memory_format(at::MemoryFormat::Contiguous));
-  at::Tensor winner = at::empty({N, C, Ho, Wo}, output.options().dtype(at::kByte));
+  // Channels-last features give a channels-last output and winners: the kernel then
+  // reads and writes [pixels, C] rows in place, with no transposes.
+  const at::MemoryFormat layout = warp_layout(features_in);
+  const bool channels_last = layout == at::MemoryFormat::ChannelsLast;
+  at::Tensor output = at::empty({N, C, Ho, Wo}, features_in.options().memory_format(layout));
+  at::Tensor winner = at::empty({N, C, Ho, Wo}, features_in.options().dtype(at::kByte).memory_format(layout));
   if (output.numel() == 0) return {output, winner};
-  const at::Tensor features = features_in.contiguous();
+  const at::Tensor features = features_in.contiguous(layout);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features_in.scalar_type(), "part_affine_warp_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -297,19 +309,26 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
     // the block's [R * Wo, C] result is transposed out as one run of R * Wo
     // pixels in each output plane, long enough for the hardware prefetchers.
     const int64_t R = rows_per_block(Ho, Wo), blocks = (Ho + R - 1) / R;
+    // Channels-last output in the accumulation type: the block's rows are the tile.
+    const bool in_place = channels_last && std::is_same<scalar_t, acc_t>::value;
     at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> best(R * Wo * C), zeros(C, acc_t(0));
-      std::vector<int32_t> best_p(R * Wo * C), scratch(R * Wo * C);
-      ChannelsLastItem<acc_t> rows(C, H * W);
+      std::vector<acc_t> best(in_place ? 0 : R * Wo * C), zeros(C, acc_t(0));
+      std::vector<int32_t> best_p(R * Wo * C), scratch(channels_last ? 0 : R * Wo * C);
+      ChannelsLastItem<acc_t> rows(C, H * W, channels_last);
       for (int64_t block = begin; block < end; ++block) {
         const int64_t n = block / blocks, y0 = (block % blocks) * R, y1 = std::min(Ho, y0 + R);
+        // the block's first pixel: element at * C of channels-last [N, Ho, Wo, C], or
+        // the start of a run of pixels in each plane of [N, C, Ho, Wo]
+        const int64_t at = channels_last ? n * plane_o + y0 * Wo : n * C * plane_o + y0 * Wo;
+        const int64_t pixels = (y1 - y0) * Wo;
+        acc_t* tile = in_place ? reinterpret_cast<acc_t*>(out) + at * C : best.data();
         const acc_t* th_n = th + n * P * 6;
         const acc_t* mk_n = mk + n * P * plane_o;
         const acc_t* feat_n = rows.of(feat, n);
         for (int64_t y = y0; y < y1; ++y) {
           if (y + 1 < y1) prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
           for (int64_t x = 0; x < Wo; ++x) {
-            acc_t* b = best.data() + ((y - y0) * Wo + x) * C;
+            acc_t* b = tile + ((y - y0) * Wo + x) * C;
             int32_t* bp = best_p.data() + ((y - y0) * Wo + x) * C;
             acc_t du = 0, dv = 0;
             if (off != nullptr) {
@@ -353,9 +372,15 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
             }
           }
         }
-        const int64_t at = n * C * plane_o + y0 * Wo, pixels = (y1 - y0) * Wo;
-        transpose_tile(best.data(), C, out + at, plane_o, pixels, C);
-        winners_out(best_p.data(), C, pixels, scratch.data(), win + at, plane_o);
+        if (channels_last) {
+          if (!in_place) {
+            for (int64_t i = 0; i < pixels * C; ++i) out[at * C + i] = static_cast<scalar_t>(best[i]);
+          }
+          for (int64_t i = 0; i < pixels * C; ++i) win[at * C + i] = static_cast<uint8_t>(best_p[i]);
+        } else {
+          transpose_tile(best.data(), C, out + at, plane_o, pixels, C);
+          winners_out(best_p.data(), C, pixels, scratch.data(), win + at, plane_o);
+        }
       }
     });
   });
@@ -370,10 +395,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   const int64_t N = features_in.size(0), C = features_in.size(1), H = features_in.size(2),
                 W = features_in.size(3);
   const int64_t P = theta_in.size(1), Ho = masks_in.size(2), Wo = masks_in.size(3);
-  const at::Tensor grad_output = grad_output_in.to(features_in.scalar_type()).contiguous();
+  // The layout of the features decides (as in the forward) how the incoming gradient,
+  // the winners and the feature gradient are laid out here.
+  const at::MemoryFormat layout = warp_layout(features_in);
+  const bool channels_last = layout == at::MemoryFormat::ChannelsLast;
+  const at::Tensor grad_output = grad_output_in.to(features_in.scalar_type()).contiguous(layout);
   const at::Tensor theta = warp_companion(theta_in, features_in);
   const at::Tensor masks = warp_companion(masks_in, features_in);
-  const at::Tensor winner = winner_in.contiguous();
+  const at::Tensor winner = winner_in.contiguous(layout);
   const bool has_offsets = offsets_in.has_value() && offsets_in->defined();
   const at::Tensor offsets = has_offsets ? warp_companion(*offsets_in, features_in) : at::Tensor();
 
@@ -383,12 +412,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
   // The samples themselves are needed only for the location and mask gradients.
   const bool need_samples = need_location || need_masks;
   const auto none = [&] { return at::empty({0}, features_in.options()); };
-  const at::Tensor features = need_samples ? features_in.contiguous() : at::Tensor();
+  const at::Tensor features = need_samples ? features_in.contiguous(layout) : at::Tensor();
   // Every gradient is computed in the accumulation type (theta's, masks' and
   // offsets' here) and returned in its input's dtype: grad_features is
   // accumulated channels-last per batch item ([H, W, C], in the task that owns
-  // it) and transposed into place; every element of the others is written below.
-  at::Tensor grad_features = need_features ? at::empty(features_in.sizes(), features_in.options()) : none();
+  // it; in place for channels-last features in the accumulation type) and
+  // written into place; every element of the others is written below.
+  at::Tensor grad_features =
+      need_features ? at::empty(features_in.sizes(), features_in.options().memory_format(layout)) : none();
   at::Tensor grad_theta = need_theta ? at::empty(theta.sizes(), theta.options()) : none();
   at::Tensor grad_masks = need_masks ? at::empty(masks.sizes(), masks.options()) : none();
   at::Tensor grad_offsets = need_offsets ? at::empty(offsets.sizes(), offsets.options()) : none();
@@ -418,13 +449,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     acc_t* goff = need_offsets ? grad_offsets.data_ptr<acc_t>() : nullptr;
     const int64_t plane_o = Ho * Wo;
     const int64_t R = rows_per_block(Ho, Wo);
+    // Channels-last tensors in the accumulation type are read and written in place.
+    const bool in_place = channels_last && std::is_same<scalar_t, acc_t>::value;
     // Parallel over the batch: each task owns grad_features[n], grad_theta[n],
     // grad_masks[n] and grad_offsets[n], so no atomics are needed.
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> go_tile(R * Wo * C), scratch(C);
-      std::vector<int32_t> win_tile(R * Wo * C), win_scratch(R * Wo * C);
-      std::vector<acc_t> grad_rows(need_features ? H * W * C : 0);
-      ChannelsLastItem<acc_t> feat_rows(need_samples ? C : 0, H * W);
+      std::vector<acc_t> go_tile(in_place ? 0 : R * Wo * C), scratch(C);
+      std::vector<int32_t> win_tile(R * Wo * C), win_scratch(channels_last ? 0 : R * Wo * C);
+      std::vector<acc_t> grad_rows(need_features && !in_place ? H * W * C : 0);
+      ChannelsLastItem<acc_t> feat_rows(need_samples ? C : 0, H * W, channels_last);
       // Per-row sums over channels, indexed p * Wo + x.
       std::vector<acc_t> gmask_row(P * Wo), gu_row(P * Wo), gv_row(P * Wo);
       std::vector<sum_t> theta_acc(P * 6);
@@ -433,22 +466,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
         const acc_t* th_n = th + n * P * 6;
         const acc_t* mk_n = mk + n * P * plane_o;
         const acc_t* feat_n = need_samples ? feat_rows.of(feat, n) : nullptr;
-        acc_t* gfeat_n = grad_rows.data();
-        std::fill(grad_rows.begin(), grad_rows.end(), acc_t(0));
-        int64_t y0 = 0;  // the first row of the block in go_tile and win_tile
+        acc_t* gfeat_n = in_place && need_features ? reinterpret_cast<acc_t*>(gfeat) + n * H * W * C : grad_rows.data();
+        if (need_features) std::fill(gfeat_n, gfeat_n + H * W * C, acc_t(0));
+        int64_t y0 = 0;  // the first row of the block in go_block and win_tile
+        const acc_t* go_block = go_tile.data();
         for (int64_t y = 0; y < Ho; ++y) {
           if (y % R == 0) {  // the incoming gradient and winners of rows y .. y + R - 1
             y0 = y;
-            const int64_t at = n * C * plane_o + y * Wo, pixels = (std::min(Ho, y + R) - y) * Wo;
-            transpose_tile(go + at, plane_o, go_tile.data(), C, C, pixels);
-            winners_in(win + at, plane_o, C, pixels, win_scratch.data(), win_tile.data());
+            const int64_t pixels = (std::min(Ho, y + R) - y) * Wo;
+            if (channels_last) {
+              const int64_t at = (n * plane_o + y * Wo) * C;
+              if (in_place) {
+                go_block = reinterpret_cast<const acc_t*>(go) + at;
+              } else {
+                for (int64_t i = 0; i < pixels * C; ++i) go_tile[i] = static_cast<acc_t>(go[at + i]);
+              }
+              for (int64_t i = 0; i < pixels * C; ++i) win_tile[i] = win[at + i];
+            } else {
+              const int64_t at = n * C * plane_o + y * Wo;
+              transpose_tile(go + at, plane_o, go_tile.data(), C, C, pixels);
+              winners_in(win + at, plane_o, C, pixels, win_scratch.data(), win_tile.data());
+            }
           }
           if (y + 1 < Ho) prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
           std::fill(gmask_row.begin(), gmask_row.end(), acc_t(0));
           std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
           std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
           for (int64_t x = 0; x < Wo; ++x) {
-            const acc_t* go_x = go_tile.data() + ((y - y0) * Wo + x) * C;
+            const acc_t* go_x = go_block + ((y - y0) * Wo + x) * C;
             const int32_t* win_x = win_tile.data() + ((y - y0) * Wo + x) * C;
             acc_t du = 0, dv = 0;
             if (off != nullptr) {
@@ -533,8 +578,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
         if (gth != nullptr) {
           for (int64_t i = 0; i < P * 6; ++i) gth[n * P * 6 + i] = static_cast<acc_t>(theta_acc[i]);
         }
-        // [H, W, C] -> grad_features[n] as [C, H, W], in the features' dtype.
-        if (need_features) transpose_tile(gfeat_n, C, gfeat + n * C * H * W, H * W, H * W, C);
+        // [H, W, C] -> grad_features[n] in the features' layout and dtype.
+        if (need_features && channels_last && !in_place) {
+          for (int64_t i = 0; i < H * W * C; ++i) gfeat[n * H * W * C + i] = static_cast<scalar_t>(gfeat_n[i]);
+        } else if (need_features && !channels_last) {
+          transpose_tile(gfeat_n, C, gfeat + n * C * H * W, H * W, H * W, C);
+        }
       }
     });
   });

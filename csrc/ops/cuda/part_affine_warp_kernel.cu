@@ -220,8 +220,10 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cuda(const at::Tensor& featu
   const int64_t P = theta.size(1), Ho = masks.size(2), Wo = masks.size(3);
   at::Tensor output = at::empty({N, C, Ho, Wo}, features.options());
   at::Tensor winner = at::empty({N, C, Ho, Wo}, features.options().dtype(at::kByte));
+  // computed in [N, C, Ho, Wo], returned in the features' layout (as on the CPU)
+  const at::MemoryFormat layout = warp_layout(features_in);
   const int64_t total = output.numel();
-  if (total == 0) return {output, winner};
+  if (total == 0) return {output.contiguous(layout), winner.contiguous(layout)};
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, features.scalar_type(),
                                   "part_affine_warp_cuda", [&] {
@@ -233,7 +235,7 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cuda(const at::Tensor& featu
         winner.data_ptr<uint8_t>(), N, C, H, W, P, Ho, Wo);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {output, winner};
+  return {output.contiguous(layout), winner.contiguous(layout)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_backward_cuda(
@@ -294,7 +296,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     grad_theta.zero_();
   }
   // Each gradient in its input's dtype.
-  return {need_features ? gfeat.to(features_in.scalar_type()) : none(),
+  return {need_features ? gfeat.to(features_in.scalar_type()).contiguous(warp_layout(features_in)) : none(),
           need_theta ? grad_theta.to(theta_in.scalar_type()) : grad_theta,
           need_masks ? gmask.to(masks_in.scalar_type()) : none(),
           need_offsets ? goff.to(offsets_in->scalar_type()) : none()};
