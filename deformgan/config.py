@@ -66,6 +66,11 @@ class TrainConfig:
     # to stay within the run-to-run spread (issue 15).
     cpu_amp: bool = False
     ops_backend: Optional[str] = None
+    # The generator's and discriminator's weights and images in channels-last memory:
+    # the convolutions' outputs are then channels-last, and part_affine_warp reads and
+    # writes them in place with no transposes (issue 15). Same results up to the
+    # convolutions' summation order.
+    channels_last: bool = False
     num_workers: int = 0
     log_every: int = 50
     sample_every: int = 1000

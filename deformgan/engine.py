@@ -247,6 +247,8 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
     loss_fn = GeneratorLoss(cfg.adv, cfg.l1, cfg.nn, cfg.perceptual, cfg.smooth, cfg.nn_kernel,
                             vgg_weights=cfg.vgg_weights, allow_random_vgg=cfg.allow_random_vgg,
                             ops_backend=cfg.ops_backend).to(device)
+    if cfg.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     step, data_state = 0, {"epoch": 0, "position": 0}
@@ -306,6 +308,9 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
             batch = next(loader)
             src = batch["source_image"].to(device, non_blocking=True)
             tgt = batch["target_image"].to(device, non_blocking=True)
+            if cfg.channels_last:
+                src = src.contiguous(memory_format=torch.channels_last)
+                tgt = tgt.contiguous(memory_format=torch.channels_last)
         with _phase("step/geometry"), torch.no_grad():
             geo = Gm.render_geometry(batch["source_keypoints"], batch["target_keypoints"])
         h_a, h_b = geo.source_heatmaps, geo.target_heatmaps

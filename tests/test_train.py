@@ -184,3 +184,28 @@ def test_log_jsonl_csv_and_tensorboard_hold_the_same_rows(data, tmp_path, monkey
     T.train(cfg(data, out, steps=6, log_every=2), resume="auto", progress=False)
     steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert steps == [2, 4, 6]
+
+
+def test_channels_last_runs_the_warp_in_channels_last_with_the_same_losses(data, tmp_path, monkeypatch):
+    """--channels-last: the networks and images in channels-last memory, so every feature
+    map part_affine_warp receives is channels-last (and its output is); the losses equal
+    the contiguous run's up to the convolutions' summation order."""
+    import deformgan_ops
+    layouts, real = [], deformgan_ops.part_affine_warp
+
+    def spy(features, *args, **kwargs):
+        out = real(features, *args, **kwargs)
+        layouts.append((features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous(),
+                        out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()))
+        return out
+
+    monkeypatch.setattr(deformgan_ops, "part_affine_warp", spy)
+    plain = T.train(cfg(data, tmp_path / "a", steps=3), progress=False)["history"]
+    assert layouts and not any(f or o for f, o in layouts)
+    layouts.clear()
+    cl = T.train(cfg(data, tmp_path / "b", steps=3, channels_last=True), progress=False)["history"]
+    assert layouts and all(f and o for f, o in layouts), layouts
+    for a, b in zip(plain, cl):
+        for k in ("loss_d", "loss_g", "loss_l1", "loss_adv"):
+            assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), (a["step"], k)
+    assert T.build_config(["--data", data, "--out", str(tmp_path / "c"), "--channels-last"])[0].channels_last is True
