@@ -26,12 +26,14 @@ namespace {
 // Layout: the kernels work channels-last. A pixel's C channels share one sampling
 // location per part, so with the features as [N, H, W, C] rows the four corners
 // of a sample are four contiguous C-vectors and the channel loops below vectorise
-// (plain loads, no gathers). Each task converts the batch items it works on
-// into its own [H, W, C] buffer (ChannelsLastItem), which stays in its cache.
-// The output, the winners and the incoming gradient stay [N, C, Ho, Wo]: a block
-// of output rows (about 512 pixels, rows_per_block) is assembled as a
-// [pixels, C] tile in cache and transposed on the way out (or in), one run of
-// the block's pixels per plane. Every element is computed with the
+// (plain loads, no gathers). Contiguous [N, C, H, W] features: each task converts
+// the batch items it works on into its own [H, W, C] buffer (ChannelsLastItem),
+// which stays in its cache, and the output, the winners and the incoming gradient
+// stay [N, C, Ho, Wo]: a block of output rows (about 512 pixels, rows_per_block)
+// is assembled as a [pixels, C] tile in cache and transposed on the way out (or
+// in), one run of the block's pixels per plane. Channels-last features
+// (warp_layout): every one of those tensors is channels-last too and is read or
+// written in place, with no conversion and no transposes. Every element is computed with the
 // shared math (../part_affine_warp_math.h) in the same order as before, so the
 // results are bit-identical to a per-channel loop.
 
@@ -42,7 +44,7 @@ template <typename acc_t>
 DEFORMGAN_CPU_CLONES void warp_candidates(acc_t* __restrict__ best, int32_t* __restrict__ best_p,
                                           const acc_t* __restrict__ f0, const acc_t* __restrict__ f1,
                                           const acc_t* __restrict__ f2, const acc_t* __restrict__ f3,
-                                          const BilinearTaps<acc_t> t, acc_t mask, int32_t part, bool first,
+                                          const BilinearTaps<acc_t>& t, acc_t mask, int32_t part, bool first,
                                           int64_t C) {
   if (first) {
     for (int64_t c = 0; c < C; ++c) {
@@ -78,7 +80,7 @@ template <typename acc_t>
 DEFORMGAN_CPU_CLONES void scatter_winner_grad(acc_t* __restrict__ g0, acc_t* __restrict__ g1,
                                               acc_t* __restrict__ g2, acc_t* __restrict__ g3,
                                               const acc_t* __restrict__ go, const int32_t* __restrict__ win,
-                                              const BilinearTaps<acc_t> t, acc_t mask, int32_t part, int64_t C) {
+                                              const BilinearTaps<acc_t>& t, acc_t mask, int32_t part, int64_t C) {
   const acc_t w0 = t.w[0], w1 = t.w[1], w2 = t.w[2], w3 = t.w[3];
   for (int64_t c = 0; c < C; ++c) {
     const acc_t v = go[c] * mask;
@@ -88,6 +90,14 @@ DEFORMGAN_CPU_CLONES void scatter_winner_grad(acc_t* __restrict__ g0, acc_t* __r
     g2[c] += gm * w2;
     g3[c] += gm * w3;
   }
+}
+
+// out[i] = in[i] for a contiguous run, with a cast. The restrict pointers let it
+// vectorise: written inline, a uint8_t store may alias anything, and the compiler
+// reloaded every captured variable at each element (a fifth of the forward's time).
+template <typename in_t, typename out_t>
+DEFORMGAN_CPU_CLONES void convert_run(const in_t* __restrict__ in, out_t* __restrict__ out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<out_t>(in[i]);
 }
 
 // [rows, cols] (row stride ld_in) -> [cols, rows] (row stride ld_out). The side
@@ -214,13 +224,13 @@ inline int64_t rows_per_block(int64_t Ho, int64_t Wo) {
 inline void winners_out(const int32_t* tile, int64_t C, int64_t pixels, int32_t* scratch, uint8_t* win, int64_t ld) {
   transpose_tile(tile, C, scratch, pixels, pixels, C);
   for (int64_t c = 0; c < C; ++c) {
-    for (int64_t x = 0; x < pixels; ++x) win[c * ld + x] = static_cast<uint8_t>(scratch[c * pixels + x]);
+    convert_run(scratch + c * pixels, win + c * ld, pixels);
   }
 }
 
 inline void winners_in(const uint8_t* win, int64_t ld, int64_t C, int64_t pixels, int32_t* scratch, int32_t* tile) {
   for (int64_t c = 0; c < C; ++c) {
-    for (int64_t x = 0; x < pixels; ++x) scratch[c * pixels + x] = win[c * ld + x];
+    convert_run(win + c * ld, scratch + c * pixels, pixels);
   }
   transpose_tile(scratch, pixels, tile, C, C, pixels);
 }
@@ -243,7 +253,7 @@ class ChannelsLastItem {
     if (n != n_) {
       if (!rows_) rows_.reset(new acc_t[C_ * HW_]);  // not zeroed
       if (channels_last_) {
-        for (int64_t i = 0; i < C_ * HW_; ++i) rows_[i] = static_cast<acc_t>(f[i]);
+        convert_run(f, rows_.get(), C_ * HW_);
       } else {
         constexpr int64_t kChunk = 512;  // pixels per block: [C, 512] in, [512, C] out
         for (int64_t p0 = 0; p0 < HW_; p0 += kChunk) {
@@ -373,10 +383,8 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
           }
         }
         if (channels_last) {
-          if (!in_place) {
-            for (int64_t i = 0; i < pixels * C; ++i) out[at * C + i] = static_cast<scalar_t>(best[i]);
-          }
-          for (int64_t i = 0; i < pixels * C; ++i) win[at * C + i] = static_cast<uint8_t>(best_p[i]);
+          if (!in_place) convert_run(best.data(), out + at * C, pixels * C);
+          convert_run(best_p.data(), win + at * C, pixels * C);
         } else {
           transpose_tile(best.data(), C, out + at, plane_o, pixels, C);
           winners_out(best_p.data(), C, pixels, scratch.data(), win + at, plane_o);
@@ -479,9 +487,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
               if (in_place) {
                 go_block = reinterpret_cast<const acc_t*>(go) + at;
               } else {
-                for (int64_t i = 0; i < pixels * C; ++i) go_tile[i] = static_cast<acc_t>(go[at + i]);
+                convert_run(go + at, go_tile.data(), pixels * C);
               }
-              for (int64_t i = 0; i < pixels * C; ++i) win_tile[i] = win[at + i];
+              convert_run(win + at, win_tile.data(), pixels * C);
             } else {
               const int64_t at = n * C * plane_o + y * Wo;
               transpose_tile(go + at, plane_o, go_tile.data(), C, C, pixels);
@@ -580,7 +588,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
         }
         // [H, W, C] -> grad_features[n] in the features' layout and dtype.
         if (need_features && channels_last && !in_place) {
-          for (int64_t i = 0; i < H * W * C; ++i) gfeat[n * H * W * C + i] = static_cast<scalar_t>(gfeat_n[i]);
+          convert_run(static_cast<const acc_t*>(gfeat_n), gfeat + n * H * W * C, H * W * C);
         } else if (need_features && !channels_last) {
           transpose_tile(gfeat_n, C, gfeat + n * C * H * W, H * W, H * W, C);
         }
