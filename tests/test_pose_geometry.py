@@ -304,3 +304,42 @@ def test_triton_backend_setting_runs_the_compiled_geometry(all_real_poses):
         th, v = D.part_affines(kp.flip(0), kp)
     assert torch.equal(m, D.part_masks(kp, 32, 16, 4.0, backend="cpu"))
     assert torch.equal(th, D.part_affines(kp.flip(0), kp, backend="cpu")[0])
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-9), (torch.float32, 2e-3)])
+def test_reference_fit_affines_equals_scikit_image_on_noisy_correspondences(dtype, atol):
+    """fit_affines against scikit-image's estimator (the original's) where the choice of
+    estimator shows: correspondences with noise, 3 to 8 points, some dropped by a zero
+    weight. (Exact correspondences give the same affine under any normalisation or
+    least-squares flavour; ordinary least squares differs here by ~0.1.) Validity: at
+    least 3 points, not collinear."""
+    import numpy as np
+    from skimage.transform import estimate_transform
+    g = torch.Generator().manual_seed(5)
+    B, k = 64, 8
+    tgt = torch.rand(B, k, 2, generator=g, dtype=torch.float64) * torch.tensor([64.0, 128.0])
+    lin = torch.eye(2, dtype=torch.float64) + 0.3 * torch.randn(B, 2, 2, generator=g, dtype=torch.float64)
+    shift = 20 * torch.randn(B, 1, 2, generator=g, dtype=torch.float64)
+    src = tgt @ lin.transpose(1, 2) + shift + 3 * torch.randn(B, k, 2, generator=g, dtype=torch.float64)
+    weights = (torch.rand(B, k, generator=g) > 0.35).to(dtype) * (1 + torch.rand(B, k, generator=g)).to(dtype)
+    weights[:4, 3:] = 0  # exactly three points
+    weights[4:6, 2:] = 0  # two: not enough
+    src[6, 1] = float("nan")  # a dropped point may hold anything
+    weights[6, 1] = 0
+    theta, valid = R.fit_affines(tgt.to(dtype), src.to(dtype), weights)
+    assert theta.dtype == dtype and valid.dtype == torch.bool
+    assert not valid[4:6].any() and (theta[4:6] == 0).all()
+    checked = 0
+    for b in range(B):
+        keep = (weights[b] > 0).numpy()
+        if keep.sum() < 3:
+            continue
+        want = estimate_transform("affine", tgt[b, keep].to(dtype).double().numpy(),
+                                  src[b, keep].to(dtype).double().numpy()).params
+        if not valid[b]:  # only an ill-conditioned fit is refused (condition number >= 1e4)
+            assert np.linalg.cond(want) > 0.9 * R.MAX_CONDITION and (theta[b] == 0).all(), b
+            continue
+        assert np.linalg.cond(want) < 1.1 * R.MAX_CONDITION, b
+        np.testing.assert_allclose(theta[b].double().numpy(), want[:2], atol=atol, rtol=0, err_msg=str(b))
+        checked += 1
+    assert checked >= 45
