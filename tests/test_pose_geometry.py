@@ -343,3 +343,30 @@ def test_reference_fit_affines_equals_scikit_image_on_noisy_correspondences(dtyp
         np.testing.assert_allclose(theta[b].double().numpy(), want[:2], atol=atol, rtol=0, err_msg=str(b))
         checked += 1
     assert checked >= 45
+
+
+def test_reference_limb_rectangle_of_short_and_zero_length_segments():
+    """SPEC 4 by hand: a zero-length segment gets the 2 px box around a, corners in the
+    rectangle's order (they pair with the other pose's corners in the affine fit); a
+    segment shorter than 1 px still gets a unit normal (its width is 0.2 st each side)."""
+    f64 = dict(dtype=torch.float64)
+    a, st = torch.tensor([[20.0, 30.0]], **f64), torch.tensor([10.0], **f64)
+    box = R.limb_rectangle(a, a.clone(), st, 0.1)
+    assert torch.equal(box, torch.tensor([[[19.0, 29.0], [21.0, 29.0], [21.0, 31.0], [19.0, 31.0]]], **f64))
+    short = R.limb_rectangle(a, a + torch.tensor([0.5, 0.0], **f64), st, 0.0)
+    # a' = a - 0.1 (b - a) = (19.95, 30), b' = b; normal (0, 1), half width 0.2 * 10 = 2
+    want = torch.tensor([[[19.95, 32.0], [19.95, 28.0], [20.5, 28.0], [20.5, 32.0]]], **f64)
+    torch.testing.assert_close(short, want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpu", marks=requires_cpu_kernels)])
+def test_a_zero_length_limb_masks_the_3x3_pixels_of_its_box(backend):
+    """The right upper arm (part 6, joints 2 -> 3) with the elbow on the shoulder at
+    (20, 30): its mask is the pixels whose centres lie in [19, 21] x [29, 31]."""
+    kp = torch.full((1, 18, 2), -1.0)
+    for j, xy in ((2, (20, 30)), (3, (20, 30)), (4, (15, 60)), (8, (22, 70)), (5, (40, 30)), (11, (38, 70))):
+        kp[0, j] = torch.tensor(xy, dtype=torch.float32)
+    m = D.part_masks(kp, 128, 64, backend=backend)
+    ys, xs = torch.nonzero(m[0, 6], as_tuple=True)
+    assert sorted(zip(ys.tolist(), xs.tolist())) == [(y, x) for y in (29, 30, 31) for x in (19, 20, 21)]
+    assert m[0, 8].sum() > 100  # the forearm from the elbow is a real rectangle
