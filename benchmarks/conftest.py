@@ -36,6 +36,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-tiny", action="store_true", help="tiny sizes, one round (a smoke run)")
     group.addoption("--bench-rounds", type=int, default=5)
     group.addoption("--bench-threads", type=int, default=2, help="torch CPU threads")
+    group.addoption("--bench-channels-last", action="store_true",
+                    help="part_affine_warp's features channels-last (bench_ops.py --channels-last)")
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +50,7 @@ def bench_config(request):
         torch.set_num_threads(o.bench_threads)
     tiny = o.bench_tiny
     size = dict(batch=2, channels=4, height=16, width=8) if tiny else dict(batch=8, channels=64, height=128, width=64)
-    args = argparse.Namespace(parts=10, kernel_size=3, **size)
+    args = argparse.Namespace(parts=10, kernel_size=3, channels_last=o.bench_channels_last, **size)
     return argparse.Namespace(device=device, args=args, tiny=tiny, rounds=1 if tiny else o.bench_rounds,
                               bandwidth=measure_bandwidth(device, mib=16 if tiny else 256))
 
