@@ -185,6 +185,38 @@ def test_cpu_blocks_of_rows_and_task_boundaries(case):
 
 
 @requires_cpu_kernels
+@pytest.mark.parametrize("first_zero", [1, 63, 64, 130, None])
+@pytest.mark.parametrize("nan_mask", [False, True])
+def test_cpu_more_than_64_parts_match_reference(first_zero, nan_mask):
+    """The CPU kernels visit, at each pixel, the parts whose mask is nonzero and the
+    first part whose mask is zero, from a bitmask of 64-bit words: with 150 parts
+    (three words) and the first zero-mask part in the first, at the edge of, or inside
+    a later word, or nowhere, and a part far outside the image (a nonzero mask at a
+    location with no corner inside: a candidate of 0, or NaN for a NaN mask, whose
+    location gradient is exactly 0 as the reference's), every result equals the
+    reference's."""
+    P = 150
+    f, theta, masks, off = warp_inputs(N=2, C=5, H=7, W=6, P=P, zero_masks=False, far=True,
+                                       dtype=torch.float64, seed=4)
+    g = torch.Generator().manual_seed(5)
+    if first_zero is not None:
+        # exactly zero at every other row; zeros at random beyond it
+        masks[:, first_zero, ::2] = 0
+        masks[:, first_zero + 1:] *= torch.rand(2, P - first_zero - 1, 7, 6, generator=g, dtype=torch.float64) > 0.5
+    if nan_mask:
+        masks[0, P - 1, 3, 2] = float("nan")  # part P - 1 samples far outside the image
+    grad_out = torch.randn(2, 5, 7, 6, generator=g, dtype=torch.float64)
+    out_ref, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), [f, theta, masks, off], grad_out)
+    out_cpu, g_cpu = grads_of(lambda *a: D.part_affine_warp(*a, backend="cpu"), [f, theta, masks, off], grad_out)
+    assert torch.equal(out_cpu.isnan(), out_ref.isnan())
+    assert out_cpu.isnan().any() == nan_mask
+    assert_close_scaled(out_cpu.nan_to_num(), out_ref.nan_to_num(), rtol=1e-10, what="output")
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], g_cpu, g_ref):
+        assert torch.equal(a.isnan(), b.isnan()), name
+        assert_close_scaled(a.nan_to_num(), b.nan_to_num(), rtol=1e-10, what=f"grad {name}")
+
+
+@requires_cpu_kernels
 def test_cpu_non_contiguous_inputs():
     f, theta, masks, off = warp_inputs(N=2, C=4, H=8, W=6, P=3, dtype=torch.float64)
     f_nc = f.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides

@@ -156,8 +156,11 @@ def _part_affine_warp_backward_kernel(grad_ptr, feat_ptr, theta_ptr, masks_ptr, 
         tl.atomic_add(gplane + i00 + W, gm * w10, mask=m10 & nz)
         tl.atomic_add(gplane + i00 + W + 1, gm * w11, mask=m11 & nz)
     if NEED_LOC or NEED_OFF:
-        gu = gm * ((f01 - f00) * (1 - wy1) + (f11 - f10) * wy1)
-        gv = gm * ((f10 - f00) * (1 - wx1) + (f11 - f01) * wx1)
+        # no corner inside: the sample is 0 whatever the location, so its location
+        # gradient is exactly 0, even under a non-finite mask (not NaN = inf * 0)
+        gl = tl.where(m00 | m01 | m10 | m11, gm, 0.0)
+        gu = gl * ((f01 - f00) * (1 - wy1) + (f11 - f10) * wy1)
+        gv = gl * ((f10 - f00) * (1 - wx1) + (f11 - f01) * wx1)
         if NEED_LOC:
             tl.atomic_add(gloc_ptr + ((n * P + p) * 2) * HWo + offs, gu, mask=valid)
             tl.atomic_add(gloc_ptr + ((n * P + p) * 2 + 1) * HWo + offs, gv, mask=valid)

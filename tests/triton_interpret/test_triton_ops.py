@@ -75,6 +75,24 @@ def test_part_affine_warp_nan_locations_and_empty_batch():
     assert e.shape == (0, 2, 5, 4)
 
 
+def test_part_affine_warp_non_finite_mask_where_no_corner_is_inside():
+    """A NaN or inf mask at a location with no corner inside wins with a NaN
+    candidate; its sample is 0 whatever the location, so its theta and offset
+    gradients are exactly 0 (the reference's), not NaN."""
+    f, theta, masks, off = warp_inputs(N=2, C=3, H=6, W=5, P=3, dtype=torch.float64, far=True)
+    masks[0, 2, 1, 3] = float("nan")  # part 2 samples far outside the image
+    masks[1, 2, 4, 0] = float("inf")
+    grad_out = torch.randn(2, 3, 6, 5, dtype=torch.float64)
+    out_t, g_t = grads_of(lambda *a: D.part_affine_warp(*a, backend="triton"), [f, theta, masks, off], grad_out)
+    out_r, g_r = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), [f, theta, masks, off], grad_out)
+    assert out_t[0, :, 1, 3].isnan().all() and out_t[1, :, 4, 0].isnan().all()
+    assert torch.equal(out_t.isnan(), out_r.isnan())
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], g_t, g_r):
+        assert not b.isnan().any(), name
+        assert torch.equal(a.isnan(), b.isnan()), name
+        assert_close_scaled(a, b, rtol=1e-10, what=f"grad {name}")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_keypoint_heatmaps(dtype):
     kp = (torch.rand(2, 5, 2, dtype=torch.float64) * torch.tensor([6.0, 8.0], dtype=torch.float64)).to(dtype)

@@ -37,47 +37,123 @@ namespace {
 // shared math (../part_affine_warp_math.h) in the same order as before, so the
 // results are bit-identical to a per-channel loop.
 
-// The candidate of one part for the C channels of one pixel, folded into the
-// running max (best, best_p). Corners outside the image point at a row of zeros
-// with weight 0 (taps_load's rule: nothing outside is read).
+// One part that can win at a pixel (see the forward's loop): a sampled part (its
+// taps and corner rows; outside corners point at a row of zeros with weight 0,
+// taps_load's rule: nothing outside is read) or a part that is not sampled, whose
+// candidate is the same value in every channel.
 template <typename acc_t>
-DEFORMGAN_CPU_CLONES void warp_candidates(acc_t* __restrict__ best, int32_t* __restrict__ best_p,
-                                          const acc_t* __restrict__ f0, const acc_t* __restrict__ f1,
-                                          const acc_t* __restrict__ f2, const acc_t* __restrict__ f3,
-                                          const BilinearTaps<acc_t>& t, acc_t mask, int32_t part, bool first,
-                                          int64_t C) {
-  if (first) {
-    for (int64_t c = 0; c < C; ++c) {
-      const acc_t f[4] = {f0[c], f1[c], f2[c], f3[c]};
-      best[c] = masked_sample(mask, t, f);
-      best_p[c] = part;
+struct WarpCandidate {
+  BilinearTaps<acc_t> t;
+  const acc_t* r[4];
+  acc_t mask;
+  acc_t constant;  // the candidate when not sampled
+  int32_t part;
+  bool sampled;
+};
+
+// The C channels of one pixel: best[c] and best_p[c], the max over its candidates
+// (in increasing p), one pass over the channels per candidate.
+template <typename acc_t>
+DEFORMGAN_NOINLINE DEFORMGAN_CPU_CLONES void warp_pixel(acc_t* __restrict__ best, int32_t* __restrict__ best_p,
+                                     const WarpCandidate<acc_t>* __restrict__ cands, int n, int64_t C) {
+  for (int i = 0; i < n; ++i) {
+    const WarpCandidate<acc_t>& e = cands[i];
+    const int32_t part = e.part;
+    if (e.sampled) {
+      const acc_t* __restrict__ f0 = e.r[0];
+      const acc_t* __restrict__ f1 = e.r[1];
+      const acc_t* __restrict__ f2 = e.r[2];
+      const acc_t* __restrict__ f3 = e.r[3];
+      const acc_t mask = e.mask;
+      if (i == 0) {
+        for (int64_t c = 0; c < C; ++c) {
+          const acc_t f[4] = {f0[c], f1[c], f2[c], f3[c]};
+          best[c] = masked_sample(mask, e.t, f);
+          best_p[c] = part;
+        }
+        continue;
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t f[4] = {f0[c], f1[c], f2[c], f3[c]};
+        const acc_t cand = masked_sample(mask, e.t, f);
+        const bool wins = candidate_wins(cand, best[c]);
+        best[c] = wins ? cand : best[c];
+        best_p[c] = wins ? part : best_p[c];
+      }
+    } else {
+      const acc_t cand = e.constant;
+      if (i == 0) {
+        for (int64_t c = 0; c < C; ++c) {
+          best[c] = cand;
+          best_p[c] = part;
+        }
+        continue;
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const bool wins = candidate_wins(cand, best[c]);
+        best[c] = wins ? cand : best[c];
+        best_p[c] = wins ? part : best_p[c];
+      }
     }
-    return;
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    const acc_t f[4] = {f0[c], f1[c], f2[c], f3[c]};
-    const acc_t cand = masked_sample(mask, t, f);
-    const bool wins = candidate_wins(cand, best[c]);
-    best[c] = wins ? cand : best[c];
-    best_p[c] = wins ? part : best_p[c];
   }
 }
 
-// The candidate of a part that is not sampled (the same value in every channel).
+// Which parts have a nonzero mask at each pixel of one output row: bit p % 64 of
+// word p / 64 of nonzero[x * words + ...] (NaN counts as nonzero, like mv != 0).
+// One pass along each plane's row, instead of P strided loads per pixel.
 template <typename acc_t>
-DEFORMGAN_CPU_CLONES void warp_constant(acc_t* __restrict__ best, int32_t* __restrict__ best_p, acc_t cand,
-                                        int32_t part, bool first, int64_t C) {
-  for (int64_t c = 0; c < C; ++c) {
-    const bool wins = first || candidate_wins(cand, best[c]);
-    best[c] = wins ? cand : best[c];
-    best_p[c] = wins ? part : best_p[c];
+void nonzero_parts(const acc_t* mask_row, int64_t plane, int64_t P, int64_t Wo, int64_t words, uint64_t* nonzero) {
+  std::fill(nonzero, nonzero + Wo * words, uint64_t(0));
+  for (int64_t p = 0; p < P; ++p) {
+    const acc_t* m = mask_row + p * plane;
+    uint64_t* nz = nonzero + p / 64;
+    const int bit = static_cast<int>(p % 64);
+    for (int64_t x = 0; x < Wo; ++x) nz[x * words] |= uint64_t(m[x] != acc_t(0)) << bit;
   }
 }
+
+// The parts to visit at one pixel, in increasing p: every part with a nonzero mask
+// and the first part whose mask is zero (the bitmask of nonzero_parts).
+//   PartsToVisit parts(nonzero + x * words, words, P);
+//   while (parts.next(p, zero_mask)) ...
+class PartsToVisit {
+ public:
+  PartsToVisit(const uint64_t* nonzero, int64_t words, int64_t P) : nonzero_(nonzero), words_(words), P_(P) {
+    load(0);
+  }
+
+  bool next(int64_t& p, bool& zero_mask) {
+    while (todo_ == 0) {
+      if (++w_ >= words_) return false;
+      load(w_);
+    }
+    const int bit = __builtin_ctzll(todo_);
+    todo_ &= todo_ - 1;
+    p = w_ * 64 + bit;
+    zero_mask = ((nonzero_[w_] >> bit) & 1) == 0;
+    return true;
+  }
+
+ private:
+  void load(int64_t w) {
+    todo_ = nonzero_[w];
+    if (!zero_seen_ && ~nonzero_[w] != 0) {
+      const uint64_t first_zero = ~nonzero_[w] & (nonzero_[w] + 1);  // the lowest unset bit
+      zero_seen_ = true;
+      if (w * 64 + __builtin_ctzll(first_zero) < P_) todo_ |= first_zero;
+    }
+  }
+
+  const uint64_t* nonzero_;
+  int64_t words_, P_, w_ = 0;
+  uint64_t todo_ = 0;
+  bool zero_seen_ = false;
+};
 
 // grad_features of one part at one pixel: g_k[c] += (win[c] == part ? go[c] * mask : 0) * w[k]
 // for its four corners (outside corners point at a scratch row; their weight is 0).
 template <typename acc_t>
-DEFORMGAN_CPU_CLONES void scatter_winner_grad(acc_t* __restrict__ g0, acc_t* __restrict__ g1,
+DEFORMGAN_ALWAYS_INLINE void scatter_winner_grad(acc_t* __restrict__ g0, acc_t* __restrict__ g1,
                                               acc_t* __restrict__ g2, acc_t* __restrict__ g3,
                                               const acc_t* __restrict__ go, const int32_t* __restrict__ win,
                                               const BilinearTaps<acc_t>& t, acc_t mask, int32_t part, int64_t C) {
@@ -283,6 +359,71 @@ inline void corner_rows(T* base, int64_t C, const BilinearTaps<acc_t>& t, T* out
   for (int k = 0; k < 4; ++k) rows[k] = t.in[k] ? base + t.idx[k] * C : outside;
 }
 
+// One batch item's inputs as the forward's row function reads them.
+template <typename acc_t>
+struct WarpItem {
+  const acc_t* theta;     // [P, 6]
+  const acc_t* masks;     // [P, Ho, Wo]
+  const acc_t* offsets;   // [2, Ho, Wo], or nullptr
+  const acc_t* features;  // [H, W, C] rows
+  const acc_t* zeros;     // C zeros: the row of a corner outside the image
+  int64_t P, H, W, Wo, C, plane, words;
+};
+
+// Output row y of one batch item: best / best_p are its [Wo, C] tile rows; nonzero
+// is the row's nonzero-part bitmask, cands a scratch of P candidates. Cloned so that
+// the per-pixel location math (floor, conversions) uses the machine's instructions.
+template <typename acc_t>
+DEFORMGAN_CPU_CLONES void warp_row(const WarpItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
+                                   WarpCandidate<acc_t>* cands, acc_t* best, int32_t* best_p) {
+  for (int64_t x = 0; x < a.Wo; ++x) {
+    acc_t du = 0, dv = 0;
+    if (a.offsets != nullptr) {
+      du = a.offsets[y * a.Wo + x];
+      dv = a.offsets[a.plane + y * a.Wo + x];
+    }
+    // The parts that can win, in increasing p:
+    //  - every sampled part with a nonzero mask (candidate mask * sample);
+    //  - the first part whose candidate is exactly zero (zero mask, or a
+    //    finite mask at a location with no corner inside); later zero
+    //    candidates tie with it;
+    //  - a non-finite mask at a location with no corner inside: its
+    //    candidate mask * 0 is NaN, which wins, so no later part counts.
+    // With P >= 1 (checked) every pixel has at least one of these.
+    int count = 0;
+    bool have_zero = false;
+    PartsToVisit parts(nonzero + x * a.words, a.words, a.P);
+    int64_t p;
+    bool zero_mask;
+    while (parts.next(p, zero_mask)) {
+      WarpCandidate<acc_t>& e = cands[count];
+      e.part = static_cast<int32_t>(p);
+      if (!zero_mask) {
+        e.mask = a.masks[p * a.plane + y * a.Wo + x];
+        e.t = location_taps(a.theta + p * 6, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, a.H, a.W);
+        if (e.t.in[0] || e.t.in[1] || e.t.in[2] || e.t.in[3]) {
+          e.sampled = true;
+          corner_rows(a.features, a.C, e.t, a.zeros, e.r);
+          ++count;
+          continue;
+        }
+      }
+      // Not sampled: the candidate is exactly 0 for a zero mask, else mask * 0.
+      e.sampled = false;
+      e.constant = zero_mask ? acc_t(0) : e.mask * acc_t(0);
+      if (e.constant == acc_t(0)) {
+        if (have_zero) continue;
+        have_zero = true;
+        ++count;
+        continue;
+      }
+      ++count;  // NaN: it wins, and no later part can replace it
+      break;
+    }
+    warp_pixel(best + x * a.C, best_p + x * a.C, cands, count, a.C);
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& features_in,
                                                         const at::Tensor& theta_in,
                                                         const at::Tensor& masks_in,
@@ -319,12 +460,15 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
     // the block's [R * Wo, C] result is transposed out as one run of R * Wo
     // pixels in each output plane, long enough for the hardware prefetchers.
     const int64_t R = rows_per_block(Ho, Wo), blocks = (Ho + R - 1) / R;
+    const int64_t words = (P + 63) / 64;  // of the nonzero-part bitmask of a pixel
     // Channels-last output in the accumulation type: the block's rows are the tile.
     const bool in_place = channels_last && std::is_same<scalar_t, acc_t>::value;
     at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> best(in_place ? 0 : R * Wo * C), zeros(C, acc_t(0));
       std::vector<int32_t> best_p(R * Wo * C), scratch(channels_last ? 0 : R * Wo * C);
       ChannelsLastItem<acc_t> rows(C, H * W, channels_last);
+      std::vector<uint64_t> nonzero(Wo * words);
+      std::vector<WarpCandidate<acc_t>> cands(P);
       for (int64_t block = begin; block < end; ++block) {
         const int64_t n = block / blocks, y0 = (block % blocks) * R, y1 = std::min(Ho, y0 + R);
         // the block's first pixel: element at * C of channels-last [N, Ho, Wo, C], or
@@ -334,53 +478,13 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
         acc_t* tile = in_place ? reinterpret_cast<acc_t*>(out) + at * C : best.data();
         const acc_t* th_n = th + n * P * 6;
         const acc_t* mk_n = mk + n * P * plane_o;
-        const acc_t* feat_n = rows.of(feat, n);
+        const WarpItem<acc_t> item{th_n, mk_n, off != nullptr ? off + n * 2 * plane_o : nullptr,
+                                   rows.of(feat, n), zeros.data(), P, H, W, Wo, C, plane_o, words};
         for (int64_t y = y0; y < y1; ++y) {
           if (y + 1 < y1) prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
-          for (int64_t x = 0; x < Wo; ++x) {
-            acc_t* b = tile + ((y - y0) * Wo + x) * C;
-            int32_t* bp = best_p.data() + ((y - y0) * Wo + x) * C;
-            acc_t du = 0, dv = 0;
-            if (off != nullptr) {
-              du = off[n * 2 * plane_o + y * Wo + x];
-              dv = off[n * 2 * plane_o + plane_o + y * Wo + x];
-            }
-            // The parts that can win, in increasing p:
-            //  - every sampled part with a nonzero mask (candidate mask * sample);
-            //  - the first part whose candidate is exactly zero (zero mask, or a
-            //    finite mask at a location with no corner inside); later zero
-            //    candidates tie with it;
-            //  - a non-finite mask at a location with no corner inside: its
-            //    candidate mask * 0 is NaN, which wins, so no later part counts.
-            // With P >= 1 (checked) every pixel has at least one of these.
-            bool first = true, have_zero = false;
-            for (int64_t p = 0; p < P; ++p) {
-              const acc_t mv = mk_n[p * plane_o + y * Wo + x];
-              if (mv != acc_t(0)) {
-                const BilinearTaps<acc_t> t = location_taps(th_n + p * 6, static_cast<acc_t>(x),
-                                                            static_cast<acc_t>(y), du, dv, H, W);
-                if (t.in[0] || t.in[1] || t.in[2] || t.in[3]) {
-                  const acc_t* r[4];
-                  corner_rows(feat_n, C, t, static_cast<const acc_t*>(zeros.data()), r);
-                  warp_candidates(b, bp, r[0], r[1], r[2], r[3], t, mv, static_cast<int32_t>(p), first, C);
-                  first = false;
-                  continue;
-                }
-              }
-              // Not sampled: the candidate is exactly 0 for a zero mask, else mask * 0.
-              const acc_t cand = mv == acc_t(0) ? acc_t(0) : mv * acc_t(0);
-              if (cand == acc_t(0)) {
-                if (have_zero) continue;
-                have_zero = true;
-                warp_constant(b, bp, cand, static_cast<int32_t>(p), first, C);
-                first = false;
-              } else {  // NaN: it wins, and no later part can replace it
-                warp_constant(b, bp, cand, static_cast<int32_t>(p), first, C);
-                first = false;
-                break;
-              }
-            }
-          }
+          nonzero_parts(mk_n + y * Wo, plane_o, P, Wo, words, nonzero.data());
+          const int64_t at_y = (y - y0) * Wo * C;
+          warp_row(item, y, nonzero.data(), cands.data(), tile + at_y, best_p.data() + at_y);
         }
         if (channels_last) {
           if (!in_place) convert_run(best.data(), out + at * C, pixels * C);
@@ -393,6 +497,84 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
     });
   });
   return {output, winner};
+}
+
+// One batch item's inputs and feature gradient as the backward's row function uses them.
+template <typename acc_t>
+struct WarpBackwardItem {
+  const acc_t* theta;     // [P, 6]
+  const acc_t* masks;     // [P, Ho, Wo]
+  const acc_t* offsets;   // [2, Ho, Wo], or nullptr
+  const acc_t* features;  // [H, W, C] rows, or nullptr when no sample is needed
+  acc_t* grad_features;   // [H, W, C] rows, or nullptr when not asked for
+  acc_t* scratch;         // C values: the row a corner outside the image scatters into
+  int64_t P, H, W, Wo, C, plane, words;
+  bool need_masks, need_location;
+};
+
+// Output row y of one batch item: go / win are the row's [Wo, C] incoming gradient
+// and winners; scatters into grad_features and sums, per part and pixel (index
+// p * Wo + x), d loss / d mask and d loss / d (u, v) into gmask, gu and gv.
+template <typename acc_t>
+DEFORMGAN_CPU_CLONES void warp_backward_row(const WarpBackwardItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
+                                            const acc_t* go, const int32_t* win, acc_t* gmask_row, acc_t* gu_row,
+                                            acc_t* gv_row) {
+  const int64_t C = a.C, Wo = a.Wo;
+  const bool need_samples = a.need_masks || a.need_location;
+  for (int64_t x = 0; x < Wo; ++x) {
+    const acc_t* go_x = go + x * C;
+    const int32_t* win_x = win + x * C;
+    acc_t du = 0, dv = 0;
+    if (a.offsets != nullptr) {
+      du = a.offsets[y * Wo + x];
+      dv = a.offsets[a.plane + y * Wo + x];
+    }
+    // The parts the forward may have chosen: every part with a nonzero mask, and
+    // the first part whose candidate is exactly zero, which is sampled too (when it
+    // wins with a zero mask, d out / d mask is its sample). Parts that were not
+    // sampled (no corner inside) have all-zero taps: nothing is read or scattered
+    // for them. A zero-mask part's candidate does not depend on its sample: with
+    // only grad_features asked for, it contributes nothing.
+    bool have_zero = false;
+    PartsToVisit parts(nonzero + x * a.words, a.words, a.P);
+    int64_t p;
+    bool zero_mask;
+    while (parts.next(p, zero_mask)) {
+      if (zero_mask && (have_zero || !need_samples)) continue;
+      const acc_t mv = a.masks[p * a.plane + y * Wo + x];
+      const BilinearTaps<acc_t> t = location_taps(a.theta + p * 6, static_cast<acc_t>(x), static_cast<acc_t>(y),
+                                                  du, dv, a.H, a.W);
+      const bool any = t.in[0] || t.in[1] || t.in[2] || t.in[3];
+      if (mv == acc_t(0) || !any) have_zero = true;
+      const int32_t part = static_cast<int32_t>(p);
+      // The candidate of a zero-mask part does not depend on the sample.
+      if (a.grad_features != nullptr && any && mv != acc_t(0)) {
+        acc_t* g[4];
+        corner_rows(a.grad_features, C, t, a.scratch, g);
+        scatter_winner_grad(g[0], g[1], g[2], g[3], go_x, win_x, t, mv, part, C);
+      }
+      if (!need_samples) continue;
+      const int64_t i = p * Wo + x;
+      acc_t gmask = gmask_row[i], gu = gu_row[i], gv = gv_row[i];
+      for (int64_t c = 0; c < C; ++c) {
+        if (win_x[c] != part) continue;
+        const acc_t g = go_x[c];
+        acc_t f[4];
+        taps_load(a.features + c, t, f, C);  // channel c of the [H, W, C] rows
+        if (a.need_masks) gmask += g * mask_grad_sample(mv, taps_dot(t.w, f));
+        const acc_t gm = mv == acc_t(0) ? acc_t(0) : g * mv;
+        // No corner inside: the sample is 0 whatever the location, so the location
+        // gradient is exactly 0, even under a non-finite mask (not NaN = inf * 0).
+        if (a.need_location && any) {
+          gu += gm * taps_dot(t.du, f);
+          gv += gm * taps_dot(t.dv, f);
+        }
+      }
+      gmask_row[i] = gmask;
+      gu_row[i] = gu;
+      gv_row[i] = gv;
+    }
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_backward_cpu(
@@ -457,6 +639,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     acc_t* goff = need_offsets ? grad_offsets.data_ptr<acc_t>() : nullptr;
     const int64_t plane_o = Ho * Wo;
     const int64_t R = rows_per_block(Ho, Wo);
+    const int64_t words = (P + 63) / 64;  // of the nonzero-part bitmask of a pixel
     // Channels-last tensors in the accumulation type are read and written in place.
     const bool in_place = channels_last && std::is_same<scalar_t, acc_t>::value;
     // Parallel over the batch: each task owns grad_features[n], grad_theta[n],
@@ -469,6 +652,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
       // Per-row sums over channels, indexed p * Wo + x.
       std::vector<acc_t> gmask_row(P * Wo), gu_row(P * Wo), gv_row(P * Wo);
       std::vector<sum_t> theta_acc(P * 6);
+      std::vector<uint64_t> nonzero(Wo * words);
       for (int64_t n = begin; n < end; ++n) {
         std::fill(theta_acc.begin(), theta_acc.end(), sum_t(0));
         const acc_t* th_n = th + n * P * 6;
@@ -476,6 +660,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
         const acc_t* feat_n = need_samples ? feat_rows.of(feat, n) : nullptr;
         acc_t* gfeat_n = in_place && need_features ? reinterpret_cast<acc_t*>(gfeat) + n * H * W * C : grad_rows.data();
         if (need_features) std::fill(gfeat_n, gfeat_n + H * W * C, acc_t(0));
+        const WarpBackwardItem<acc_t> item{th_n, mk_n, off != nullptr ? off + n * 2 * plane_o : nullptr, feat_n,
+                                           need_features ? gfeat_n : nullptr, scratch.data(), P, H, W, Wo, C,
+                                           plane_o, words, need_masks, need_location};
         int64_t y0 = 0;  // the first row of the block in go_block and win_tile
         const acc_t* go_block = go_tile.data();
         for (int64_t y = 0; y < Ho; ++y) {
@@ -500,56 +687,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
           std::fill(gmask_row.begin(), gmask_row.end(), acc_t(0));
           std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
           std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
-          for (int64_t x = 0; x < Wo; ++x) {
-            const acc_t* go_x = go_block + ((y - y0) * Wo + x) * C;
-            const int32_t* win_x = win_tile.data() + ((y - y0) * Wo + x) * C;
-            acc_t du = 0, dv = 0;
-            if (off != nullptr) {
-              du = off[n * 2 * plane_o + y * Wo + x];
-              dv = off[n * 2 * plane_o + plane_o + y * Wo + x];
-            }
-            // The parts the forward may have chosen: every part with a nonzero
-            // mask, and the first part whose candidate is exactly zero, which is
-            // sampled too (when it wins with a zero mask, d out / d mask is its
-            // sample). Parts that were not sampled (no corner inside) have
-            // all-zero taps: nothing is read or scattered for them.
-            bool have_zero = false;
-            for (int64_t p = 0; p < P; ++p) {
-              const acc_t mv = mk_n[p * plane_o + y * Wo + x];
-              // A zero-mask part's candidate does not depend on its sample: with
-              // only grad_features asked for, it contributes nothing.
-              if (mv == acc_t(0) && (have_zero || !need_samples)) continue;
-              const BilinearTaps<acc_t> t = location_taps(th_n + p * 6, static_cast<acc_t>(x),
-                                                          static_cast<acc_t>(y), du, dv, H, W);
-              const bool any = t.in[0] || t.in[1] || t.in[2] || t.in[3];
-              if (mv == acc_t(0) || !any) have_zero = true;
-              const int32_t part = static_cast<int32_t>(p);
-              // The candidate of a zero-mask part does not depend on the sample.
-              if (need_features && any && mv != acc_t(0)) {
-                acc_t* g[4];
-                corner_rows(gfeat_n, C, t, scratch.data(), g);
-                scatter_winner_grad(g[0], g[1], g[2], g[3], go_x, win_x, t, mv, part, C);
-              }
-              if (!need_samples) continue;
-              const int64_t i = p * Wo + x;
-              acc_t gmask = gmask_row[i], gu = gu_row[i], gv = gv_row[i];
-              for (int64_t c = 0; c < C; ++c) {
-                if (win_x[c] != part) continue;
-                const acc_t g = go_x[c];
-                acc_t f[4];
-                taps_load(feat_n + c, t, f, C);  // channel c of the [H, W, C] rows
-                if (need_masks) gmask += g * mask_grad_sample(mv, taps_dot(t.w, f));
-                const acc_t gm = mv == acc_t(0) ? acc_t(0) : g * mv;
-                if (need_location) {
-                  gu += gm * taps_dot(t.du, f);
-                  gv += gm * taps_dot(t.dv, f);
-                }
-              }
-              gmask_row[i] = gmask;
-              gu_row[i] = gu;
-              gv_row[i] = gv;
-            }
-          }
+          nonzero_parts(mk_n + y * Wo, plane_o, P, Wo, words, nonzero.data());
+          warp_backward_row(item, y, nonzero.data(), go_block + (y - y0) * Wo * C,
+                            win_tile.data() + (y - y0) * Wo * C, gmask_row.data(), gu_row.data(), gv_row.data());
           if (gmk != nullptr) {
             acc_t* gmk_row = gmk + n * P * plane_o + y * Wo;
             for (int64_t p = 0; p < P; ++p) {
