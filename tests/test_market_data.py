@@ -262,3 +262,50 @@ def test_render_against_independent_computations(tiny_market):
         render(src, tgt[:, :17], (128, 64))
     with pytest.raises(ValueError, match=r"source_keypoints \[3, 18, 2\] and target_keypoints \[2, 18, 2\]"):
         render(src, tgt[:2], (128, 64))
+
+
+def _png(path, array):
+    Image.fromarray(array).save(path)
+
+
+def test_read_image_checks_the_size_and_reads_grey_as_rgb(tmp_path):
+    """Survivors of the first mutation run of data/market.py: the size check and its
+    message, a grey image converted to three channels."""
+    grey = tmp_path / "grey.png"
+    _png(grey, np.full((6, 5), 50, np.uint8))
+    arr = M.read_image_uint8(str(grey), 6, 5)
+    assert arr.dtype == np.uint8 and arr.shape == (6, 5, 3) and (arr == 50).all()
+    img = M.load_image(str(grey), 6, 5)
+    assert img.shape == (3, 6, 5) and torch.allclose(img, torch.full((3, 6, 5), 50 / 127.5 - 1))
+    for read in (M.read_image_uint8, M.load_image):
+        with pytest.raises(ValueError) as err:
+            read(str(grey), 8, 5)
+        assert str(err.value) == f"image {grey} is 6x5, expected 8x5"
+    assert M.read_image_uint8(str(grey)).shape == (6, 5, 3)  # no size given: any size
+
+
+def test_dataset_items_check_images_and_flip_probability_zero(tmp_path):
+    root = tmp_path / "market"
+    (root / "bounding_box_train").mkdir(parents=True)
+    g = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        _png(root / "bounding_box_train" / name, g.integers(0, 256, (6, 4, 3), dtype=np.uint8))
+    _png(root / "bounding_box_train" / "c.png", g.integers(0, 256, (8, 4, 3), dtype=np.uint8))  # wrong size
+    ann = {n: torch.tensor([[1.0 + j % 3, 1.0 + j % 5] for j in range(18)]) for n in ("a.png", "b.png", "c.png")}
+    pairs = [("a.png", "b.png"), ("b.png", "c.png"), ("c.png", "a.png"), ("b.png", "a.png")]
+    ds = M.MarketPoseDataset(str(root), ann, pairs, heatmaps=False, height=6, width=4, seed=0)
+    for index in (1, 2):  # the wrong-size image as target, then as source
+        with pytest.raises(ValueError, match="c.png is 8x4, expected 6x4"):
+            ds[index]
+    with pytest.raises(ValueError, match="c.png is 8x4, expected 6x4"):
+        ds.check_images()
+    state = ds.rng.getstate()
+    item = ds[0]
+    assert ds.rng.getstate() == state  # flip 0: no random draw
+    assert item["source_name"] == "a.png" and item["target_name"] == "b.png"
+    assert torch.equal(item["source_image"], M.load_image(str(root / "bounding_box_train" / "a.png")))
+    assert torch.equal(item["target_keypoints"], ann["b.png"])
+    with pytest.warns(RuntimeWarning, match="dropped 2 pairs using 1 missing or unreadable images"):
+        assert ds.check_images(on_error="skip") == 2
+    assert ds.pairs == [("a.png", "b.png"), ("b.png", "a.png")]
+    assert ds.check_images(on_error="skip") == 0
