@@ -167,7 +167,7 @@ def test_extract_runs_the_model_in_batches_of_bgr_images_and_writes_every_joint(
                                            progress=False)
     assert (written, skipped, not_done) == (4, 0, [])
     assert "keypoints" not in capsys.readouterr().err  # no progress bar when asked for none
-    assert [len(images) for images, _ in model.calls] == [3, 1]  # sorted names, batches of 3
+    assert [len(ims) for ims, _ in model.calls] == [3, 1]  # sorted names, batches of 3
     assert all(kw == dict(device=None, verbose=False, conf=0.25) for _, kw in model.calls)
     first = model.calls[0][0][0]
     assert first.shape == (6, 4, 3) and first.flags.c_contiguous

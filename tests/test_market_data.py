@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -309,3 +310,52 @@ def test_dataset_items_check_images_and_flip_probability_zero(tmp_path):
         assert ds.check_images(on_error="skip") == 2
     assert ds.pairs == [("a.png", "b.png"), ("b.png", "a.png")]
     assert ds.check_images(on_error="skip") == 0
+
+
+def test_names_identities_and_annotation_values_against_hand_written_answers(tmp_path):
+    """Survivors of the second mutation run of data/market.py that change an answer or a
+    message: the DeepFashion item id, image names with an X, JSON booleans refused as
+    joint coordinates, the quoted excerpt of a bad line, missing joints written as -1."""
+    assert M.identity("fashionMENDenimid0000008001_1front.jpg") == "id00000080"
+    assert M.identity("img/fashionWOMENDressesid0000123405_2side.jpg") == "id00001234"
+    assert M.identity("0002_c1s1_000451_03.jpg") == "0002"
+    assert M.check_image_name("X_c1s1_X.jpg") == "X_c1s1_X.jpg"
+    with pytest.raises(M.AnnotationError) as err:
+        M.check_image_name(" a.jpg")
+    assert str(err.value) == "image name ' a.jpg' cannot be used: it contains leading or trailing white space"
+    header = "name:keypoints_y:keypoints_x\n"
+    ok = json.dumps(list(range(18)))
+    for bad, message in (
+            ("[" + "true, " * 17 + "true]", "keypoints_y must be a list of 18 integers, got '[true, true"),
+            ("[" + "1, " * 40, "keypoints_y is not a JSON list (Expecting value): '[" + "1, " * 19 + "1,'"),
+            ("[" + "12, " * 30 + "1]", "keypoints_y must be a list of 18 integers, got '[" + "12, " * 19 + "12,'")):
+        path = tmp_path / "a.csv"
+        path.write_text(header + f"a.jpg: {bad}: {ok}\n")
+        with pytest.raises(M.AnnotationError) as err:
+            M.read_annotations(str(path))
+        assert message in str(err.value), (message, str(err.value))
+    kp = torch.arange(36, dtype=torch.float32).reshape(18, 2)
+    kp[3] = torch.tensor([-3.0, 7.0])  # missing: a negative coordinate
+    kp[5] = torch.tensor([4.0, float("nan")])  # missing: not finite
+    path = tmp_path / "b.csv"
+    M.write_annotations(str(path), {"a.jpg": kp})
+    line = path.read_text().splitlines()[1]
+    ys, xs = json.loads(line.split(":")[1]), json.loads(line.split(":")[2])
+    assert xs[3] == ys[3] == -1 and xs[5] == ys[5] == -1 and xs[4] == 8 and ys[4] == 9
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("a/b.jpg", "a path separator (names are plain file names inside the image folder)"),
+    ("a\\b.jpg", "a path separator (names are plain file names inside the image folder)"),
+    (".", "a relative folder"),
+    ("..", "a relative folder"),
+    ("a:b.jpg", "':' (the annotation file's field separator)"),
+    ("a,b.jpg", "',' (the pairs file's field separator)"),
+    ("a\nb.jpg", "a line break or NUL"),
+    ("a\x00b.jpg", "a line break or NUL"),
+])
+def test_check_image_name_refusals_say_exactly_why(name, reason):
+    with pytest.raises(M.AnnotationError) as err:
+        M.check_image_name(name, "pair image name")
+    assert str(err.value) == f"pair image name {name!r} cannot be used: it contains {reason}"
+    assert M.check_image_name("X.X") == "X.X"
