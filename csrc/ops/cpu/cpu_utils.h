@@ -9,15 +9,9 @@
 #define DEFORMGAN_CPU_CLONES
 #endif
 
-// And one that must not: its loops vectorise on their own (restrict parameters),
-// which they no longer do once inlined into a larger loop nest.
-#if defined(__GNUC__)
-#define DEFORMGAN_NOINLINE __attribute__((noinline))
-#else
-#define DEFORMGAN_NOINLINE
-#endif
-
-// A helper that inlines into its cloned caller and is compiled for its instruction set.
+// A helper that inlines into its cloned caller and so is compiled for the caller's
+// instruction set. (A cloned function itself is never inlined: calls to it go through
+// the loader's choice of clone.)
 #if defined(__GNUC__)
 #define DEFORMGAN_ALWAYS_INLINE inline __attribute__((always_inline))
 #else

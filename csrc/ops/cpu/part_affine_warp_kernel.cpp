@@ -54,7 +54,7 @@ struct WarpCandidate {
 // The C channels of one pixel: best[c] and best_p[c], the max over its candidates
 // (in increasing p), one pass over the channels per candidate.
 template <typename acc_t>
-DEFORMGAN_NOINLINE DEFORMGAN_CPU_CLONES void warp_pixel(acc_t* __restrict__ best, int32_t* __restrict__ best_p,
+DEFORMGAN_CPU_CLONES void warp_pixel(acc_t* __restrict__ best, int32_t* __restrict__ best_p,
                                      const WarpCandidate<acc_t>* __restrict__ cands, int n, int64_t C) {
   for (int i = 0; i < n; ++i) {
     const WarpCandidate<acc_t>& e = cands[i];
