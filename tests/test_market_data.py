@@ -2,7 +2,7 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -359,3 +359,247 @@ def test_check_image_name_refusals_say_exactly_why(name, reason):
         M.check_image_name(name, "pair image name")
     assert str(err.value) == f"pair image name {name!r} cannot be used: it contains {reason}"
     assert M.check_image_name("X.X") == "X.X"
+
+
+# ------------------------------------------- files and the dataset's constructor, by hand
+ROW = lambda name, ys, xs: f"{name}: {json.dumps(ys)}: {json.dumps(xs)}"  # noqa: E731
+
+
+def test_read_annotations_line_by_line_against_hand_written_answers(tmp_path):
+    """The reader's contract spelled out: CRLF or LF, blank lines skipped (not the end
+    of the file), names stripped, (x, y) pairs in file order, negative coordinates read
+    as -1, line numbers counted from the header (line 1)."""
+    ys, xs = list(range(100, 118)), list(range(18))
+    ys[4], xs[7] = -1, -5
+    text = (M.ANNOTATION_HEADER + "\r\n" + ROW(" b.jpg ", ys, xs) + "\r\n\r\n   \n"
+            + ROW("a.jpg", xs, ys) + "\n")
+    path = tmp_path / "ann.csv"
+    path.write_bytes(text.encode())
+    ann = M.read_annotations(str(path))
+    assert list(ann) == ["b.jpg", "a.jpg"]
+    b = ann["b.jpg"]
+    assert b.dtype == torch.float32 and b.shape == (18, 2)
+    want = torch.tensor([[x, y] for x, y in zip(xs, ys)], dtype=torch.float32)
+    want[4] = -1
+    want[7] = -1  # x = -5: missing, so both coordinates -1
+    assert torch.equal(b, want)
+    assert ann["a.jpg"][5].tolist() == [105.0, 5.0] and ann["a.jpg"][7].tolist() == [-1.0, -1.0]
+    assert ann["a.jpg"][4].tolist() == [-1.0, -1.0]
+    # the line numbers of errors after the blank lines
+    path.write_bytes((text + "c.jpg: [1]: [2]\n").encode())
+    with pytest.raises(M.AnnotationError) as err:
+        M.read_annotations(str(path))
+    assert str(err.value) == f"{path}:6: keypoints_y must be a list of 18 integers, got '[1]'"
+
+
+def test_read_annotations_refusals_word_for_word(tmp_path):
+    path = tmp_path / "ann.csv"
+    ok = json.dumps([1] * 18)
+    cases = [
+        (M.ANNOTATION_HEADER + " \n", f"{path}:1: header must be {M.ANNOTATION_HEADER!r}, got "
+                                      f"{M.ANNOTATION_HEADER + ' '!r}"),
+        ("", f"{path}:1: header must be {M.ANNOTATION_HEADER!r}, got ''"),
+        (M.ANNOTATION_HEADER + "\na.jpg: " + ok + "\n",
+         f"{path}:2: expected 'name: [y...]: [x...]' (3 fields separated by ':'), got 2 fields: "
+         + repr("a.jpg: " + ok)),
+        (M.ANNOTATION_HEADER + "\na.jpg: " + ok + ": " + ok + ": " + ok + "\n",
+         f"{path}:2: expected 'name: [y...]: [x...]' (3 fields separated by ':'), got 4 fields: "
+         + repr(("a.jpg: " + ok + ": " + ok + ": " + ok)[:80])),
+        (M.ANNOTATION_HEADER + "\na.jpg: " + ok + ": [1]\n",
+         f"{path}:2: keypoints_x must be a list of 18 integers, got '[1]'"),
+        (M.ANNOTATION_HEADER + "\na/b.jpg: " + ok + ": " + ok + "\n",
+         f"{path}:2: image name 'a/b.jpg' cannot be used: it contains a path separator (names are plain "
+         "file names inside the image folder)"),
+        (M.ANNOTATION_HEADER + "X\n", f"{path}:1: header must be {M.ANNOTATION_HEADER!r}, got "
+                                       f"{M.ANNOTATION_HEADER + 'X'!r}"),
+        # a line's trailing blanks and characters are kept: quoted as they are, never stripped away
+        (M.ANNOTATION_HEADER + "\na.jpg: " + ok + "  \n",
+         f"{path}:2: expected 'name: [y...]: [x...]' (3 fields separated by ':'), got 2 fields: "
+         + repr("a.jpg: " + ok + "  ")),
+        (M.ANNOTATION_HEADER + "\na.jpg: " + ok + ": " + ok + "X\n",
+         f"{path}:2: keypoints_x is not a JSON list (Extra data): " + repr(ok + "X")),
+    ]
+    for text, message in cases:
+        path.write_text(text)
+        with pytest.raises(M.AnnotationError) as err:
+            M.read_annotations(str(path))
+        assert str(err.value) == message
+
+
+def test_write_annotations_header_once_append_and_overwrite(tmp_path):
+    kp = torch.arange(36, dtype=torch.float32).reshape(18, 2) + 0.4  # rounds down
+    line_a = ROW("a.jpg", list(range(1, 36, 2)), list(range(0, 36, 2)))
+    line_b = ROW("b.jpg", list(range(2, 37, 2)), list(range(1, 36, 2)))
+    path = tmp_path / "new.csv"
+    M.write_annotations(str(path), {"a.jpg": kp}, append=True)  # a new file: header first
+    assert path.read_text() == f"{M.ANNOTATION_HEADER}\n{line_a}\n"
+    M.write_annotations(str(path), {"b.jpg": kp + 1}, append=True)  # appended, no second header
+    assert path.read_text() == f"{M.ANNOTATION_HEADER}\n{line_a}\n{line_b}\n"
+    M.write_annotations(str(path), {"b.jpg": kp + 1})  # no append: the file is replaced
+    assert path.read_text() == f"{M.ANNOTATION_HEADER}\n{line_b}\n"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    M.write_annotations(str(empty), {"a.jpg": kp}, append=True)  # an empty file gets the header
+    assert empty.read_text() == f"{M.ANNOTATION_HEADER}\n{line_a}\n"
+    assert "\r" not in empty.read_bytes().decode()
+    M.write_annotations(str(empty), {})  # nothing to write: just the header
+    assert empty.read_text() == f"{M.ANNOTATION_HEADER}\n"
+
+
+def test_read_pairs_line_by_line_and_refusals_word_for_word(tmp_path):
+    ann = {n: torch.ones(18, 2) for n in ("a.jpg", "b.jpg", "c.jpg")}
+    path = tmp_path / "pairs.csv"
+    path.write_bytes(b"from,to\r\n a.jpg , b.jpg\r\n\r\n \nb.jpg,c.jpg\n")
+    assert M.read_pairs(str(path)) == [("a.jpg", "b.jpg"), ("b.jpg", "c.jpg")]
+    assert M.read_pairs(str(path), ann) == [("a.jpg", "b.jpg"), ("b.jpg", "c.jpg")]
+    assert M.read_pairs(str(path), ann, on_missing="skip") == [("a.jpg", "b.jpg"), ("b.jpg", "c.jpg")]
+    with pytest.raises(ValueError) as err:
+        M.read_pairs(str(path), ann, on_missing="drop")
+    assert str(err.value) == "on_missing must be 'raise' or 'skip', got 'drop'"
+    cases = [
+        ("from,to \n", f"{path}:1: header must be 'from,to', got 'from,to '"),
+        ("from,toX\n", f"{path}:1: header must be 'from,to', got 'from,toX'"),
+        ("from,to\n" + "a" * 90 + ".jpg\n", f"{path}:2: expected 'from,to', got {'a' * 80!r}"),  # 80 quoted
+        ("", f"{path}:1: header must be 'from,to', got ''"),
+        ("from,to\na.jpg,b.jpg,c.jpg\n", f"{path}:2: expected 'from,to', got 'a.jpg,b.jpg,c.jpg'"),
+        ("from,to\n,b.jpg\n", f"{path}:2: expected 'from,to', got ',b.jpg'"),
+        ("from,to\na.jpg, \n", f"{path}:2: expected 'from,to', got 'a.jpg, '"),
+        ("from,to\na.jpg,b.jpg\nx:y.jpg,b.jpg\n", f"{path}:3: image name 'x:y.jpg' cannot be used: it contains "
+                                                  "':' (the annotation file's field separator)"),
+        ("from,to\na.jpg,x:y.jpg\n", f"{path}:2: image name 'x:y.jpg' cannot be used: it contains "
+                                     "':' (the annotation file's field separator)"),
+        ("from,to\nd.jpg,a.jpg\n", f"{path}:2: pair (d.jpg, a.jpg) names 'd.jpg', which has no annotation"),
+        ("from,to\na.jpg,b.jpg\n\na.jpg,d.jpg\n", f"{path}:4: pair (a.jpg, d.jpg) names 'd.jpg', which has no "
+                                                  "annotation"),
+    ]
+    for text, message in cases:
+        path.write_text(text)
+        with pytest.raises(M.AnnotationError) as err:
+            M.read_pairs(str(path), ann)
+        assert str(err.value) == message
+    path.write_text("from,to\nd.jpg,a.jpg\na.jpg,b.jpg\nb.jpg,e.jpg\nd.jpg,e.jpg\nc.jpg,a.jpg\n")
+    with pytest.warns(RuntimeWarning) as rec:
+        assert M.read_pairs(str(path), ann, on_missing="skip") == [("a.jpg", "b.jpg"), ("c.jpg", "a.jpg")]
+    assert [str(w.message) for w in rec] == [f"{path}: skipped 3 pairs naming images without annotation"]
+    assert len(M.read_pairs(str(path))) == 5  # no annotations given: nothing to check against
+    path.write_text("from,to\na.jpg,b.jpgX\n")
+    assert M.read_pairs(str(path)) == [("a.jpg", "b.jpgX")]  # only the line break is cut off
+
+
+def test_standard_pairs_by_hand(tmp_path):
+    """Ordered pairs of the same identity in annotation order, the filter applied, and
+    a seeded sample drawn only when it is smaller than the whole."""
+    whole = torch.full((18, 2), 5.0)
+    no_hip = whole.clone()
+    no_hip[P.J["r_hip"]] = -1
+    ann = {"0002_c1_a.jpg": whole, "0001_c1_a.jpg": whole, "0002_c2_b.jpg": whole, "0001_c2_b.jpg": no_hip,
+           "0000_c1_x.jpg": whole, "0000_c2_y.jpg": whole, "0001_c3_c.jpg": whole, "0002_c3_c.jpg": whole,
+           "0003_c1_a.jpg": whole}
+    pairs = M.standard_pairs(ann)
+    assert pairs == [("0002_c1_a.jpg", "0002_c2_b.jpg"), ("0002_c1_a.jpg", "0002_c3_c.jpg"),
+                     ("0002_c2_b.jpg", "0002_c1_a.jpg"), ("0002_c2_b.jpg", "0002_c3_c.jpg"),
+                     ("0002_c3_c.jpg", "0002_c1_a.jpg"), ("0002_c3_c.jpg", "0002_c2_b.jpg"),
+                     ("0001_c1_a.jpg", "0001_c3_c.jpg"), ("0001_c3_c.jpg", "0001_c1_a.jpg")]
+    assert M.standard_pairs(ann, sample=8) == pairs and M.standard_pairs(ann, sample=100) == pairs
+    import random
+    for seed in (0, 5):
+        want = random.Random(seed).sample(pairs, 3)  # the documented draw: random.Random(seed).sample
+        assert M.standard_pairs(ann, sample=3, seed=seed) == want
+    assert M.standard_pairs(ann, sample=7) == random.Random(0).sample(pairs, 7)
+
+
+def test_dataset_constructor_reads_files_checks_names_and_keeps_its_settings(tmp_path):
+    root = tmp_path / "market"
+    with pytest.raises(ValueError) as err:
+        M.MarketPoseDataset(str(root), {}, [], split="val")
+    assert str(err.value) == "split must be 'train' or 'test', got 'val'"
+    with pytest.raises(FileNotFoundError) as err:
+        M.MarketPoseDataset(str(root), {}, [], split="test")
+    assert str(err.value) == f"image folder not found: {root / 'bounding_box_test'}"
+    (root / "bounding_box_test").mkdir(parents=True)
+    g = np.random.default_rng(1)
+    for name in ("a.png", "b.png", "c.png"):
+        _png(root / "bounding_box_test" / name, g.integers(0, 256, (6, 4, 3), dtype=np.uint8))
+    ann = {n: torch.tensor([[1.0 + (j + i) % 3, 1.0 + j % 5] for j in range(18)])
+           for i, n in enumerate(("a.png", "b.png", "c.png"))}
+    M.write_annotations(str(root / "ann.csv"), ann)
+    M.write_pairs(str(root / "pairs.csv"), [("a.png", "b.png"), ("d.png", "a.png"), ("c.png", "a.png")])
+    with pytest.raises(M.AnnotationError, match=r"pairs.csv:3: pair \(d.png, a.png\) names 'd.png'"):
+        M.MarketPoseDataset(str(root), str(root / "ann.csv"), str(root / "pairs.csv"), split="test")
+    with pytest.warns(RuntimeWarning, match="skipped 1 pairs"):
+        ds = M.MarketPoseDataset(str(root), str(root / "ann.csv"), str(root / "pairs.csv"), split="test",
+                                 on_missing="skip", height=6, width=4)
+    assert ds.root == str(root) and ds.image_dir == str(root / "bounding_box_test")
+    assert ds.pairs == [("a.png", "b.png"), ("c.png", "a.png")] and len(ds) == 2
+    assert list(ds.annotations) == ["a.png", "b.png", "c.png"] and torch.equal(ds.annotations["c.png"], ann["c.png"])
+    assert (ds.flip, ds.heatmaps, ds.sigma, ds.height, ds.width) == (0.0, True, 6.0, 6, 4)
+    item = ds[1]
+    assert (item["source_name"], item["target_name"]) == ("c.png", "a.png")
+    heat = D.keypoint_heatmaps(torch.stack([ann["c.png"], ann["a.png"]]), 6, 4, 6.0)
+    assert torch.equal(item["source_heatmaps"], heat[0]) and torch.equal(item["target_heatmaps"], heat[1])
+    assert set(item) == {"source_image", "target_image", "source_keypoints", "target_keypoints", "source_name",
+                         "target_name", "source_heatmaps", "target_heatmaps"}
+    item["source_keypoints"][0, 0] = 99.0  # an item's poses are copies: the annotations are untouched
+    assert ds.annotations["c.png"][0, 0] == ann["c.png"][0, 0]
+    # pairs given as a list: names checked, missing ones refused or skipped with the count
+    pairs = [("a.png", "b.png"), ("a.png", "d.png"), ("e.png", "c.png"), ("c.png", "b.png")]
+    with pytest.raises(M.AnnotationError) as err:
+        M.MarketPoseDataset(str(root), ann, pairs, split="test")
+    assert str(err.value) == "pair names 'd.png', which has no annotation"
+    with pytest.warns(RuntimeWarning) as rec:
+        ds = M.MarketPoseDataset(str(root), ann, iter(pairs), split="test", on_missing="skip", sigma=2.5,
+                                 heatmaps=True, height=6, width=4)
+    assert [str(w.message) for w in rec] == ["skipped 2 pairs naming images without annotation"]
+    assert ds.pairs == [("a.png", "b.png"), ("c.png", "b.png")] and ds.sigma == 2.5
+    assert torch.equal(ds[1]["target_heatmaps"], D.keypoint_heatmaps(ann["b.png"][None], 6, 4, 2.5)[0])
+    with pytest.raises(M.AnnotationError) as err:
+        M.MarketPoseDataset(str(root), ann, [("a.png", "x,y.png")], split="test", on_missing="skip")
+    assert str(err.value).startswith("pair image name 'x,y.png' cannot be used")
+    default = M.MarketPoseDataset(str(root), ann, [], split="test")
+    assert (default.flip, default.heatmaps, default.sigma, default.height, default.width) == (0.0, True, 6.0, 128, 64)
+
+
+def test_dataset_flip_draws_from_its_seeded_generator(tmp_path):
+    """flip p: a pair is flipped when the dataset's own ``random.Random(seed)`` draws
+    below p (one draw per item); flip 1 always, flipped images are mirrored columns and
+    the poses are flipped with the image width."""
+    import random
+    root = tmp_path / "market"
+    (root / "bounding_box_train").mkdir(parents=True)
+    g = np.random.default_rng(2)
+    for name in ("a.png", "b.png"):
+        _png(root / "bounding_box_train" / name, g.integers(0, 256, (6, 4, 3), dtype=np.uint8))
+    ann = {n: torch.tensor([[float(j % 4), float(j % 6)] for j in range(18)]) for n in ("a.png", "b.png")}
+    ann["b.png"][2] = torch.tensor([3.0, 1.0])
+    ds = M.MarketPoseDataset(str(root), ann, [("a.png", "b.png")] * 20, flip=0.5, heatmaps=True, height=6, width=4,
+                             seed=11)
+    draws = random.Random(11)
+    plain_src = M.load_image(str(root / "bounding_box_train" / "a.png"))
+    plain_tgt = M.load_image(str(root / "bounding_box_train" / "b.png"))
+    flips = []
+    for i in range(20):
+        item = ds[i]
+        flipped = draws.random() < 0.5
+        flips.append(flipped)
+        src = plain_src.flip(-1) if flipped else plain_src
+        tgt = plain_tgt.flip(-1) if flipped else plain_tgt
+        kp_b = P.flip_keypoints(ann["b.png"], 4) if flipped else ann["b.png"]
+        assert torch.equal(item["source_image"], src) and torch.equal(item["target_image"], tgt)
+        assert torch.equal(item["target_keypoints"], kp_b)
+        assert torch.equal(item["target_heatmaps"], D.keypoint_heatmaps(kp_b[None], 6, 4, 6.0)[0])
+    assert 0 < sum(flips) < 20
+    always = M.MarketPoseDataset(str(root), ann, [("a.png", "b.png")], flip=1.0, heatmaps=False, height=6, width=4)
+    item = always[0]
+    assert torch.equal(item["source_image"], plain_src.flip(-1)) and "source_heatmaps" not in item
+    assert torch.equal(item["target_image"], plain_tgt.flip(-1))
+    assert torch.equal(item["target_keypoints"], P.flip_keypoints(ann["b.png"], 4))
+    assert torch.equal(item["source_keypoints"], P.flip_keypoints(ann["a.png"], 4))
+
+
+def test_to_uint8_by_hand():
+    x = torch.tensor([[-3.0, -1.0, -0.5, 0.0], [0.25, 0.5, 1.0, 7.0]], dtype=torch.float64, requires_grad=True)
+    out = M.to_uint8(x)
+    # (x + 1) * 127.5 rounded half to even: -0.5 -> 63.75 -> 64, 0 -> 127.5 -> 128, 0.25 -> 159.375 -> 159
+    assert out.dtype == torch.uint8 and out.tolist() == [[0, 0, 64, 128], [159, 191, 255, 255]]
+    assert M.to_uint8(x.detach().to(torch.bfloat16)[:, 1:]).tolist() == [[0, 64, 128], [191, 255, 255]]
+    assert M.to_uint8(torch.empty(0, 3)).shape == (0, 3)
