@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     names = mutant_names(args.pattern)
     if not names:
         ap.error(f"no mutant matches {args.pattern!r} in {MUTANTS} (is the module in [tool.mutmut] only_mutate?)")
-    missing = [t for t in args.tests if not os.path.exists(os.path.join(MUTANTS, t))]
+    missing = [t for t in args.tests if not os.path.exists(os.path.join(MUTANTS, t.split("::")[0]))]
     if missing:
         ap.error(f"not in {MUTANTS}: {missing} (mutmut copies tests/ there; copy a new test file in)")
     os.chdir(MUTANTS)
