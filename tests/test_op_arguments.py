@@ -167,7 +167,7 @@ def test_part_affine_warp_samples_cover_what_their_docstring_says():
     assert [tuple(m.shape) for (_, _, m, _), _ in samples] == [(2, 4, 9, 7), (1, 3, 7, 5), (3, 1, 4, 4)]
 
 
-@pytest.mark.parametrize("op", ["keypoint_heatmaps", "nn_loss", "part_affine_warp"])
+@pytest.mark.parametrize("op", ["keypoint_heatmaps", "nn_loss", "part_affine_warp", "part_masks", "part_affines"])
 def test_samples_are_seeded_and_in_the_dtype_asked_for(op):
     def tensors(samples):
         return [t for args, _ in samples for t in args if isinstance(t, torch.Tensor)]
@@ -177,4 +177,23 @@ def test_samples_are_seeded_and_in_the_dtype_asked_for(op):
     assert all(torch.equal(a, b) or (torch.isnan(a).any() and torch.equal(a.nan_to_num(), b.nan_to_num()))
                for a, b in zip(first, again))
     for dtype in (torch.float32, torch.float16):
-        assert {t.dtype for t in tensors(D.operator(op).sample_inputs(torch.device("cpu"), dtype))} == {dtype}
+        floats = {t.dtype for t in tensors(D.operator(op).sample_inputs(torch.device("cpu"), dtype))
+                  if t.is_floating_point()}
+        assert floats == {dtype}
+    if op == "part_masks":  # one sample switches parts off with ``enabled``, some on and some off
+        enabled = [args[4] for args, _ in _samples(op) if len(args) > 4]
+        assert len(enabled) == 1 and bool(enabled[0].any()) and not bool(enabled[0].all())
+
+
+def test_pose_geometry_refusals():
+    src = torch.zeros(2, 18, 2)
+    _refused(ValueError, "target_keypoints must have shape [..., 18, 2] (x, y), got [2, 17, 2]", D.part_affines,
+             src, torch.zeros(2, 17, 2))
+    _refused(ValueError, "source_keypoints [2, 18, 2] and target_keypoints [1, 18, 2] must have the same shape",
+             D.part_affines, src, src[:1])
+    _refused(TypeError, "enabled must be a torch.Tensor [..., 10], got list", D.part_masks, src, 4, 4, 1.0,
+             [True] * 10)
+    _refused(ValueError, "enabled must have shape [2, 10], got [10]", D.part_masks, src, 4, 4, 1.0,
+             torch.ones(10, dtype=torch.bool))
+    _refused(ValueError, "enabled must be on the device of target_keypoints (cpu), got meta", D.part_masks,
+             src, 4, 4, 1.0, torch.ones(2, 10, dtype=torch.bool, device="meta"))
