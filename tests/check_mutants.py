@@ -47,6 +47,10 @@ class _Timeout(Exception):
     pass
 
 
+def _on_alarm(signum, frame):
+    raise _Timeout()
+
+
 def _in_process(name: str, tests, timeout: int) -> int:
     os.environ["MUTANT_UNDER_TEST"] = name
     signal.alarm(timeout)
@@ -87,7 +91,7 @@ def main(argv=None) -> int:
         ap.error(f"not in {MUTANTS}: {missing} (mutmut copies tests/ there; copy a new test file in)")
     os.chdir(MUTANTS)
     sys.path.insert(0, MUTANTS)  # the mutated copies, not the installed package
-    signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(_Timeout()))
+    signal.signal(signal.SIGALRM, _on_alarm)
     run = _fresh_process if args.subprocess else _in_process
     # no mutant active (a name no trampoline knows): the tests must pass, or every mutant would look killed
     if run(names[0].rsplit(".", 1)[0] + ".x_none__mutmut_0", args.tests, args.timeout) != 0:

@@ -2,6 +2,14 @@
 import torch
 
 
+def assert_refused(exc, message, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` raises exactly ``exc`` (not a subclass) with exactly ``message``."""
+    import pytest
+    with pytest.raises(exc) as err:
+        fn(*args, **kwargs)
+    assert type(err.value) is exc and str(err.value) == message
+
+
 def assert_close_scaled(actual, expected, rtol=1e-4, what=""):
     """max |actual - expected| <= rtol * max(1, max |expected|) (the issue's float32 criterion)."""
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"

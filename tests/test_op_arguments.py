@@ -5,75 +5,72 @@ import pytest
 import torch
 
 import deformgan_ops as D
+from helpers import assert_refused
 
-
-def _refused(exc, message, fn, *args, **kw):
-    with pytest.raises(exc) as err:
-        fn(*args, **kw)
-    assert str(err.value) == message
 
 
 def test_keypoint_heatmaps_refusals():
     kp = torch.zeros(1, 18, 2)
-    _refused(TypeError, "keypoints must be a torch.Tensor [N, K, 2], got list", D.keypoint_heatmaps, [[0.0]], 4, 4)
-    _refused(ValueError, "keypoints must be a 3-D tensor [N, K, 2], got shape [18, 2]", D.keypoint_heatmaps,
-             kp[0], 4, 4)
-    _refused(ValueError, "keypoints must have shape [N, K, 2] (x, y), got [1, 18, 3]", D.keypoint_heatmaps,
-             torch.zeros(1, 18, 3), 4, 4)
-    _refused(TypeError, "keypoints must be a floating point tensor, got torch.int64", D.keypoint_heatmaps,
-             kp.long(), 4, 4)
-    _refused(ValueError, "width must be a positive int, got 0", D.keypoint_heatmaps, kp, 4, 0)
-    _refused(ValueError, "sigma must be a positive finite number, got -1.0", D.keypoint_heatmaps, kp, 4, 4, -1.0)
+    assert_refused(TypeError, "keypoints must be a torch.Tensor [N, K, 2], got list", D.keypoint_heatmaps,
+                   [[0.0]], 4, 4)
+    assert_refused(ValueError, "keypoints must be a 3-D tensor [N, K, 2], got shape [18, 2]", D.keypoint_heatmaps,
+                   kp[0], 4, 4)
+    assert_refused(ValueError, "keypoints must have shape [N, K, 2] (x, y), got [1, 18, 3]", D.keypoint_heatmaps,
+                   torch.zeros(1, 18, 3), 4, 4)
+    assert_refused(TypeError, "keypoints must be a floating point tensor, got torch.int64", D.keypoint_heatmaps,
+                   kp.long(), 4, 4)
+    assert_refused(ValueError, "width must be a positive int, got 0", D.keypoint_heatmaps, kp, 4, 0)
+    assert_refused(ValueError, "sigma must be a positive finite number, got -1.0", D.keypoint_heatmaps, kp, 4, 4, -1.0)
 
 
 def test_nn_loss_refusals():
     a = torch.zeros(1, 2, 5, 5)
-    _refused(ValueError, "generated must be a 4-D tensor [N, C, H, W], got shape [2, 5, 5]", D.nn_loss, a[0], a)
-    _refused(TypeError, "target must be a torch.Tensor [N, C, H, W], got ndarray", D.nn_loss, a, a.numpy())
-    _refused(TypeError, "target must have the dtype of generated (torch.float32), got torch.float64", D.nn_loss,
-             a, a.double())
-    _refused(ValueError, "target must have the shape of generated [1, 2, 5, 5], got [1, 2, 5, 4]", D.nn_loss,
-             a, a[..., :4])
+    assert_refused(ValueError, "generated must be a 4-D tensor [N, C, H, W], got shape [2, 5, 5]", D.nn_loss, a[0], a)
+    assert_refused(TypeError, "target must be a torch.Tensor [N, C, H, W], got ndarray", D.nn_loss, a, a.numpy())
+    assert_refused(TypeError, "target must have the dtype of generated (torch.float32), got torch.float64", D.nn_loss,
+                   a, a.double())
+    assert_refused(ValueError, "target must have the shape of generated [1, 2, 5, 5], got [1, 2, 5, 4]", D.nn_loss,
+                   a, a[..., :4])
     for k in (2, 0, -3, 3.0, True):
-        _refused(ValueError, f"kernel_size must be an odd positive int, got {k!r}", D.nn_loss, a, a, k)
-    _refused(ValueError, "reduction must be 'mean', 'sum' or 'none', got 'max'", D.nn_loss, a, a, 3, "max")
+        assert_refused(ValueError, f"kernel_size must be an odd positive int, got {k!r}", D.nn_loss, a, a, k)
+    assert_refused(ValueError, "reduction must be 'mean', 'sum' or 'none', got 'max'", D.nn_loss, a, a, 3, "max")
 
 
 def test_part_affine_warp_refusals():
     f = torch.zeros(2, 3, 6, 5)
     theta = torch.zeros(2, 4, 2, 3)
     masks = torch.zeros(2, 4, 7, 8)
-    _refused(ValueError, "features must be a 4-D tensor [N, C, H, W], got shape [3, 6, 5]", D.part_affine_warp,
-             f[0], theta, masks)
-    _refused(ValueError, "theta must be a 4-D tensor [N, P, 2, 3], got shape [2, 4, 6]", D.part_affine_warp,
-             f, theta.reshape(2, 4, 6), masks)
-    _refused(ValueError, "masks must be a 4-D tensor [N, P, Ho, Wo], got shape [2, 4, 7]", D.part_affine_warp,
-             f, theta, masks[..., 0])
-    _refused(TypeError, "theta must have the dtype of features (torch.float32), got torch.float64",
-             D.part_affine_warp, f, theta.double(), masks)
-    _refused(TypeError, "masks must have the dtype of features (torch.bfloat16) or float32, got torch.float64",
-             D.part_affine_warp, f.bfloat16(), theta, masks.double())
-    _refused(ValueError, "theta must have shape [N, P, 2, 3] with N = 2, got [1, 4, 2, 3]", D.part_affine_warp,
-             f, theta[:1], masks)
-    _refused(ValueError, "theta must have shape [N, P, 2, 3] with N = 2, got [2, 4, 3, 2]", D.part_affine_warp,
-             f, theta.transpose(2, 3), masks)
-    _refused(ValueError, "theta must have between 1 and 255 parts, got P = 0", D.part_affine_warp,
-             f, theta[:, :0], masks[:, :0])
-    _refused(ValueError, "theta must have between 1 and 255 parts, got P = 256", D.part_affine_warp,
-             f, torch.zeros(2, 256, 2, 3), torch.zeros(2, 256, 7, 8))
+    assert_refused(ValueError, "features must be a 4-D tensor [N, C, H, W], got shape [3, 6, 5]", D.part_affine_warp,
+                   f[0], theta, masks)
+    assert_refused(ValueError, "theta must be a 4-D tensor [N, P, 2, 3], got shape [2, 4, 6]", D.part_affine_warp,
+                   f, theta.reshape(2, 4, 6), masks)
+    assert_refused(ValueError, "masks must be a 4-D tensor [N, P, Ho, Wo], got shape [2, 4, 7]", D.part_affine_warp,
+                   f, theta, masks[..., 0])
+    assert_refused(TypeError, "theta must have the dtype of features (torch.float32), got torch.float64",
+                   D.part_affine_warp, f, theta.double(), masks)
+    assert_refused(TypeError, "masks must have the dtype of features (torch.bfloat16) or float32, got torch.float64",
+                   D.part_affine_warp, f.bfloat16(), theta, masks.double())
+    assert_refused(ValueError, "theta must have shape [N, P, 2, 3] with N = 2, got [1, 4, 2, 3]", D.part_affine_warp,
+                   f, theta[:1], masks)
+    assert_refused(ValueError, "theta must have shape [N, P, 2, 3] with N = 2, got [2, 4, 3, 2]", D.part_affine_warp,
+                   f, theta.transpose(2, 3), masks)
+    assert_refused(ValueError, "theta must have between 1 and 255 parts, got P = 0", D.part_affine_warp,
+                   f, theta[:, :0], masks[:, :0])
+    assert_refused(ValueError, "theta must have between 1 and 255 parts, got P = 256", D.part_affine_warp,
+                   f, torch.zeros(2, 256, 2, 3), torch.zeros(2, 256, 7, 8))
     D.part_affine_warp(f, torch.zeros(2, 255, 2, 3), torch.zeros(2, 255, 2, 2))  # 255 parts: the most
-    _refused(ValueError, "masks must have shape [N, P, Ho, Wo] with N = 2 and P = 4, got [2, 3, 7, 8]",
-             D.part_affine_warp, f, theta, masks[:, :3])
-    _refused(ValueError, "masks must have shape [N, P, Ho, Wo] with N = 2 and P = 4, got [1, 4, 7, 8]",
-             D.part_affine_warp, f, theta, masks[:1])
-    _refused(ValueError, "offsets must be a 4-D tensor [N, 2, Ho, Wo], got shape [2, 7, 8]",
-             D.part_affine_warp, f, theta, masks, torch.zeros(2, 7, 8))
-    _refused(ValueError, "offsets must have shape [N, 2, Ho, Wo] = [2, 2, 7, 8], got [2, 2, 8, 7]",
-             D.part_affine_warp, f, theta, masks, torch.zeros(2, 2, 8, 7))
-    _refused(ValueError, "offsets must have shape [N, 2, Ho, Wo] = [2, 2, 7, 8], got [2, 1, 7, 8]",
-             D.part_affine_warp, f, theta, masks, torch.zeros(2, 1, 7, 8))
-    _refused(TypeError, "offsets must have the dtype of features (torch.float32), got torch.float64",
-             D.part_affine_warp, f, theta, masks, torch.zeros(2, 2, 7, 8, dtype=torch.float64))
+    assert_refused(ValueError, "masks must have shape [N, P, Ho, Wo] with N = 2 and P = 4, got [2, 3, 7, 8]",
+                   D.part_affine_warp, f, theta, masks[:, :3])
+    assert_refused(ValueError, "masks must have shape [N, P, Ho, Wo] with N = 2 and P = 4, got [1, 4, 7, 8]",
+                   D.part_affine_warp, f, theta, masks[:1])
+    assert_refused(ValueError, "offsets must be a 4-D tensor [N, 2, Ho, Wo], got shape [2, 7, 8]",
+                   D.part_affine_warp, f, theta, masks, torch.zeros(2, 7, 8))
+    assert_refused(ValueError, "offsets must have shape [N, 2, Ho, Wo] = [2, 2, 7, 8], got [2, 2, 8, 7]",
+                   D.part_affine_warp, f, theta, masks, torch.zeros(2, 2, 8, 7))
+    assert_refused(ValueError, "offsets must have shape [N, 2, Ho, Wo] = [2, 2, 7, 8], got [2, 1, 7, 8]",
+                   D.part_affine_warp, f, theta, masks, torch.zeros(2, 1, 7, 8))
+    assert_refused(TypeError, "offsets must have the dtype of features (torch.float32), got torch.float64",
+                   D.part_affine_warp, f, theta, masks, torch.zeros(2, 2, 7, 8, dtype=torch.float64))
 
 
 def test_the_module_wrappers_pass_every_setting_on():
@@ -187,13 +184,13 @@ def test_samples_are_seeded_and_in_the_dtype_asked_for(op):
 
 def test_pose_geometry_refusals():
     src = torch.zeros(2, 18, 2)
-    _refused(ValueError, "target_keypoints must have shape [..., 18, 2] (x, y), got [2, 17, 2]", D.part_affines,
-             src, torch.zeros(2, 17, 2))
-    _refused(ValueError, "source_keypoints [2, 18, 2] and target_keypoints [1, 18, 2] must have the same shape",
-             D.part_affines, src, src[:1])
-    _refused(TypeError, "enabled must be a torch.Tensor [..., 10], got list", D.part_masks, src, 4, 4, 1.0,
-             [True] * 10)
-    _refused(ValueError, "enabled must have shape [2, 10], got [10]", D.part_masks, src, 4, 4, 1.0,
-             torch.ones(10, dtype=torch.bool))
-    _refused(ValueError, "enabled must be on the device of target_keypoints (cpu), got meta", D.part_masks,
-             src, 4, 4, 1.0, torch.ones(2, 10, dtype=torch.bool, device="meta"))
+    assert_refused(ValueError, "target_keypoints must have shape [..., 18, 2] (x, y), got [2, 17, 2]", D.part_affines,
+                   src, torch.zeros(2, 17, 2))
+    assert_refused(ValueError, "source_keypoints [2, 18, 2] and target_keypoints [1, 18, 2] must have the same shape",
+                   D.part_affines, src, src[:1])
+    assert_refused(TypeError, "enabled must be a torch.Tensor [..., 10], got list", D.part_masks, src, 4, 4, 1.0,
+                   [True] * 10)
+    assert_refused(ValueError, "enabled must have shape [2, 10], got [10]", D.part_masks, src, 4, 4, 1.0,
+                   torch.ones(10, dtype=torch.bool))
+    assert_refused(ValueError, "enabled must be on the device of target_keypoints (cpu), got meta", D.part_masks,
+                   src, 4, 4, 1.0, torch.ones(2, 10, dtype=torch.bool, device="meta"))
