@@ -174,9 +174,10 @@ class Reposer:
         return list(arr)
 
 
-def check_writable(path: str, what: str = "--out") -> None:
-    """Fail before any work when ``path`` cannot be written (its folder is created)."""
-    folder = os.path.dirname(os.path.abspath(path)) if not os.path.isdir(path) else path
+def check_writable(path: str, what: str = "--out", is_folder: bool = False) -> None:
+    """Fail before any work when ``path`` (a file to write; with ``is_folder``, a folder
+    to write into) cannot be written; the folder is created. The error names ``path``."""
+    folder = path if is_folder or os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(folder, exist_ok=True)
         probe = os.path.join(folder, f".deformgan-write-test-{os.getpid()}")

@@ -88,7 +88,7 @@ def augment(checkpoint: str, data: str, per_image: int, out: str, seed: int = 0,
 
 
     from .generate import check_writable
-    check_writable(out if os.path.isdir(out) else os.path.join(out, "x"), "--out")
+    check_writable(out, "--out", is_folder=True)
     ann_path = _annotations_path(data)
     annotations = read_annotations(ann_path)
     train_dir = os.path.join(data, "bounding_box_train")
