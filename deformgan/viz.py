@@ -95,8 +95,10 @@ def demo_figure(data_dir: str, out: str, rows: int = 3, upscale: int = 2) -> str
 
     ds = MarketPoseDataset(data_dir, os.path.join(data_dir, "annotations-train.csv"),
                            os.path.join(data_dir, "pairs-train.csv"), split="train", heatmaps=False)
+    if len(ds) == 0:
+        raise ValueError(f"no training pairs in {data_dir} to draw")
     step = max(1, len(ds) // rows)
-    items = [ds[i * step + 7 * i] for i in range(rows)]
+    items = [ds[(i * step + 7 * i) % len(ds)] for i in range(rows)]  # spread over the set, wrapping in a small one
     src_kp = torch.stack([it["source_keypoints"] for it in items])
     tgt_kp = torch.stack([it["target_keypoints"] for it in items])
     g = render(src_kp, tgt_kp, (128, 64), levels=(0,))
@@ -141,7 +143,11 @@ def main(argv=None) -> int:
         from .data.synthetic import make_dataset
         data = tempfile.mkdtemp(prefix="deformgan-synthetic-")
         make_dataset(data, ids=10, images_per_id=4, seed=1, progress=False)
-    print(demo_figure(data, args.out), file=sys.stderr)
+    try:
+        print(demo_figure(data, args.out), file=sys.stderr)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"[deformgan.viz] error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
