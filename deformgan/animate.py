@@ -45,14 +45,20 @@ def carry_missing_joints(poses: torch.Tensor) -> torch.Tensor:
     return out
 
 
+POSE_FORMS = '[[x, y] x 18], {"keypoints": [[x, y] x 18]} or {"x": [18 numbers], "y": [18 numbers]}'
+
+
 def _pose_from_json(item, where: str) -> torch.Tensor:
-    if isinstance(item, dict) and "keypoints" in item:
-        kp = torch.tensor(item["keypoints"], dtype=torch.float32)
-    elif isinstance(item, dict) and "x" in item and "y" in item:
-        kp = torch.stack([torch.tensor(item["x"], dtype=torch.float32), torch.tensor(item["y"], dtype=torch.float32)],
-                         -1)
-    else:
-        kp = torch.tensor(item, dtype=torch.float32)
+    try:
+        if isinstance(item, dict) and "keypoints" in item:
+            kp = torch.tensor(item["keypoints"], dtype=torch.float32)
+        elif isinstance(item, dict) and "x" in item and "y" in item:
+            kp = torch.stack([torch.tensor(item["x"], dtype=torch.float32),
+                              torch.tensor(item["y"], dtype=torch.float32)], -1)
+        else:
+            kp = torch.tensor(item, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as exc:  # not numbers, ragged lists, x and y of other lengths
+        raise PoseFileError(f"{where}: expected {POSE_FORMS} ({exc})") from exc
     if kp.shape != (18, 2):
         raise PoseFileError(f"{where}: expected 18 (x, y) joints, got shape {list(kp.shape)}")
     kp[P.missing(kp)] = -1

@@ -8,7 +8,7 @@ import argparse
 import colorsys
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch

@@ -100,3 +100,21 @@ def assert_fake_strides_match(op, backend, device="cpu"):
             real = output_and_gradient_strides(op, moved, kwargs, backend)
             fake = output_and_gradient_strides(op, moved, kwargs, backend, FakeTensorMode())
             assert fake == real, (op, backend, [tuple(a.stride()) for a in moved if isinstance(a, torch.Tensor)])
+
+
+def help_text(main, capsys) -> str:
+    """What a command's ``main(["--help"])`` prints (it must exit 0)."""
+    import pytest
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def usage_error(main, argv, capsys) -> str:
+    """The last stderr line of ``main(argv)`` refused by argparse (exit 2)."""
+    import pytest
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]

@@ -92,14 +92,24 @@ def test_pose_files_csv_json_forms_and_refusals(tmp_path):
     cases = {"[]": f"{js}: expected a non-empty JSON list of poses",
              '{"x": 1}': f"{js}: expected a non-empty JSON list of poses",
              json.dumps([pose().tolist(), pose().tolist()[:17]]): f"{js}[1]: expected 18 (x, y) joints, got shape [17, 2]",
-             json.dumps([{"x": [1] * 18, "y": [2] * 17}]): None}
+             json.dumps([{"x": [1] * 18, "y": [2] * 17}]): f"{js}[0]: expected {A.POSE_FORMS} (stack expects each "
+                                                          "tensor to be equal size, but got [18] at entry 0 and [17] "
+                                                          "at entry 1)",
+             json.dumps([pose().tolist(), {"y": [1] * 18}]): f"{js}[1]: expected {A.POSE_FORMS} (must be real "
+                                                             "number, not dict)",
+             json.dumps([{"x": ["a"] * 18, "y": [1] * 18}]): f"{js}[0]: expected {A.POSE_FORMS} (too many "
+                                                             "dimensions 'str')",
+             json.dumps([[[1, 2], [3]]]): f"{js}[0]: expected {A.POSE_FORMS} (expected sequence of length 2 at "
+                                          "dim 1 (got 1))"}
     for text, message in cases.items():
         js.write_text(text)
-        if message is None:
-            with pytest.raises(RuntimeError):  # unequal x and y lists: torch refuses to stack them
-                A.read_poses(str(js))
-        else:
-            assert_refused(GEN.PoseFileError, message, A.read_poses, str(js))
+        assert_refused(GEN.PoseFileError, message, A.read_poses, str(js))
+    # integer coordinates are read as float32 poses, in every form
+    ints = pose(4).int()
+    js.write_text(json.dumps([ints.tolist(), {"keypoints": ints.tolist()},
+                              {"x": ints[:, 0].tolist(), "y": ints[:, 1].tolist()}]))
+    seq, _, _ = A.read_poses(str(js))
+    assert seq.dtype == torch.float32 and torch.equal(seq, torch.stack([pose(4)] * 3))
     js.write_text("[1, ")
     with pytest.raises(GEN.PoseFileError, match=rf"^{js}: not valid JSON \(Expecting value"):
         A.read_poses(str(js))
@@ -294,3 +304,20 @@ def test_main_passes_its_arguments_and_reports(tmp_path, monkeypatch, capsys):
         with pytest.raises(SystemExit) as e:
             A.main(base + bad)
         assert e.value.code == 2
+
+
+def test_main_help_and_required_arguments(capsys):
+    from helpers import help_text, usage_error
+    text = help_text(A.main, capsys)
+    assert text.startswith("usage: python -m deformgan.animate [-h] --checkpoint CHECKPOINT --source")
+    assert A.__doc__.strip() in text  # the module's description, its line breaks kept
+    flat = " ".join(text.split())
+    for option in ('--source-keypoints SOURCE_KEYPOINTS "[y0, ..., y17]:[x0, ..., x17]"',
+                   "--source-pose SOURCE_POSE a JSON pose file",
+                   "--poses POSES annotation CSV, JSON list of poses, or a folder of frames",
+                   "--out OUT OUT.gif or OUT.mp4", "--panel source | target pose | generated",
+                   "--pose-size H W the image size the poses are given in (default: the frames', else the model's)",
+                   "[--source-keypoints SOURCE_KEYPOINTS | --source-pose SOURCE_POSE]"):
+        assert option in flat, option
+    assert usage_error(A.main, [], capsys) == ("python -m deformgan.animate: error: the following arguments are "
+                                               "required: --checkpoint, --source, --poses, --out")

@@ -202,3 +202,261 @@ def test_a_256x256_checkpoint_trains_evaluates_and_generates(tree, tmp_path):
     ann = read_annotations(str(data / "annotations-test.csv"))
     out = Reposer(ckpt).generate(str(data / "test" / name), ann[name], source_keypoints=ann[name])
     assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+
+
+# ---------------------------------------------------------------- each function by hand
+LAYOUT_HELP = "expected img/<GENDER>/<Category>/id_XXXXXXXX/NN_V_view.jpg"
+
+
+def test_field_name_separators_extensions_and_message():
+    from helpers import assert_refused
+    for path, name in [("img\\MEN\\Denim\\id_00000080\\01_1_front.jpg", "fashionMENDenimid0000008001_1front.jpg"),
+                       ("/img//MEN/Denim/id_00000080/01_1_front.PNG", "fashionMENDenimid0000008001_1front.jpg"),
+                       ("MEN/Denim/id_00000080/12_3_back.jpeg", "fashionMENDenimid0000008012_3back.jpg")]:
+        assert DF.field_name(path) == name, path
+    for bad in ("img/MEN/Denim/01_1_front.jpg", "img/MEN/Denim/id_0000080/01_1_front.jpg",
+                "img/MEN/Denim/id_00000080/01_1_front.gif", "img/MEN/Denim/id_00000080/01-1-front.jpg"):
+        assert_refused(DF.LayoutError, f"{bad}: {LAYOUT_HELP}", DF.field_name, bad)
+
+
+def _touch(path, data=b""):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def test_scan_lists_the_image_files_with_and_without_the_img_folder(tmp_path):
+    root = tmp_path / "with"
+    for rel in ("img/MEN/Denim/id_00000001/02_1_back.JPEG", "img/MEN/Denim/id_00000001/01_1_front.jpg",
+                "img/MEN/Denim/id_00000001/03_1_side.Png", "img/MEN/Denim/id_00000001/notes.txt",
+                "img/WOMEN/Dresses/id_00000002/01_1_front.jpeg", "outside.jpg"):
+        _touch(root / rel)
+    assert DF.scan(str(root)) == ["img/MEN/Denim/id_00000001/01_1_front.jpg",
+                                  "img/MEN/Denim/id_00000001/02_1_back.JPEG",
+                                  "img/MEN/Denim/id_00000001/03_1_side.Png",
+                                  "img/WOMEN/Dresses/id_00000002/01_1_front.jpeg"]
+    bare = tmp_path / "bare"
+    _touch(bare / "MEN/Denim/id_00000001/01_1_front.jpg")
+    _touch(bare / "MEN/Denim/id_00000001/01_1_front.gif")
+    assert DF.scan(str(bare)) == ["MEN/Denim/id_00000001/01_1_front.jpg"]
+
+
+def test_to_field_size_modes_wide_thin_and_large_images():
+    grey = Image.fromarray(np.full((256, 256), 77, dtype=np.uint8))  # mode L
+    out = DF.to_field_size(grey)
+    assert out.mode == "RGB" and (np.asarray(out) == 77).all()
+    rgba = Image.new("RGBA", (256, 256), (1, 2, 3, 40))
+    assert DF.to_field_size(rgba).mode == "RGB" and (np.asarray(DF.to_field_size(rgba)) == [1, 2, 3]).all()
+    wide = np.asarray(DF.to_field_size(Image.new("RGB", (300, 100), (200, 30, 60))))  # 85 rows, from row 85
+    assert wide.shape == (256, 256, 3)
+    assert (wide[:85] == 255).all() and (wide[170:] == 255).all()
+    assert (np.abs(wide[87:168].astype(int) - [200, 30, 60]) <= 1).all()
+    thin = np.asarray(DF.to_field_size(Image.new("RGB", (1000, 1), (0, 0, 0))))  # one row, never zero
+    assert (thin[127] < 128).all() and (np.delete(thin, 127, axis=0) == 255).all()
+    big = Image.fromarray(np.random.default_rng(1).integers(0, 256, (512, 512, 3), dtype=np.uint8))
+    expect = big.resize((256, 256), Image.BICUBIC, reducing_gap=None)  # the documented filter, no padding
+    assert np.array_equal(np.asarray(DF.to_field_size(big)), np.asarray(expect))
+
+
+def test_read_list_strips_skips_blanks_and_converts_release_paths(tmp_path):
+    path = tmp_path / "train.lst"
+    path.write_text("  fashionWOMENDressesid0000000204_7additional.jpg  \n\n"
+                    " img/MEN/Denim/id_00000080/01_1_front.jpg\n\t\n")
+    assert DF.read_list(str(path)) == ["fashionWOMENDressesid0000000204_7additional.jpg",
+                                       "fashionMENDenimid0000008001_1front.jpg"]
+
+
+def test_split_by_item_edge_counts():
+    def n_test_items(n_items, fraction):
+        names = [f"fashionMENDenimid{i:08d}01_1front.jpg" for i in range(n_items)]
+        split = DF.split_by_item(iter(names), fraction)  # any iterable
+        return sum(v == "test" for v in split.values())
+
+    assert n_test_items(1, 0.4) == 0 and n_test_items(1, 0.6) == 1  # one item: no clamping
+    assert n_test_items(2, 0.99) == 1 and n_test_items(2, 0.01) == 1  # two: one on each side
+    assert n_test_items(10, 0.01) == 1 and n_test_items(10, 0.99) == 9  # at least one on each side
+    assert n_test_items(10, 0.25) == 2 and n_test_items(10, 0.35) == 4  # round half to even, then 3.5 -> 4
+    assert DF.split_by_item([], 0.5) == {}
+
+
+def _jpeg_bytes(image, quality=95):
+    import io
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_write_image_copies_only_the_releases_own_256_rgb_jpegs(tmp_path):
+    rng = np.random.default_rng(2)
+    rgb = Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))
+    cases = {"same.jpg": (rgb, "JPEG"), "png.png": (rgb, "PNG"),
+             "grey.jpg": (rgb.convert("L"), "JPEG"), "small.jpg": (rgb.resize((128, 192)), "JPEG")}
+    for name, (im, fmt) in cases.items():
+        im.save(tmp_path / name, format=fmt, **({"quality": 80} if fmt == "JPEG" else {}))
+        dst = tmp_path / ("out-" + name)
+        dst.write_bytes(b"an older file")
+        DF._write_image(str(tmp_path / name), str(dst))
+        with Image.open(tmp_path / name) as src:
+            expect = (tmp_path / name).read_bytes() if name == "same.jpg" else _jpeg_bytes(DF.to_field_size(src))
+        assert dst.read_bytes() == expect, name
+    assert not list(tmp_path.glob("*.part"))
+
+
+# ---------------------------------------------------------------- prepare on hand-made trees
+def _mini_tree(root, items=4, per_item=2, size=(32, 64)):
+    """Small images (W x H = ``size``) of ``items`` clothing items; their names and release paths."""
+    rng = np.random.default_rng(7)
+    rels = {}
+    for i in range(1, items + 1):
+        for k in range(1, per_item + 1):
+            rel = f"img/{'MEN' if i % 2 else 'WOMEN'}/Tees/id_{i:08d}/{k:02d}_1_front.jpg"
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(root / rel)
+            rels[DF.field_name(rel)] = rel
+    return rels
+
+
+def _pose(dx=0):
+    kp = torch.tensor([[128, 40], [128, 70], [100, 70], [95, 110], [92, 150], [156, 70], [160, 110], [164, 150],
+                       [110, 150], [108, 200], [106, 240], [146, 150], [148, 200], [150, 240], [120, 35],
+                       [136, 35], [112, 38], [144, 38]], dtype=torch.float32)
+    kp[:, 0] += dx
+    return kp
+
+
+def test_prepare_refusals_word_for_word(tmp_path):
+    from helpers import assert_refused
+    missing = tmp_path / "nope"
+    assert_refused(FileNotFoundError, f"In-shop folder not found: {missing}", DF.prepare, str(missing),
+                   str(tmp_path / "o"), progress=False)
+    (tmp_path / "empty" / "img").mkdir(parents=True)
+    _touch(tmp_path / "empty" / "img" / "stray.jpg")
+    assert_refused(FileNotFoundError, f"no images in the In-shop layout under {tmp_path / 'empty'} "
+                   "(img/<GENDER>/<Category>/id_X/...)", DF.prepare, str(tmp_path / "empty"), str(tmp_path / "o"),
+                   progress=False)
+    for lists in (("a.lst", None), (None, "b.lst")):
+        assert_refused(ValueError, "give both --train-list and --test-list, or neither", DF.prepare,
+                       str(tmp_path / "empty"), str(tmp_path / "o"), *lists, progress=False)
+
+
+def test_prepare_summary_lists_and_missing_keypoints(tmp_path, capsys):
+    from deformgan.data.market import write_annotations
+    root = tmp_path / "tree"
+    rels = _mini_tree(root)
+    names = sorted(rels)  # MEN items 1 and 3, then WOMEN 2 and 4: two images each
+    ann = {n: _pose(i) for i, n in enumerate(names) if n != names[1]}  # one image without keypoints
+    ann_path = tmp_path / "kp.csv"
+    write_annotations(str(ann_path), ann)
+    train, test = tmp_path / "train.lst", tmp_path / "test.lst"
+    train.write_text("\n".join(names[:6]) + "\n")
+    test.write_text("\n".join([names[5], rels[names[6]], names[7]]) + "\n")  # names[5] in both lists
+    out = tmp_path / "out"
+    summary = DF.prepare(str(root), str(out), str(train), str(test), annotations=str(ann_path), progress=False)
+    assert summary == {
+        "source": str(root), "size": [256, 256],
+        "size_rule": "256x256 kept as is; else longer side resized to 256 (bicubic), white padding",
+        "split_rule": "lists train.lst / test.lst", "keypoints": str(ann_path),
+        "train": {"images": 5, "annotated": 4, "pairs": 2, "items": 3},  # item 1 and 2: one image with a pose
+        "test": {"images": 2, "annotated": 2, "pairs": 2, "items": 1},
+        "problems": {"in_both_lists": [names[5]]}}
+    assert json.loads((out / "DEEPFASHION.json").read_text()) == summary
+    assert sorted(os.listdir(out / "train")) == names[:5] and sorted(os.listdir(out / "test")) == names[6:]
+    assert set(read_annotations(str(out / "annotations-train.csv"))) == set(names[:5]) - {names[1]}
+    assert read_pairs(str(out / "pairs-test.csv")) == [(names[6], names[7]), (names[7], names[6])]
+    err = capsys.readouterr().err
+    assert f"[deformgan.data.deepfashion] in both lists (left out): {names[5]}\n" in err
+    assert (f"[deformgan.data.deepfashion] 1 train images have no keypoints in {ann_path} (left out of the pairs), "
+            f"e.g. {names[1]}\n") in err
+    assert "test images have no keypoints" not in err
+
+
+def test_prepare_split_by_item_unreadable_and_detected_keypoints(tmp_path, monkeypatch, capsys):
+    from deformgan import keypoints as K
+    from deformgan.data.market import write_annotations
+    root = tmp_path / "tree"
+    rels = _mini_tree(root)
+    bad_rel = "img/MEN/Tees/id_00000009/01_1_front.jpg"
+    _touch(root / bad_rel, b"not a jpeg")
+    calls = []
+
+    def extract(images_dir, out, weights, device, progress):  # YOLO's place: a pose per image found
+        calls.append((images_dir, out, weights, device, progress))
+        write_annotations(out, {n: _pose() for n in sorted(os.listdir(images_dir))})
+
+    monkeypatch.setattr(K, "extract", extract)
+    out = tmp_path / "out"
+    summary = DF.prepare(str(root), str(out), test_fraction=0.25, weights="w.pt", device="cpu", progress=False)
+    assert calls == [(str(out / s), str(out / f"annotations-{s}.csv"), "w.pt", "cpu", False) for s in ("train", "test")]
+    assert summary["split_rule"] == "by clothing item: first 0.25 of the item ids in CRC-32 order are test"
+    assert summary["keypoints"] == "detected (w.pt)"
+    bad = DF.field_name(bad_rel)
+    split = DF.split_by_item(list(rels) + [bad], 0.25)
+    for s in ("train", "test"):
+        kept = sorted(n for n in rels if split[n] == s)
+        assert sorted(os.listdir(out / s)) == kept
+        assert summary[s] == {"images": len(kept), "annotated": len(kept), "pairs": len(kept),
+                              "items": len(kept) // 2}
+    (problem,) = summary["problems"]["unreadable"]
+    assert problem.startswith(f"{bad_rel}: ") and list(summary["problems"]) == ["unreadable"]
+    assert f"[deformgan.data.deepfashion] cannot read {problem} (left out)" in capsys.readouterr().err
+
+
+def test_prepare_shows_progress_by_default_and_counts_finished_images(tmp_path, capsys):
+    root = tmp_path / "tree"
+    rels = _mini_tree(root, items=2)
+    kp = tmp_path / "kp.csv"
+    from deformgan.data.market import write_annotations
+    write_annotations(str(kp), {n: _pose() for n in rels})
+    DF.prepare(str(root), str(tmp_path / "out"), annotations=str(kp))
+    err = capsys.readouterr().err
+    assert "deepfashion images: 100%" in err and "4/4" in err and "img/s" in err
+    os.remove(next((tmp_path / "out" / "train").iterdir()))
+    DF.prepare(str(root), str(tmp_path / "out"), annotations=str(kp))
+    assert "deepfashion images:  75%|" in capsys.readouterr().err  # resumed: 3 of 4 already there
+
+
+def test_main_passes_its_arguments_and_reports(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def prepare(*args):
+        seen.append(args)
+        return {"train": {"images": 3}, "test": {"images": 1}, "problems": {"a": [1, 2], "b": [3]}}
+
+    monkeypatch.setattr(DF, "prepare", prepare)
+    assert DF.main(["R", "--out", "O"]) == 0
+    assert DF.main(["R", "--out", "O", "--train-list", "tr", "--test-list", "te", "--test-fraction", "0.3",
+                    "--annotations", "a.csv", "--weights", "w.pt", "--device", "cuda:1"]) == 0
+    assert seen == [("R", "O", None, None, None, 0.1, "yolo11n-pose.pt", None),
+                    ("R", "O", "tr", "te", "a.csv", 0.3, "w.pt", "cuda:1")]
+    assert capsys.readouterr().err == (
+        "[deformgan.data.deepfashion] wrote O: train {'images': 3}, test {'images': 1}; 3 problems "
+        "(DEEPFASHION.json)\n") * 2
+    for exc in (FileNotFoundError("In-shop folder not found: R"), ValueError("give both")):
+        def failing(*args, exc=exc):
+            raise exc
+        monkeypatch.setattr(DF, "prepare", failing)
+        assert DF.main(["R", "--out", "O"]) == 2
+        assert capsys.readouterr().err == f"[deformgan.data.deepfashion] error: {exc}\n"
+    for fraction in ("0", "1"):
+        with pytest.raises(SystemExit) as e:
+            DF.main(["R", "--out", "O", "--test-fraction", fraction])
+        assert e.value.code == 2
+    with pytest.raises(SystemExit):
+        DF.main(["R"])  # --out is required
+
+
+def test_main_help_and_required_arguments(capsys):
+    from helpers import help_text, usage_error
+    text = help_text(DF.main, capsys)
+    assert text.startswith("usage: python -m deformgan.data.deepfashion [-h] --out OUT")
+    assert DF.__doc__.strip() in text  # the module's description, its line breaks kept
+    flat = " ".join(text.split())
+    for option in ("root the In-shop release folder (holding img/)",
+                   "--train-list TRAIN_LIST the field's train split file (one name per line)",
+                   "--test-list TEST_LIST the field's test split file",
+                   "--test-fraction TEST_FRACTION without lists: the fraction of clothing items held out for test",
+                   "--annotations ANNOTATIONS keypoints of the images (annotation CSV with the field's names); "
+                   "default: detect them with YOLO pose",
+                   "--weights WEIGHTS YOLO pose weights for the detection"):
+        assert option in flat, option
+    assert usage_error(DF.main, [], capsys) == ("python -m deformgan.data.deepfashion: error: the following "
+                                                "arguments are required: root, --out")

@@ -13,7 +13,7 @@ from deformgan import generate as GEN
 from deformgan import reid_augment as RA
 from deformgan.checkpoint import CheckpointError
 from deformgan.data.market import AnnotationError, write_annotations
-from helpers import assert_refused
+from helpers import assert_refused, help_text, usage_error
 
 H, W = 16, 8
 
@@ -237,3 +237,47 @@ def test_main_passes_its_arguments_and_reports(monkeypatch, capsys):
         with pytest.raises(SystemExit) as e:
             RA.main(["--checkpoint", "c", "--data", "d", "--out", "O", *bad])
         assert e.value.code == 2
+
+
+def test_main_accepts_every_backend_and_seed_0(monkeypatch):
+    calls = []
+    monkeypatch.setattr(RA, "augment", lambda *a: calls.append(a) or {
+        "generated": 0, "generated_now": 0, "real_copied": 0, "manifest": "m", "images_per_s": None})
+    for backend in ("auto", "reference", "cpu", "cuda", "triton"):
+        assert RA.main(["--checkpoint", "c", "--data", "d", "--per-image", "1", "--out", "O", "--seed", "0",
+                        "--ops-backend", backend]) == 0
+    assert [c[-1] for c in calls] == ["auto", "reference", "cpu", "cuda", "triton"] and {c[4] for c in calls} == {0}
+
+
+def test_main_help_and_required_arguments(capsys):
+    text = help_text(RA.main, capsys)
+    assert text.startswith("usage: python -m deformgan.reid_augment [-h] --checkpoint CHECKPOINT --data")
+    assert RA.__doc__.strip() in text  # the module's description, its line breaks kept
+    flat = " ".join(text.split())
+    for option in ("--data DATA Market-layout folder with bounding_box_train/ and its annotations",
+                   "--per-image PER_IMAGE K generated images per training image",
+                   "--generated-only do not copy the real training images",
+                   "--link hard-link the real training images instead of copying",
+                   "--ops-backend {auto,reference,cpu,cuda,triton}"):
+        assert option in flat, option
+    assert usage_error(RA.main, [], capsys) == ("python -m deformgan.reid_augment: error: the following arguments are "
+                                                "required: --checkpoint, --data, --per-image, --out")
+
+
+def test_augment_defaults_seed_0_batches_of_16(data, reposer, tmp_path):
+    root, ann = data
+    RA.augment("ck.pt", str(root), 6, str(tmp_path / "aug"), progress=False)
+    assert RA.read_manifest(str(tmp_path / "aug" / "manifest.csv")) == RA.plan(ann, 6, 0)
+    assert [len(b[0]) for b in reposer.made[0].batches] == [16, 2]
+    assert reposer.made[0].args == ("ck.pt", None, None)
+
+
+def test_augment_refuses_a_training_image_of_another_size_and_is_quiet_without_progress(data, reposer, tmp_path,
+                                                                                        capsys):
+    root, _ = data
+    RA.augment("ck.pt", str(root), 1, str(tmp_path / "ok"), progress=False)
+    assert capsys.readouterr().err == ""
+    path = root / "bounding_box_train" / VALID[1]
+    Image.new("RGB", (W, H + 1)).save(path)
+    assert_refused(ValueError, f"image {path} is 17x8, expected 16x8", RA.augment, "ck.pt", str(root), 1,
+                   str(tmp_path / "aug"), progress=False)
