@@ -106,10 +106,11 @@ def test_pose_files_csv_json_forms_and_refusals(tmp_path):
         assert_refused(GEN.PoseFileError, message, A.read_poses, str(js))
     # integer coordinates are read as float32 poses, in every form
     ints = pose(4).int()
-    js.write_text(json.dumps([ints.tolist(), {"keypoints": ints.tolist()},
-                              {"x": ints[:, 0].tolist(), "y": ints[:, 1].tolist()}]))
-    seq, _, _ = A.read_poses(str(js))
-    assert seq.dtype == torch.float32 and torch.equal(seq, torch.stack([pose(4)] * 3))
+    for form in (ints.tolist(), {"keypoints": ints.tolist()}, {"x": ints[:, 0].tolist(), "y": pose(4)[:, 1].tolist()},
+                 {"x": pose(4)[:, 0].tolist(), "y": ints[:, 1].tolist()}):
+        js.write_text(json.dumps([form]))
+        seq, _, _ = A.read_poses(str(js))
+        assert seq.dtype == torch.float32 and torch.equal(seq, pose(4)[None]), form
     js.write_text("[1, ")
     with pytest.raises(GEN.PoseFileError, match=rf"^{js}: not valid JSON \(Expecting value"):
         A.read_poses(str(js))
@@ -164,8 +165,23 @@ def test_write_video_gif_frames_duration_and_no_leftovers(tmp_path):
                 got.append(int(np.asarray(im.convert("RGB"))[0, 0, 0]))
         assert got == [0, 100, 200]
     assert sorted(os.listdir(tmp_path / "sub")) == ["a0.5.gif", "a10.gif", "a3.gif", "a4.gif"]
-    assert_refused(ValueError, "--out must end in .gif or .mp4, got 'x.avi'", A.write_video, frames, "x.avi", 10)
-    assert not os.path.exists("x.avi")
+    avi = str(tmp_path / "x.avi")
+    assert_refused(ValueError, f"--out must end in .gif or .mp4, got {avi!r}", A.write_video, frames, avi, 10)
+    assert os.listdir(tmp_path) == ["sub"]  # nothing written, no temporary file left
+
+
+def test_mp4_writer_name_opencv_then_imageio_ffmpeg(monkeypatch):
+    import importlib.util
+    import sys
+    import types
+    installed = "opencv" if importlib.util.find_spec("cv2") else (
+        "imageio-ffmpeg" if importlib.util.find_spec("imageio_ffmpeg") else None)
+    assert A.mp4_writer_name() == installed
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 now raises ImportError
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", types.ModuleType("imageio_ffmpeg"))
+    assert A.mp4_writer_name() == "imageio-ffmpeg"
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+    assert A.mp4_writer_name() is None
 
 
 def test_write_video_mp4(tmp_path, monkeypatch):

@@ -252,6 +252,8 @@ def test_to_field_size_modes_wide_thin_and_large_images():
     assert (np.abs(wide[87:168].astype(int) - [200, 30, 60]) <= 1).all()
     thin = np.asarray(DF.to_field_size(Image.new("RGB", (1000, 1), (0, 0, 0))))  # one row, never zero
     assert (thin[127] < 128).all() and (np.delete(thin, 127, axis=0) == 255).all()
+    tall = np.asarray(DF.to_field_size(Image.new("RGB", (1, 1000), (0, 0, 0))))  # one column
+    assert (tall[:, 127] < 128).all() and (np.delete(tall, 127, axis=1) == 255).all()
     big = Image.fromarray(np.random.default_rng(1).integers(0, 256, (512, 512, 3), dtype=np.uint8))
     expect = big.resize((256, 256), Image.BICUBIC, reducing_gap=None)  # the documented filter, no padding
     assert np.array_equal(np.asarray(DF.to_field_size(big)), np.asarray(expect))
@@ -460,3 +462,20 @@ def test_main_help_and_required_arguments(capsys):
         assert option in flat, option
     assert usage_error(DF.main, [], capsys) == ("python -m deformgan.data.deepfashion: error: the following "
                                                 "arguments are required: root, --out")
+
+
+def test_prepare_defaults_quiet_no_detections_and_summary_file(tmp_path, monkeypatch, capsys):
+    from deformgan import keypoints as K
+    root = tmp_path / "tree"
+    _mini_tree(root, items=12, per_item=2)
+    calls = []
+    monkeypatch.setattr(K, "extract", lambda folder, out, weights, device, progress: calls.append(weights))
+    out = tmp_path / "out"
+    summary = DF.prepare(str(root), str(out), progress=False)  # the extraction wrote no annotation file
+    assert calls == ["yolo11n-pose.pt"] * 2 and summary["keypoints"] == "detected (yolo11n-pose.pt)"
+    assert summary["split_rule"] == "by clothing item: first 0.1 of the item ids in CRC-32 order are test"
+    assert summary["test"]["items"] == 1 and summary["train"]["items"] == 11  # round(1.2)
+    assert summary["train"]["annotated"] == summary["train"]["pairs"] == 0
+    assert read_pairs(str(out / "pairs-train.csv")) == []
+    assert (out / "DEEPFASHION.json").read_text() == json.dumps(summary, indent=1)
+    assert capsys.readouterr().err == ""  # progress=False: no bar, and no problem to report

@@ -281,3 +281,20 @@ def test_augment_refuses_a_training_image_of_another_size_and_is_quiet_without_p
     Image.new("RGB", (W, H + 1)).save(path)
     assert_refused(ValueError, f"image {path} is 17x8, expected 16x8", RA.augment, "ck.pt", str(root), 1,
                    str(tmp_path / "aug"), progress=False)
+
+
+def test_augment_jpeg_encoding_timing_and_copy_when_links_fail(data, reposer, tmp_path, monkeypatch):
+    import io
+    root, ann = data
+    monkeypatch.setattr(os, "link", lambda src, dst: (_ for _ in ()).throw(OSError(18, "Invalid cross-device link")))
+    r = RA.augment("ck.pt", str(root), 1, str(tmp_path / "aug"), link=True, progress=False)
+    train = tmp_path / "aug" / "bounding_box_train"
+    for name in os.listdir(root / "bounding_box_train"):  # a link that cannot be made is a copy
+        assert (train / name).read_bytes() == (root / "bounding_box_train" / name).read_bytes()
+    assert r["real_copied"] == 5 and 0 < r["seconds"] < 60
+    gen, src, tgt = RA.plan(ann, 1, 0)[0]
+    arr = np.full((H, W, 3), [10 * ann[src][1, 0], 10 * ann[tgt][1, 0],
+                              read(root / "bounding_box_train" / src).mean()], dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95, subsampling=0)  # quality 95, 4:4:4
+    assert (train / gen).read_bytes() == buf.getvalue()
