@@ -1,6 +1,8 @@
 """deformgan/viz.py pixel by pixel against answers worked out by hand: the part colours,
 the skeleton drawing, heatmaps and masks as pictures, grid geometry, the demo figure's
 layout and its command."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -41,6 +43,7 @@ def test_draw_pose_limbs_in_their_colours_joints_white_with_black_outline():
     limb = P.LIMBS.index((1, 2))  # neck - right shoulder
     colour = V.part_colours(len(P.LIMBS))[limb].tolist()
     assert im[10, 10].tolist() == colour  # on the line, between the joints' discs
+    assert im[9, 10].tolist() == [50, 50, 50] and im[11, 10].tolist() == [50, 50, 50]  # one pixel wide
     assert im[10, 4].tolist() == [255, 255, 255] and im[10, 16].tolist() == [255, 255, 255]  # the joints
     assert im[10, 2].tolist() == [0, 0, 0] and im[8, 4].tolist() == [0, 0, 0]  # radius 2: the outline
     assert im[10, 1].tolist() == [50, 50, 50] and im[3, 10].tolist() == [50, 50, 50]
@@ -58,10 +61,11 @@ def test_pose_image_on_black():
 
 
 def test_heatmaps_to_image_max_over_joints_in_their_colours():
-    h = torch.tensor([[[1.0, 0.5, 2.0, -1.0]], [[0.0, 0.5, 0.0, 0.2]]])  # [2, 1, 4]
+    h = torch.tensor([[[1.0, 0.5, 2.0, -1.0, 0.0, -1.0]], [[0.0, 0.5, 0.0, 0.2, 0.0, -0.5]]])  # [2, 1, 6]
     im = np.asarray(V.heatmaps_to_image(h.double().requires_grad_()))
-    # pixel 1: max(0.5 * RED, 0.5 * CYAN) = [127.5, 127.5, 127.5] -> 127; pixel 2: 2 * RED clamped
-    assert im.tolist() == [[RED, [127, 127, 127], [255, 76, 76], [7, 51, 51]]]
+    # pixel 1: max(0.5 * RED, 0.5 * CYAN) = [127.5, 127.5, 127.5] -> 127; pixel 2: 2 * RED clamped;
+    # pixels 4 and 5: zero and negative heatmaps are black
+    assert im.tolist() == [[RED, [127, 127, 127], [255, 76, 76], [7, 51, 51], [0, 0, 0], [0, 0, 0]]]
 
 
 def test_masks_to_image_later_parts_on_top_first_part_skipped():
@@ -109,6 +113,66 @@ def test_demo_figure_layout(synthetic, tmp_path):
         assert im.size == (8 * (128 + 2) + 2, 12 + 3 * (256 + 2) + 2)
 
 
+def test_demo_figure_cells(synthetic, tmp_path):
+    """Each cell of a row is what its title says, for the dataset pair that row shows: the
+    warps recomputed here with the reference backend, on images mapped to [0, 1] and back."""
+    import deformgan_ops as D
+    from deformgan.data.market import MarketPoseDataset
+    from deformgan.geometry import render
+    out = V.demo_figure(str(synthetic), str(tmp_path / "f.png"), rows=2, upscale=1)
+    with Image.open(out) as im:
+        fig = np.asarray(im.convert("RGB"))
+    ds = MarketPoseDataset(str(synthetic), str(synthetic / "annotations-train.csv"), str(synthetic / "pairs-train.csv"),
+                           split="train", heatmaps=False)
+
+    def cell(r, c):
+        return fig[12 + 2 + r * 130:12 + 2 + r * 130 + 128, 2 + c * 66:2 + c * 66 + 64]
+
+    shown = []
+    for r in range(2):
+        hwc = [V.to_hwc(ds[i]["source_image"]) for i in range(len(ds))]
+        (i,) = [i for i in range(len(ds)) if np.array_equal(hwc[i], cell(r, 0))
+                and np.array_equal(V.to_hwc(ds[i]["target_image"]), cell(r, 7))]
+        it = ds[i]
+        shown.append(i)
+        g = render(it["source_keypoints"][None], it["target_keypoints"][None], (128, 64), levels=(0,))
+        src = (it["source_image"][None] + 1) / 2
+        masks = g.masks[0]
+        body = masks.clone()
+        body[:, 0] = 0
+        want = [np.asarray(V.draw_pose(hwc[i], it["source_keypoints"])),
+                np.asarray(V.heatmaps_to_image(g.source_heatmaps[0])),
+                np.asarray(V.pose_image(it["target_keypoints"])),
+                np.asarray(V.masks_to_image(masks[0])),
+                V.to_hwc(D.part_affine_warp(src, g.theta, body, backend="reference")[0] * 2 - 1),
+                V.to_hwc(D.part_affine_warp(src, g.theta, masks, backend="reference")[0] * 2 - 1)]
+        for c, w in enumerate(want, start=1):
+            assert np.abs(cell(r, c).astype(int) - w.astype(int)).max() <= 1, (r, c)
+    assert len(set(shown)) == 2  # two different pairs
+    # upscaled cells are the same pictures, nearest-neighbour
+    with Image.open(V.demo_figure(str(synthetic), str(tmp_path / "g.png"), rows=2, upscale=2)) as im:
+        big = np.asarray(im.convert("RGB"))
+    assert np.array_equal(big[12 + 2:12 + 2 + 256:2, 2:2 + 128:2], cell(0, 0))
+    assert np.array_equal(big[12 + 2:12 + 2 + 256, 2:2 + 128], np.repeat(np.repeat(cell(0, 0), 2, 0), 2, 1))
+    titles = ["source", "source pose", "heatmaps", "target pose", "part masks", "warped parts", "warped (all)",
+              "target"]
+    header = Image.new("RGB", (fig.shape[1], 12), (255, 255, 255))
+    from PIL import ImageDraw
+    for c, t in enumerate(titles):
+        ImageDraw.Draw(header).text((2 + c * 66, 0), t, fill=(0, 0, 0))
+    assert np.array_equal(fig[:12], np.asarray(header))
+
+
+def test_grid_titles_start_at_their_columns():
+    from PIL import ImageDraw
+    tiles = [[Image.new("RGB", (30, 5), (200, 200, 200))] * 3]
+    out = np.asarray(V.grid(tiles, pad=3, titles=["ab", "", "cd"]))
+    want = Image.new("RGB", (out.shape[1], 12), (255, 255, 255))
+    ImageDraw.Draw(want).text((3, 0), "ab", fill=(0, 0, 0))
+    ImageDraw.Draw(want).text((3 + 2 * 33, 0), "cd", fill=(0, 0, 0))
+    assert np.array_equal(out[:12], np.asarray(want)) and (out[:12] != 255).any()
+
+
 def test_demo_figure_refuses_a_set_without_pairs(synthetic, tmp_path, capsys):
     import shutil
     empty = tmp_path / "empty"
@@ -131,6 +195,7 @@ def test_main_demo_with_and_without_data(synthetic, tmp_path, capsys, monkeypatc
     import deformgan.data.synthetic as S
 
     def make_dataset(root, **kw):  # the temporary set: made with these settings, then drawn from
+        assert os.path.basename(root).startswith("deformgan-synthetic-") and os.path.isdir(root)
         made.append(kw)
         import shutil
         shutil.copytree(synthetic, root, dirs_exist_ok=True)
@@ -140,3 +205,16 @@ def test_main_demo_with_and_without_data(synthetic, tmp_path, capsys, monkeypatc
     assert made == [dict(ids=10, images_per_id=4, seed=1, progress=False)] and (tmp_path / "b.png").exists()
     with pytest.raises(SystemExit):
         V.main([])
+
+
+def test_main_help_texts_and_usage_errors(capsys):
+    from helpers import help_text, usage_error
+    text = help_text(V.main, capsys)
+    assert text.startswith("usage: python -m deformgan.viz [-h] {demo} ...")
+    assert V.__doc__.strip() in text  # the module's description, its line breaks kept
+    assert "demo the README figure from the synthetic set" in " ".join(text.split())
+    demo = " ".join(help_text(lambda argv: V.main(["demo", *argv]), capsys).split())
+    assert demo.startswith("usage: python -m deformgan.viz demo [-h] [--data DATA] out")
+    assert "--data DATA a synthetic set (made in a temporary folder if omitted)" in demo
+    assert usage_error(V.main, [], capsys) == ("python -m deformgan.viz: error: the following arguments are "
+                                               "required: cmd")
