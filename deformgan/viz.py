@@ -6,6 +6,7 @@ onto a target pose with part_affine_warp.
 """
 import argparse
 import colorsys
+import contextlib
 import os
 import sys
 from typing import Optional, Sequence
@@ -136,18 +137,19 @@ def main(argv=None) -> int:
     demo.add_argument("out")
     demo.add_argument("--data", default=None, help="a synthetic set (made in a temporary folder if omitted)")
     args = ap.parse_args(argv)
-    data = args.data
-    if data is None:
-        import tempfile
+    with contextlib.ExitStack() as cleanup:
+        data = args.data
+        if data is None:  # a synthetic set in a temporary folder, removed afterwards
+            import tempfile
 
-        from .data.synthetic import make_dataset
-        data = tempfile.mkdtemp(prefix="deformgan-synthetic-")
-        make_dataset(data, ids=10, images_per_id=4, seed=1, progress=False)
-    try:
-        print(demo_figure(data, args.out), file=sys.stderr)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"[deformgan.viz] error: {exc}", file=sys.stderr)
-        return 2
+            from .data.synthetic import make_dataset
+            data = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="deformgan-synthetic-"))
+            make_dataset(data, ids=10, images_per_id=4, seed=1, progress=False)
+        try:
+            print(demo_figure(data, args.out), file=sys.stderr)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"[deformgan.viz] error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -129,8 +129,8 @@ def test_demo_figure_cells(synthetic, tmp_path):
         return fig[12 + 2 + r * 130:12 + 2 + r * 130 + 128, 2 + c * 66:2 + c * 66 + 64]
 
     shown = []
+    hwc = [V.to_hwc(ds[i]["source_image"]) for i in range(len(ds))]
     for r in range(2):
-        hwc = [V.to_hwc(ds[i]["source_image"]) for i in range(len(ds))]
         (i,) = [i for i in range(len(ds)) if np.array_equal(hwc[i], cell(r, 0))
                 and np.array_equal(V.to_hwc(ds[i]["target_image"]), cell(r, 7))]
         it = ds[i]
@@ -196,13 +196,14 @@ def test_main_demo_with_and_without_data(synthetic, tmp_path, capsys, monkeypatc
 
     def make_dataset(root, **kw):  # the temporary set: made with these settings, then drawn from
         assert os.path.basename(root).startswith("deformgan-synthetic-") and os.path.isdir(root)
-        made.append(kw)
+        made.append((root, kw))
         import shutil
         shutil.copytree(synthetic, root, dirs_exist_ok=True)
 
     monkeypatch.setattr(S, "make_dataset", make_dataset)
     assert V.main(["demo", str(tmp_path / "b.png")]) == 0
-    assert made == [dict(ids=10, images_per_id=4, seed=1, progress=False)] and (tmp_path / "b.png").exists()
+    assert [kw for _, kw in made] == [dict(ids=10, images_per_id=4, seed=1, progress=False)]
+    assert (tmp_path / "b.png").exists() and not os.path.exists(made[0][0])  # the temporary set is removed
     with pytest.raises(SystemExit):
         V.main([])
 
