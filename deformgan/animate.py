@@ -15,7 +15,8 @@ one frame is carried over from the previous frame, as the original release's dem
 (a joint missing from the first frame on stays missing).
 
 The frames are generated in batches (``--batch-size``) with a progress bar. ``--panel``
-writes source | target pose | generated side by side. GIF always works (Pillow); MP4 is
+writes source | target pose | generated side by side. GIF always works (Pillow) at up to
+50 fps (its frame delays are hundredths of a second; faster is refused); MP4 is
 written with OpenCV's ``mp4v`` writer (installed with ultralytics), else imageio-ffmpeg,
 and is refused with a clear message when neither is installed. The output appears
 under its final name only when complete.
@@ -125,22 +126,39 @@ def mp4_writer_name() -> Optional[str]:
         return None
 
 
-def write_video(frames: Sequence[np.ndarray], out: str, fps: float) -> str:
-    """Write ``H x W x 3`` uint8 frames to a GIF or MP4 (by extension) atomically;
-    returns the writer used."""
+MP4_MISSING = ("MP4 needs OpenCV (pip install opencv-python) or imageio-ffmpeg; "
+               "GIF output (--out X.gif) always works")
+GIF_MAX_FPS = 50.0  # a GIF's frame delay is in hundredths of a second; viewers slow delays under 2 to 10
+
+
+def check_output(out: str, fps: float) -> str:
+    """The extension of ``out`` (".gif" or ".mp4") once the output can be written as
+    asked: a known extension, an MP4 writer installed, a frame rate a GIF can hold."""
     ext = os.path.splitext(out)[1].lower()
+    if ext not in (".gif", ".mp4"):
+        raise ValueError(f"--out must end in .gif or .mp4, got {out!r}")
+    if ext == ".mp4" and mp4_writer_name() is None:
+        raise RuntimeError(MP4_MISSING)
+    if ext == ".gif" and fps > GIF_MAX_FPS:
+        raise ValueError(f"--fps {fps:g}: a GIF stores frame delays in hundredths of a second and viewers show "
+                         f"delays under 2 of them as 10, so it would play at 10 fps; use --fps {GIF_MAX_FPS:g} or "
+                         "less for GIF, or MP4 (--out X.mp4)")
+    return ext
+
+
+def write_video(frames: Sequence[np.ndarray], out: str, fps: float) -> str:
+    """Write ``H x W x 3`` uint8 frames to a GIF or MP4 (by extension, see
+    :func:`check_output`) atomically; returns the writer used."""
+    ext = check_output(out, fps)
     tmp = f"{out}.tmp{os.getpid()}{ext}"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     try:
         if ext == ".gif":
             ims = [Image.fromarray(f) for f in frames]
-            ims[0].save(tmp, save_all=True, append_images=ims[1:], duration=max(1, int(round(1000 / fps))), loop=0)
+            ims[0].save(tmp, save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=0)
             writer = "pillow"
-        elif ext == ".mp4":
+        else:
             writer = mp4_writer_name()
-            if writer is None:
-                raise RuntimeError("MP4 needs OpenCV (pip install opencv-python) or imageio-ffmpeg; "
-                                   "GIF output (--out X.gif) always works")
             h, w = frames[0].shape[:2]
             if writer == "opencv":
                 import cv2
@@ -157,8 +175,6 @@ def write_video(frames: Sequence[np.ndarray], out: str, fps: float) -> str:
                 for f in frames:
                     gen.send(np.ascontiguousarray(f))
                 gen.close()
-        else:
-            raise ValueError(f"--out must end in .gif or .mp4, got {out!r}")
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -175,12 +191,7 @@ def animate(checkpoint: str, source: str, poses: str, out: str, source_keypoints
 
     from .viz import pose_image
 
-    ext = os.path.splitext(out)[1].lower()
-    if ext not in (".gif", ".mp4"):
-        raise ValueError(f"--out must end in .gif or .mp4, got {out!r}")
-    if ext == ".mp4" and mp4_writer_name() is None:
-        raise RuntimeError("MP4 needs OpenCV (pip install opencv-python) or imageio-ffmpeg; "
-                           "GIF output (--out X.gif) always works")
+    check_output(out, fps)  # before any work
     from .generate import check_writable
     check_writable(out)
     r = reposer or Reposer(checkpoint, device=device, pose_weights=pose_weights)

@@ -165,6 +165,13 @@ def test_write_video_gif_frames_duration_and_no_leftovers(tmp_path):
                 got.append(int(np.asarray(im.convert("RGB"))[0, 0, 0]))
         assert got == [0, 100, 200]
     assert sorted(os.listdir(tmp_path / "sub")) == ["a0.5.gif", "a10.gif", "a3.gif", "a4.gif"]
+    assert A.write_video(frames, str(tmp_path / "sub" / "a50.gif"), 50) == "pillow"  # the fastest a GIF holds
+    with Image.open(tmp_path / "sub" / "a50.gif") as im:
+        assert im.info["duration"] == 20
+    os.remove(tmp_path / "sub" / "a50.gif")
+    gif_fast = ("--fps 50.5: a GIF stores frame delays in hundredths of a second and viewers show delays under 2 of "
+                "them as 10, so it would play at 10 fps; use --fps 50 or less for GIF, or MP4 (--out X.mp4)")
+    assert_refused(ValueError, gif_fast, A.write_video, frames, str(tmp_path / "fast.gif"), 50.5)
     avi = str(tmp_path / "x.avi")
     assert_refused(ValueError, f"--out must end in .gif or .mp4, got {avi!r}", A.write_video, frames, avi, 10)
     assert os.listdir(tmp_path) == ["sub"]  # nothing written, no temporary file left
@@ -272,7 +279,10 @@ def test_animate_refusals_before_any_work(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="cannot write there"):
         A.animate(*args, str(tmp_path / "file" / "o.gif"), reposer=r)
-    assert r.asked == [] and r.batches == []
+    assert_refused(ValueError, "--fps 60: a GIF stores frame delays in hundredths of a second and viewers show "
+                   "delays under 2 of them as 10, so it would play at 10 fps; use --fps 50 or less for GIF, or MP4 "
+                   "(--out X.mp4)", A.animate, *args, str(tmp_path / "o.gif"), fps=60, reposer=r)
+    assert r.asked == [] and r.batches == [] and not os.path.exists(tmp_path / "o.gif")
 
 
 def test_animate_shows_progress_by_default(tmp_path, capsys):
@@ -297,14 +307,14 @@ def test_main_passes_its_arguments_and_reports(tmp_path, monkeypatch, capsys):
     assert A.main(base) == 0
     kp = pose(2, 5)
     text = f"{kp[:, 1].int().tolist()}:{kp[:, 0].int().tolist()}"
-    assert A.main(base + ["--source-keypoints", text, "--fps", "2.5", "--panel", "--batch-size", "3",
+    assert A.main(base + ["--source-keypoints", text, "--fps", "0.5", "--panel", "--batch-size", "3",
                           "--pose-size", "32", "16", "--pose-weights", "w.pt", "--device", "cpu"]) == 0
     pose_file = tmp_path / "src.json"
     pose_file.write_text(json.dumps({"keypoints": pose(6, 2).tolist()}))
     assert A.main(base + ["--source-pose", str(pose_file)]) == 0
     assert calls[0] == ("c.pt", "s.png", "p.json", "o.gif", None, 10.0, False, 8, None, None, "yolo11n-pose.pt")
     assert calls[1][:4] == calls[0][:4] and torch.equal(calls[1][4], kp)
-    assert calls[1][5:] == (2.5, True, 3, [32, 16], "cpu", "w.pt")
+    assert calls[1][5:] == (0.5, True, 3, [32, 16], "cpu", "w.pt")  # below one frame a second is allowed
     assert torch.equal(calls[2][4], pose(6, 2))
     assert capsys.readouterr().err == "[deformgan.animate] wrote 7 frames to o.gif (pillow)\n" * 3
     for exc in (FileNotFoundError("a"), ValueError("b"), RuntimeError("c"), GEN.NoPersonFound("d")):
@@ -337,3 +347,98 @@ def test_main_help_and_required_arguments(capsys):
         assert option in flat, option
     assert usage_error(A.main, [], capsys) == ("python -m deformgan.animate: error: the following arguments are "
                                                "required: --checkpoint, --source, --poses, --out")
+
+
+def test_animate_defaults_and_the_reposer_it_builds(tmp_path, monkeypatch, capsys):
+    made = []
+
+    class Built(Reposer):
+        def __init__(self, checkpoint, **kwargs):
+            super().__init__()
+            made.append((checkpoint, kwargs))
+
+    monkeypatch.setattr(A, "Reposer", Built)
+    src = frame(tmp_path / "src.png", 20)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(9):  # nine frames, each with a person (in nine poses: GIF merges equal frames)
+        frame(folder / f"{i:02d}.png", 30 + i)
+    res = A.animate("ck.pt", str(src), str(folder), str(tmp_path / "o.gif"))
+    assert made == [("ck.pt", {"device": None, "pose_weights": "yolo11n-pose.pt"})]
+    assert res["size"] == [H, W] and res["frames"] == 9  # no panel
+    with Image.open(tmp_path / "o.gif") as im:
+        assert im.info["duration"] == 100  # 10 fps
+    err = capsys.readouterr().err
+    assert "poses: 100%" in err and "animate: 100%" in err and "2/2" in err  # batches of 8: 8 + 1
+    A.animate("ck.pt", str(src), str(folder), str(tmp_path / "p.gif"), device="cpu", pose_weights="w.pt",
+              progress=False)
+    assert made[-1] == ("ck.pt", {"device": "cpu", "pose_weights": "w.pt"}) and capsys.readouterr().err == ""
+
+
+def test_animate_one_pose_and_twenty_skipped_frames(tmp_path, capsys):
+    src = frame(tmp_path / "src.png", 20)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    names = [f"{i:02d}.png" for i in range(21)]
+    for i, name in enumerate(names):  # one frame with a person, twenty without
+        frame(folder / name, 30 if i == 20 else 0)
+    res = A.animate("ck.pt", str(src), str(folder), str(tmp_path / "o.gif"), source_keypoints=pose(),
+                    progress=False, reposer=Reposer())
+    assert res["frames"] == 1 and res["size"] == [H, W]
+    assert capsys.readouterr().err == ("[deformgan.animate] warning: no person found in 20 frame(s), skipped: "
+                                       + ", ".join(names[:20]) + "\n")
+
+
+def test_write_video_mp4_with_opencv_colours_codec_and_failures(tmp_path, monkeypatch):
+    cv2 = pytest.importorskip("cv2")
+    frame_rgb = np.zeros((64, 48, 3), dtype=np.uint8)
+    frame_rgb[...] = [200, 40, 90]
+    out = tmp_path / "one.mp4"
+    assert A.write_video([frame_rgb], str(out), 5) == "opencv"  # a single frame
+    cap = cv2.VideoCapture(str(out))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    assert np.abs(bgr[8:-8, 8:-8, ::-1].astype(int) - [200, 40, 90]).max() <= 12  # RGB written as BGR
+
+    class Closed:
+        def __init__(self, *args):
+            pass
+
+        def isOpened(self):
+            return False
+
+    monkeypatch.setattr(cv2, "VideoWriter", Closed)
+    bad = str(tmp_path / "bad.mp4")
+    assert_refused(RuntimeError, f"OpenCV could not open an MP4 writer for {bad}", A.write_video, [frame_rgb], bad, 5)
+    assert sorted(os.listdir(tmp_path)) == ["one.mp4"]
+
+
+def test_write_video_mp4_with_imageio_ffmpeg(tmp_path, monkeypatch):
+    import sys
+    import types
+    calls = []
+
+    def write_frames(path, size, fps):  # imageio-ffmpeg's generator protocol, writing a stand-in file
+        calls.append((path, size, fps))
+        with open(path, "wb") as fh:  # send(None) runs to the first yield; then one frame per send
+            while True:
+                f = yield
+                assert f.shape == (16, 8, 3)
+                if f[0, 0, 0] == 255:  # the frame this writer fails on
+                    raise RuntimeError("disk full")
+                assert f.flags["C_CONTIGUOUS"] and f.shape == (16, 8, 3)
+                fh.write(f.tobytes())
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", types.SimpleNamespace(write_frames=write_frames))
+    monkeypatch.setattr(A, "mp4_writer_name", lambda: "imageio-ffmpeg")
+    frames = [np.full((16, 8, 3), v, dtype=np.uint8)[:, ::-1] for v in (1, 2)]  # not contiguous
+    out = tmp_path / "a.mp4"
+    assert A.write_video(frames, str(out), 7.5) == "imageio-ffmpeg"
+    (path, size, fps), = calls
+    assert size == (8, 16) and fps == 7.5 and path.endswith(".mp4") and path != str(out)
+    assert out.read_bytes() == bytes([1] * 384 + [2] * 384) and os.listdir(tmp_path) == ["a.mp4"]
+    # a writer failing half way: its error, and no temporary file left
+    failing = np.full((16, 8, 3), 255, dtype=np.uint8)
+    assert_refused(RuntimeError, "disk full", A.write_video, [frames[0], failing], str(tmp_path / "b.mp4"), 5)
+    assert os.listdir(tmp_path) == ["a.mp4"]
