@@ -33,7 +33,8 @@ from PIL import Image
 
 from . import pose as P
 from .cli_types import positive_int, real_in
-from .generate import NoPersonFound, PoseFileError, Reposer, parse_keypoints_string, read_pose_file
+from .generate import (NoPersonFound, PoseFileError, Reposer, parse_keypoints_string, pose_from_json,
+                       read_pose_file)
 
 
 def carry_missing_joints(poses: torch.Tensor) -> torch.Tensor:
@@ -51,13 +52,7 @@ POSE_FORMS = '[[x, y] x 18], {"keypoints": [[x, y] x 18]} or {"x": [18 numbers],
 
 def _pose_from_json(item, where: str) -> torch.Tensor:
     try:
-        if isinstance(item, dict) and "keypoints" in item:
-            kp = torch.tensor(item["keypoints"], dtype=torch.float32)
-        elif isinstance(item, dict) and "x" in item and "y" in item:
-            kp = torch.stack([torch.tensor(item["x"], dtype=torch.float32),
-                              torch.tensor(item["y"], dtype=torch.float32)], -1)
-        else:
-            kp = torch.tensor(item, dtype=torch.float32)
+        kp = pose_from_json(item, allow_list=True)
     except (TypeError, ValueError, RuntimeError) as exc:  # not numbers, ragged lists, x and y of other lengths
         raise PoseFileError(f"{where}: expected {POSE_FORMS} ({exc})") from exc
     if kp.shape != (18, 2):

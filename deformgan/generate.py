@@ -59,18 +59,26 @@ def check_usable_pose(kp: torch.Tensor, height: int, width: int, what: str = "ta
                          f"present and none lies inside the {height}x{width} image; nothing to generate from it")
 
 
+def pose_from_json(item, allow_list: bool = False) -> torch.Tensor:
+    """A parsed JSON pose -> float32 tensor (shape unchecked): ``{"keypoints": [[x, y] x 18]}``,
+    ``{"x": [18], "y": [18]}`` or, with ``allow_list``, ``[[x, y] x 18]``. Anything else raises
+    ValueError, TypeError or RuntimeError (torch's, for lists that are not numbers)."""
+    if isinstance(item, dict) and "keypoints" in item:
+        return torch.tensor(item["keypoints"], dtype=torch.float32)
+    if isinstance(item, dict) and "x" in item and "y" in item:
+        return torch.stack([torch.tensor(item["x"], dtype=torch.float32),
+                            torch.tensor(item["y"], dtype=torch.float32)], -1)
+    if allow_list:
+        return torch.tensor(item, dtype=torch.float32)
+    raise ValueError('expected {"keypoints": [[x, y] x 18]} or {"x": [...], "y": [...]}')
+
+
 def read_pose_file(path: str) -> torch.Tensor:
     """A JSON pose file -> ``[18, 2]`` (x, y); a malformed one raises PoseFileError naming it."""
     try:
         with open(path) as fh:
             data = json.load(fh)
-        if isinstance(data, dict) and "keypoints" in data:
-            kp = torch.tensor(data["keypoints"], dtype=torch.float32)
-        elif isinstance(data, dict) and "x" in data and "y" in data:
-            kp = torch.stack([torch.tensor(data["x"], dtype=torch.float32),
-                              torch.tensor(data["y"], dtype=torch.float32)], -1)
-        else:
-            raise ValueError('expected {"keypoints": [[x, y] x 18]} or {"x": [...], "y": [...]}')
+        kp = pose_from_json(data)
         if kp.shape != (18, 2):
             raise ValueError(f"expected 18 (x, y) joints, got shape {list(kp.shape)}")
     except FileNotFoundError:
