@@ -139,7 +139,6 @@ class Reposer:
                              kp * torch.tensor([self.width / w, self.height / h]))
         return image, kp
 
-    @torch.no_grad()
     def generate(self, source, target_keypoints: torch.Tensor, source_keypoints: Optional[torch.Tensor] = None,
                  target_size: Optional[Sequence[int]] = None) -> np.ndarray:
         """The source person in the target pose, ``H x W x 3`` uint8 at the model's size.
@@ -157,7 +156,6 @@ class Reposer:
         check_usable_pose(tgt_kp, self.height, self.width, "target")
         return self.generate_batch(img, src_kp, tgt_kp[None])[0]
 
-    @torch.no_grad()
     def generate_batch(self, image, source_keypoints: torch.Tensor,
                        target_keypoints: torch.Tensor) -> List[np.ndarray]:
         """Several target poses in one batch, of one source (``image`` a PIL image,
@@ -177,7 +175,8 @@ class Reposer:
             check_usable_pose(kp, self.height, self.width, "target" if B == 1 else f"target #{i}")
         x = torch.stack([torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) for im in images])
         x = (x / 127.5 - 1).to(self.device).expand(B, -1, -1, -1)
-        out = self.generator(x, skp.expand(B, -1, -1), target_keypoints.float())
+        with torch.no_grad():
+            out = self.generator(x, skp.expand(B, -1, -1), target_keypoints.float())
         arr = to_uint8(out).permute(0, 2, 3, 1).cpu().numpy()
         return list(arr)
 
@@ -192,8 +191,33 @@ def check_writable(path: str, what: str = "--out", is_folder: bool = False) -> N
         with open(probe, "w"):
             pass
         os.remove(probe)
+    except FileExistsError as exc:  # the folder to write into is a file
+        raise ValueError(f"{what} {path}: cannot write there ({exc.filename} is a file, not a folder)") from exc
     except OSError as exc:
         raise ValueError(f"{what} {path}: cannot write there ({exc.strerror or exc})") from exc
+
+
+def check_image_output(path: str) -> str:
+    """The Pillow format ``path``'s extension names (e.g. "PNG" for ``x.png``), once
+    ``path`` can be written (:func:`check_writable`); an unknown extension is refused
+    before any work, naming the common ones."""
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise ValueError(f"--out {path}: not an image file name Pillow can write (use .png or .jpg)")
+    check_writable(path)
+    return fmt
+
+
+def save_image(image: Image.Image, path: str, fmt: str) -> None:
+    """Write ``image`` to ``path`` atomically: a failure leaves no partial file and an
+    existing ``path`` as it was."""
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        image.save(tmp, format=fmt)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def main(argv=None) -> int:
@@ -218,6 +242,7 @@ def main(argv=None) -> int:
                          "before YOLO is tried")
     args = ap.parse_args(argv)
     try:
+        fmt = check_image_output(args.out)
         r = Reposer(args.checkpoint, args.device, args.pose_weights, variant=args.variant)
         known = {}
         if args.annotations:
@@ -239,7 +264,7 @@ def main(argv=None) -> int:
         elif args.source_pose:
             skp = read_pose_file(args.source_pose)
         out = r.generate(args.source, tkp, skp, target_size)
-    except (FileNotFoundError, ValueError, NoPersonFound, ckpt_io.CheckpointError, RuntimeError) as exc:
+    except (OSError, ValueError, NoPersonFound, ckpt_io.CheckpointError, RuntimeError) as exc:
         print(f"[deformgan.generate] error: {exc}", file=sys.stderr)
         return 2
     result = Image.fromarray(out)
@@ -250,8 +275,7 @@ def main(argv=None) -> int:
             th, tw = target_size
             tkp = torch.where(P.missing(tkp).unsqueeze(-1), tkp, tkp * torch.tensor([r.width / tw, r.height / th]))
         result = grid([[src_img, pose_image(tkp, r.height, r.width), result]], titles=["source", "pose", "result"])
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    result.save(args.out)
+    save_image(result, args.out, fmt)
     print(f"[deformgan.generate] wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -191,7 +191,7 @@ def test_augment_refusals(data, reposer, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     for where in (blocker, blocker / "x"):  # the message names the folder given, whether or not it is made
-        assert_refused(ValueError, f"--out {where}: cannot write there (File exists)" if where == blocker else
+        assert_refused(ValueError, f"--out {where}: cannot write there ({blocker} is a file, not a folder)" if where == blocker else
                        f"--out {where}: cannot write there (Not a directory)", RA.augment, "ck.pt", str(root), 1,
                        str(where), progress=False)
     os.rename(root / "bounding_box_train", root / "elsewhere")
