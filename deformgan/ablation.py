@@ -40,6 +40,9 @@ def vgg_available() -> bool:
 
 
 def figure(out_dir: str, checkpoints: dict, rows: int = 6) -> str:
+    """OUT_DIR/ablation.png: ``rows`` test pairs spread over the test set (all of them
+    when it has fewer), one column per checkpoint between the source, the target pose
+    and the real target, at the checkpoints' image size. Returns its path."""
     from . import checkpoint as ckpt_io
     from .data.layout import discover
     from .data.market import MarketPoseDataset, read_annotations, standard_pairs
@@ -50,9 +53,13 @@ def figure(out_dir: str, checkpoints: dict, rows: int = 6) -> str:
     root = resolve_data(first, None)
     layout = discover(root)
     annotations = read_annotations(layout.require_annotations("test"))
+    height, width = first["config"]["image_size"]
     ds = MarketPoseDataset(root, annotations, layout.pairs("test") or standard_pairs(annotations), split="test",
-                           heatmaps=False)
-    step = max(1, len(ds) // rows)
+                           heatmaps=False, height=height, width=width)
+    if len(ds) == 0:
+        raise ValueError(f"no test pairs in {root}: nothing to show in the figure")
+    rows = min(rows, len(ds))
+    step = len(ds) // rows
     items = [ds[i * step] for i in range(rows)]
     src = torch.stack([it["source_image"] for it in items])
     skp = torch.stack([it["source_keypoints"] for it in items])
@@ -87,6 +94,12 @@ def main(argv=None) -> int:
                     help="train with CPU bfloat16 autocast (as the train CLI's --cpu-amp; float32 with a warning "
                          "where the CPU has no native bfloat16)")
     args = ap.parse_args(argv)
+    from .generate import check_writable
+    try:
+        check_writable(args.out, "--out", is_folder=True)  # before hours of training, not after
+    except ValueError as exc:
+        print(f"[deformgan.ablation] error: {exc}", file=sys.stderr)
+        return 2
     pretrained_vgg = vgg_available()
     results, ckpts = [], {}
     for name in args.variants:
