@@ -205,7 +205,7 @@ def read_generated(path: str, size: Tuple[int, int], strip_panel: Optional[int] 
     if strip_panel is not None:
         h, w = img.shape[:2]
         pw = W * h / H  # panels keep the target's aspect ratio
-        n = int(round(w / pw)) if pw > 0 else 0
+        n = int(round(w / pw))  # pw > 0: an image is at least one pixel high
         if n < 1 or abs(n * pw - w) > 0.5 or w % n:
             raise EvaluationError(f"{path}: a {w}x{h} image is not a strip of {W}:{H} panels "
                                   f"(width must be a multiple of {pw:g})")

@@ -118,3 +118,21 @@ def usage_error(main, argv, capsys) -> str:
         main(argv)
     assert exit_.value.code == 2
     return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def halve_dataset(root) -> None:
+    """A Market-layout folder (``root``, a pathlib.Path) made 64x32 in place: every
+    image resized (bicubic) and every annotation's keypoints halved, missing joints kept."""
+    import os
+
+    from PIL import Image
+
+    from deformgan.data.market import read_annotations, write_annotations
+    for split in ("train", "test"):
+        folder = root / f"bounding_box_{split}"
+        for name in os.listdir(folder):
+            with Image.open(folder / name) as im:
+                small = im.resize((32, 64), Image.BICUBIC)
+            small.save(folder / name)
+        path = str(root / f"annotations-{split}.csv")
+        write_annotations(path, {n: torch.where(kp < 0, kp, kp / 2) for n, kp in read_annotations(path).items()})

@@ -238,17 +238,10 @@ def test_figure_shows_the_same_test_pairs_across_the_variants(tmp_path, monkeypa
 def test_figure_at_the_checkpoints_image_size(tmp_path, monkeypatch):
     """A set of 64x32 images (the synthetic set halved, its keypoints with it)."""
     from deformgan import checkpoint as ckpt_io
-    from deformgan.data.market import write_annotations
+    from helpers import halve_dataset
     data = tmp_path / "data"
     make_dataset(str(data), ids=5, images_per_id=3, seed=4, progress=False)
-    for split in ("train", "test"):
-        folder = data / f"bounding_box_{split}"
-        for name in os.listdir(folder):
-            with Image.open(folder / name) as im:
-                im.resize((32, 64), Image.BICUBIC).save(folder / name)
-        ann = read_annotations(str(data / f"annotations-{split}.csv"))
-        write_annotations(str(data / f"annotations-{split}.csv"),
-                          {n: torch.where(kp < 0, kp, kp / 2) for n, kp in ann.items()})
+    halve_dataset(data)
     monkeypatch.setattr(ckpt_io, "load", lambda path: {"config": {"data": str(data), "image_size": [64, 32]}})
     monkeypatch.setattr(ckpt_io, "build_generator", lambda ckpt: (lambda x, skp, tkp: x))
     path = AB.figure(str(tmp_path), {"dsc": "a.pt"}, rows=1)
