@@ -13,7 +13,7 @@ import torch
 import deformgan_ops
 
 from .cli_types import int_at_least, positive_int, real_in
-from .models import depth_for, parse_variant
+from .models import check_discriminator_size, depth_for, parse_variant
 
 PRESETS: Dict[str, Dict] = {
     "demo": dict(variant="parts", l1=100.0, width_mult=0.25, dropout=0.0, steps=1200, batch_size=4,
@@ -111,6 +111,7 @@ def validate_config(cfg: "TrainConfig") -> None:
         raise ValueError(f"--image-size must be two ints >= 8 (height width), got {size!r}")
     try:
         depth_for(size)
+        check_discriminator_size(size)
     except ValueError as exc:
         raise ValueError(f"--image-size: {exc}") from None
     if cfg.synthetic not in SYNTHETIC_SETS:

@@ -61,6 +61,18 @@ def depth_for(image_size: Sequence[int]) -> int:
     return downs + 1
 
 
+DISCRIMINATOR_MIN_SIDE = 64  # four stride-2 halvings leave 4 pixels for the last 4x4 valid convolution
+
+
+def check_discriminator_size(image_size: Sequence[int]) -> None:
+    """ValueError unless the :class:`Discriminator` can score images of ``image_size``
+    (both sides at least :data:`DISCRIMINATOR_MIN_SIDE`)."""
+    H, W = (int(s) for s in image_size)
+    if min(H, W) < DISCRIMINATOR_MIN_SIDE:
+        raise ValueError(f"image_size {H}x{W}: the discriminator needs both sides >= {DISCRIMINATOR_MIN_SIDE} "
+                         "(four stride-2 convolutions, then a 4x4 one), e.g. 128x64 or 256x256")
+
+
 def encoder_widths(levels: int) -> List[int]:
     """64, 128, 256, then 512 for every further level (the original's encoders)."""
     return [min(512, 64 << i) for i in range(levels)]

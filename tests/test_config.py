@@ -9,6 +9,7 @@ import torch
 
 import deformgan_ops
 from deformgan import config as C
+from deformgan import models as M
 
 
 def _refused(message, **changes):
@@ -59,6 +60,18 @@ def test_the_other_checks_word_for_word():
     C.validate_config(dataclasses.replace(C.TrainConfig(), image_size=(256, 256)))
     _refused("--image-size: image_size 8x64: the generator needs the longer side to be 4 * 2^k (k >= 4) and "
              "the shorter side a multiple of 2^k, e.g. 128x64 or 256x256", image_size=(8, 64))  # 8 passes the first
+    # sizes the generator takes but the discriminator cannot score (a side under 64) are
+    # refused before any work, not by a convolution's error at the first step
+    for size in ((64, 32), (128, 32), (32, 64)):
+        _refused(f"--image-size: image_size {size[0]}x{size[1]}: the discriminator needs both sides >= 64 (four "
+                 "stride-2 convolutions, then a 4x4 one), e.g. 128x64 or 256x256", image_size=size)
+        M.depth_for(size)  # the generator's rule alone accepts them
+    C.validate_config(dataclasses.replace(C.TrainConfig(), image_size=(64, 128)))
+    D = M.Discriminator(width_mult=0.0625)
+    n = 2 * 18 + 6
+    assert D.net(torch.zeros(1, n, 64, 128)).shape == (1, 1, 1, 3)
+    with pytest.raises(RuntimeError):
+        D.net(torch.zeros(1, n, 128, 32))
     _refused("--synthetic must be one of ('market', 'fashion'), got 'x'", synthetic="x")
     C.validate_config(dataclasses.replace(C.TrainConfig(), synthetic="fashion"))
     _refused(f"--ops-backend must be one of {deformgan_ops.BACKENDS}, got 'y'", ops_backend="y")
