@@ -1,9 +1,9 @@
-import os
 import pytest
 import torch
 
 import deformgan_ops as D
 from deformgan import losses as L
+from helpers import warned_at
 
 
 def test_vgg_refuses_without_pretrained_weights(monkeypatch, tmp_path):
@@ -160,25 +160,13 @@ def test_load_vgg19_features_asks_torchvision_for_imagenet_without_a_progress_ba
     assert torch.equal(features[34].bias, vgg_state["features.34.bias"])
 
 
-def warned_at_this_file(warning):
-    """The warning names a line of this test file (stacklevel=2 from deformgan/losses.py).
-
-    Under mutmut every mutated function is called through mutmut's trampoline, one frame
-    more, so there the warning names the trampoline; that is accepted (and only that).
-    """
-    where = os.path.realpath(warning.filename)
-    if os.path.basename(where) == "trampoline.py" and "mutmut" in where.split(os.sep):
-        return True
-    return where == os.path.realpath(__file__)
-
-
 def test_load_vgg19_features_refuses_random_weights_by_default_and_warns_at_the_caller():
     with pytest.raises(L.PretrainedWeightsMissing, match=r"^VGG19 weights=None needs allow_random=True$"):
         L.load_vgg19_features(None)
     with pytest.warns(RuntimeWarning) as caught:
         L.load_vgg19_features(None, allow_random=True)
     # stacklevel: the warning names the caller's line, not one inside deformgan/losses.py
-    assert len(caught) == 1 and warned_at_this_file(caught[0])
+    assert len(caught) == 1 and warned_at(caught[0], __file__)
     assert str(caught[0].message) == ("VGG19 with RANDOM weights: perceptual and nearest-neighbour losses are not "
                                       "the paper's")
 
@@ -248,7 +236,7 @@ def test_missing_pretrained_weights_message_and_warning_say_what_to_do(monkeypat
     with pytest.warns(RuntimeWarning) as caught:
         L.load_vgg19_features("imagenet", allow_random=True)
     assert len(caught) == 1 and str(caught[0].message) == "PRETRAINED VGG19 WEIGHTS MISSING: using RANDOM weights. " + hint
-    assert warned_at_this_file(caught[0])
+    assert warned_at(caught[0], __file__)
 
 
 def test_vgg_features_defaults_layers_depth_buffers_and_mode(monkeypatch, vgg_state):

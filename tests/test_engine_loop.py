@@ -1,0 +1,209 @@
+"""The training loop's contract with its parts and its outputs: every setting reaches
+the part that uses it (recorded by stand-ins that wrap the real classes), the
+deterministic mode, the pairs file or the standard pairs, and which steps write the
+checkpoint, the logs and the sample grids. Tiny runs (width 1/16), a second or two
+each."""
+import inspect
+import json
+import os
+import types
+
+import pytest
+import torch
+
+from deformgan import checkpoint as C
+from deformgan import engine as E
+from deformgan.config import TrainConfig
+from deformgan.data.market import read_annotations, standard_pairs
+from deformgan.data.synthetic import make_dataset
+
+TINY = dict(width_mult=0.0625, dropout=0.0, batch_size=2, log_every=1, sample_every=1000, save_every=1000,
+            deterministic=False, seed=3, l1=100.0, variant="parts", preset="dsc")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Five identities of three images (four train ids: 24 standard pairs)."""
+    root = tmp_path_factory.mktemp("synthetic")
+    make_dataset(str(root), ids=5, images_per_id=3, seed=11, progress=False)
+    return str(root)
+
+
+def cfg(data, out, **kw):
+    values = dict(TINY, data=data, out=str(out))
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def recorder(monkeypatch, name):
+    """Replace ``engine.<name>`` (a class or function) with one that records the
+    arguments of each call by parameter name, defaults filled in, and runs the real one."""
+    real = getattr(E, name)
+    seen = []
+    sig = inspect.signature(real)
+
+    if inspect.isclass(real):
+        class Recording(real):
+            def __init__(self, *args, **kwargs):
+                bound = sig.bind(*args, **kwargs)
+                bound.apply_defaults()
+                seen.append(dict(bound.arguments))
+                super().__init__(*args, **kwargs)
+        monkeypatch.setattr(E, name, Recording)
+    else:
+        def Recording(*args, **kwargs):
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            seen.append(dict(bound.arguments))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(E, name, Recording)
+    return seen
+
+
+def test_every_setting_reaches_the_part_that_uses_it(data, tmp_path, monkeypatch):
+    rec = {n: recorder(monkeypatch, n) for n in ("MarketPoseDataset", "Generator", "Discriminator", "GeneratorLoss",
+                                                 "PairOrder", "make_loader", "Logger", "prepare_data")}
+    c = cfg(data, tmp_path / "run", steps=2, norm="instance", width_mult=0.125, dropout=0.25, sigma=4.5, adv=0.5,
+            l1=50.0, nn=0.1, nn_kernel=5, perceptual=0.2, smooth=0.01, vgg_weights=None, allow_random_vgg=True,
+            ops_backend="reference", lr=1e-4, beta1=0.4, beta2=0.99, flip=0.5, seed=9, variant="parts+offsets")
+    with pytest.warns(RuntimeWarning, match="RANDOM weights"):
+        E.train(c, progress=False)
+    (prep,) = rec["prepare_data"]
+    assert prep == {"cfg": c, "rank": 0}
+    ds = rec["MarketPoseDataset"][0]  # the train set (the second is the sample grid's test set)
+    assert ds["root"] == data and ds["pairs"] == os.path.join(data, "pairs-train.csv")
+    want = read_annotations(os.path.join(data, "annotations-train.csv"))
+    assert list(ds["annotations"]) == list(want)
+    assert all(torch.equal(ds["annotations"][n], want[n]) for n in want)
+    assert (ds["split"], ds["heatmaps"], ds["sigma"], ds["height"], ds["width"]) == ("train", False, 4.5, 128, 64)
+    (g,) = rec["Generator"]
+    assert {k: g[k] for k in ("variant", "norm", "width_mult", "dropout", "image_size", "sigma", "ops_backend")} == \
+        dict(variant="parts+offsets", norm="instance", width_mult=0.125, dropout=0.25, image_size=(128, 64), sigma=4.5,
+             ops_backend="reference")
+    (d,) = rec["Discriminator"]
+    assert (d["norm"], d["width_mult"]) == ("instance", 0.125)
+    (loss,) = rec["GeneratorLoss"]
+    assert {k: loss[k] for k in ("adv", "l1", "nn_weight", "perceptual", "smooth", "nn_kernel", "vgg_weights",
+                                 "allow_random_vgg", "ops_backend")} == \
+        dict(adv=0.5, l1=50.0, nn_weight=0.1, perceptual=0.2, smooth=0.01, nn_kernel=5, vgg_weights=None,
+             allow_random_vgg=True, ops_backend="reference")
+    (order,) = rec["PairOrder"]
+    assert order == dict(n=24, batch_size=2, seed=9, flip=0.5, rank=0, world=1, epoch=0, position=0)
+    (loader,) = rec["make_loader"]
+    assert loader["num_workers"] == 0 and loader["device"] == torch.device("cpu")
+    assert isinstance(loader["dataset"], E.PairDataset) and len(loader["dataset"]) == 24
+    assert rec["Logger"] == [dict(out=str(tmp_path / "run"), enabled=True, resume=False)]
+    state = C.load(str(tmp_path / "run" / "checkpoint.pt"))
+    for opt in ("opt_g", "opt_d"):
+        group = state[opt]["param_groups"][0]
+        assert group["lr"] == 1e-4 and tuple(group["betas"]) == (0.4, 0.99)
+    assert state["config"] == {k: list(v) if isinstance(v, tuple) else v for k, v in vars(c).items()}
+    assert json.loads((tmp_path / "run" / "config.json").read_text()) == state["config"]
+    # a resumed run: the logger appends, the order continues where the checkpoint says
+    E.train(cfg(data, tmp_path / "run", steps=3, norm="instance", width_mult=0.125, dropout=0.25, sigma=4.5,
+                variant="parts+offsets", seed=9, flip=0.5), resume="auto", progress=False)
+    assert rec["Logger"][-1]["resume"] is True
+    assert (rec["PairOrder"][-1]["epoch"], rec["PairOrder"][-1]["position"]) == (0, 4)
+
+
+def test_deterministic_mode_sets_torch_and_keeps_a_users_cublas_setting(data, tmp_path, monkeypatch):
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    try:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+        E.train(cfg(data, tmp_path / "a", steps=1), progress=False)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark is True
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        E.train(cfg(data, tmp_path / "b", steps=1, deterministic=True), progress=False)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.benchmark is False and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        E.train(cfg(data, tmp_path / "c", steps=1, deterministic=True), progress=False)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]
+
+
+def test_the_pairs_file_or_the_standard_pairs(data, tmp_path, monkeypatch):
+    """With a pairs file the run walks its pairs; without one, the standard pairs of the
+    annotations (every ordered pair of one identity's images): the order's epoch after
+    three steps of two says how many pairs there were."""
+    seen = recorder(monkeypatch, "MarketPoseDataset")
+    two = tmp_path / "two-pairs.csv"
+    names = sorted(read_annotations(os.path.join(data, "annotations-train.csv")))
+    two.write_text(f"from,to\n{names[0]},{names[1]}\n{names[1]},{names[0]}\n")
+    E.train(cfg(data, tmp_path / "a", steps=3, pairs=str(two)), progress=False)
+    assert C.load(str(tmp_path / "a" / "checkpoint.pt"))["data"] == {"epoch": 2, "position": 2}
+    no_pairs = tmp_path / "nopairs"
+    no_pairs.mkdir()
+    for entry in os.listdir(data):
+        if not entry.startswith("pairs-"):
+            os.symlink(os.path.join(data, entry), no_pairs / entry)
+    E.train(cfg(str(no_pairs), tmp_path / "b", steps=3), progress=False)
+    annotations = read_annotations(os.path.join(data, "annotations-train.csv"))
+    train_sets = [s for s in seen if s["split"] == "train"]
+    assert train_sets[0]["pairs"] == str(two)
+    assert train_sets[1]["pairs"] == standard_pairs(annotations) and len(train_sets[1]["pairs"]) == 24
+    assert C.load(str(tmp_path / "b" / "checkpoint.pt"))["data"] == {"epoch": 0, "position": 6}
+
+
+def test_outputs_are_written_at_their_intervals_and_at_the_end(data, tmp_path, monkeypatch, capsys):
+    saved, logged = [], []
+    real_save = E.ckpt_io.save_atomic
+    monkeypatch.setattr(E.ckpt_io, "save_atomic", lambda obj, path: (saved.append(obj["step"]), real_save(obj, path)))
+    real_log = E.Logger.log
+    monkeypatch.setattr(E.Logger, "log", lambda self, row: (logged.append(dict(row)), real_log(self, row)))
+    ticks = iter(range(100))  # a clock that moves one second per reading
+    monkeypatch.setattr(E, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    out = tmp_path / "run"
+    result = E.train(cfg(data, out, steps=5, save_every=2, log_every=2, sample_every=3), progress=False)
+    assert saved == [2, 4, 5] and [r["step"] for r in logged] == [2, 4, 5]
+    assert sorted(os.listdir(out / "samples")) == ["step_000003.png", "step_000005.png"]
+    assert result["step"] == 5 and result["checkpoint"] == str(out / "checkpoint.pt")
+    assert [r["step"] for r in result["history"]] == [1, 2, 3, 4, 5]
+    for r in result["history"]:
+        assert set(r) >= {"step", "loss_d", "loss_g", "loss_l1", "loss_adv"}
+        assert r["loss_g"] == pytest.approx(r["loss_adv"] + 100.0 * r["loss_l1"], rel=1e-5)
+    assert [r["it_per_s"] for r in logged] == [2.0, 2.0, 1.0]  # steps since the last log per second
+    for r in logged:
+        assert r == result["history"][r["step"] - 1]
+    assert capsys.readouterr().err == ""  # no progress bar asked for
+    # interrupted after two steps of a run of 9: checkpoint and log at the stop, no sample
+    # grid (grids come at sample_every and at the run's last step)
+    saved.clear(), logged.clear()
+    out2 = tmp_path / "stopped"
+    E.train(cfg(data, out2, steps=9, save_every=4, log_every=4, sample_every=4), max_steps_this_run=2,
+            progress=True)
+    assert saved == [2] and [r["step"] for r in logged] == [2] and not (out2 / "samples").exists()
+    assert "train:" in capsys.readouterr().err  # the progress bar
+    E.train(cfg(data, out2, steps=9, save_every=4, log_every=4, sample_every=4), resume="auto",
+            max_steps_this_run=20, progress=False)
+    assert saved == [2, 4, 8, 9] and [r["step"] for r in logged] == [2, 4, 8, 9]
+    assert sorted(os.listdir(out2 / "samples")) == ["step_000004.png", "step_000008.png", "step_000009.png"]
+
+
+def test_a_non_finite_loss_names_the_step_and_the_terms(data, tmp_path, monkeypatch):
+    real = E.GeneratorLoss.forward
+    calls = []
+
+    def poisoned(self, *args, **kwargs):
+        calls.append(1)
+        loss, terms = real(self, *args, **kwargs)
+        if len(calls) == 2:
+            return loss * float("nan"), terms
+        return loss, terms
+    monkeypatch.setattr(E.GeneratorLoss, "forward", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(E.NonFiniteLoss) as err:
+        E.train(cfg(data, out, steps=4), progress=False)
+    msg = str(err.value)
+    assert msg.startswith("non-finite loss at step 2: loss_g=nan, loss_d=") and "terms={'adv': " in msg
+    assert msg.endswith("; stopping without saving") and not (out / "checkpoint.pt").exists()
+    calls.clear()
+    with pytest.raises(E.NonFiniteLoss) as err:
+        E.train(cfg(data, out, steps=4, save_every=1), progress=False)
+    assert str(err.value).endswith(f"; stopping without saving; the last good checkpoint is {out / 'checkpoint.pt'}")
+    assert C.load(str(out / "checkpoint.pt"))["step"] == 1
