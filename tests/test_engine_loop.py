@@ -35,9 +35,10 @@ def cfg(data, out, **kw):
     return TrainConfig(**values)
 
 
-def recorder(monkeypatch, name):
+def recorder(monkeypatch, name, **run_with):
     """Replace ``engine.<name>`` (a class or function) with one that records the
-    arguments of each call by parameter name, defaults filled in, and runs the real one."""
+    arguments of each call by parameter name, defaults filled in, and runs the real one
+    (a class: with the arguments ``run_with`` replaced, after recording)."""
     real = getattr(E, name)
     seen = []
     sig = inspect.signature(real)
@@ -48,7 +49,7 @@ def recorder(monkeypatch, name):
                 bound = sig.bind(*args, **kwargs)
                 bound.apply_defaults()
                 seen.append(dict(bound.arguments))
-                super().__init__(*args, **kwargs)
+                super().__init__(**dict(bound.arguments, **run_with))
         monkeypatch.setattr(E, name, Recording)
     else:
         def Recording(*args, **kwargs):
@@ -60,14 +61,83 @@ def recorder(monkeypatch, name):
     return seen
 
 
+def test_outputs_are_written_at_their_intervals_and_at_the_end(data, tmp_path, monkeypatch, capsys):
+    saved, logged = [], []
+    real_save = E.ckpt_io.save_atomic
+    monkeypatch.setattr(E.ckpt_io, "save_atomic", lambda obj, path: (saved.append(obj["step"]), real_save(obj, path)))
+    real_log = E.Logger.log
+    monkeypatch.setattr(E.Logger, "log", lambda self, row: (logged.append(dict(row)), real_log(self, row)))
+    ticks = iter(range(100))  # a clock that moves one second per reading
+    monkeypatch.setattr(E, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    out = tmp_path / "run"
+    result = E.train(cfg(data, out, steps=5, save_every=2, log_every=2, sample_every=3), progress=False)
+    assert saved == [2, 4, 5] and [r["step"] for r in logged] == [2, 4, 5]
+    assert sorted(os.listdir(out / "samples")) == ["step_000003.png", "step_000005.png"]
+    assert result["step"] == 5 and result["checkpoint"] == str(out / "checkpoint.pt")
+    assert [r["step"] for r in result["history"]] == [1, 2, 3, 4, 5]
+    for r in result["history"]:
+        assert set(r) >= {"step", "loss_d", "loss_g", "loss_l1", "loss_adv"}
+        assert r["loss_g"] == pytest.approx(r["loss_adv"] + 100.0 * r["loss_l1"], rel=1e-5)
+    assert [r["it_per_s"] for r in logged] == [2.0, 2.0, 1.0]  # steps since the last log per second
+    for r in logged:
+        assert r == result["history"][r["step"] - 1]
+    assert capsys.readouterr().err == ""  # no progress bar asked for
+    # interrupted after two steps of a run of 9: checkpoint and log at the stop, no sample
+    # grid (grids come at sample_every and at the run's last step)
+    saved.clear(), logged.clear()
+    out2 = tmp_path / "stopped"
+    E.train(cfg(data, out2, steps=9, save_every=4, log_every=4, sample_every=4), max_steps_this_run=2,
+            progress=True)
+    assert saved == [2] and [r["step"] for r in logged] == [2] and not (out2 / "samples").exists()
+    assert "train:" in capsys.readouterr().err  # the progress bar
+    E.train(cfg(data, out2, steps=9, save_every=4, log_every=4, sample_every=4), resume="auto",
+            max_steps_this_run=20, progress=False)
+    assert saved == [2, 4, 8, 9] and [r["step"] for r in logged] == [2, 4, 8, 9]
+    assert sorted(os.listdir(out2 / "samples")) == ["step_000004.png", "step_000008.png", "step_000009.png"]
+
+
+def test_each_phase_of_a_step_carries_its_profiler_label(data, tmp_path):
+    """benchmarks/profile_step.py splits a step's time by these labels."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        E.train(cfg(data, tmp_path / "run", steps=1, save_every=1, log_every=1, sample_every=1), progress=False)
+    names = {e.name for e in prof.events() if e.name == "step" or e.name.startswith("step/")}
+    assert names == {"step", "step/data", "step/geometry", "step/forward G, D", "step/backward D", "step/optimiser",
+                     "step/losses G", "step/backward G", "step/checkpoint", "step/logging", "step/samples"}
+
+
+def test_a_non_finite_loss_names_the_step_and_the_terms(data, tmp_path, monkeypatch):
+    real = E.GeneratorLoss.forward
+    calls = []
+
+    def poisoned(self, *args, **kwargs):
+        calls.append(1)
+        loss, terms = real(self, *args, **kwargs)
+        if len(calls) == 2:
+            return loss * float("nan"), terms
+        return loss, terms
+    monkeypatch.setattr(E.GeneratorLoss, "forward", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(E.NonFiniteLoss) as err:
+        E.train(cfg(data, out, steps=4), progress=False)
+    msg = str(err.value)
+    assert msg.startswith("non-finite loss at step 2: loss_g=nan, loss_d=") and "terms={'adv': " in msg
+    assert msg.endswith("; stopping without saving") and not (out / "checkpoint.pt").exists()
+    calls.clear()
+    with pytest.raises(E.NonFiniteLoss) as err:
+        E.train(cfg(data, out, steps=4, save_every=1), progress=False)
+    assert str(err.value).endswith(f"; stopping without saving; the last good checkpoint is {out / 'checkpoint.pt'}")
+    assert C.load(str(out / "checkpoint.pt"))["step"] == 1
+
+
 def test_every_setting_reaches_the_part_that_uses_it(data, tmp_path, monkeypatch):
-    rec = {n: recorder(monkeypatch, n) for n in ("MarketPoseDataset", "Generator", "Discriminator", "GeneratorLoss",
+    rec = {n: recorder(monkeypatch, n) for n in ("MarketPoseDataset", "Generator", "Discriminator",
                                                  "PairOrder", "make_loader", "Logger", "prepare_data")}
+    # the loss is recorded as asked for and built without its VGG terms (seconds saved)
+    rec["GeneratorLoss"] = recorder(monkeypatch, "GeneratorLoss", nn_weight=0.0, perceptual=0.0)
     c = cfg(data, tmp_path / "run", steps=2, norm="instance", width_mult=0.125, dropout=0.25, sigma=4.5, adv=0.5,
             l1=50.0, nn=0.1, nn_kernel=5, perceptual=0.2, smooth=0.01, vgg_weights=None, allow_random_vgg=True,
             ops_backend="reference", lr=1e-4, beta1=0.4, beta2=0.99, flip=0.5, seed=9, variant="parts+offsets")
-    with pytest.warns(RuntimeWarning, match="RANDOM weights"):
-        E.train(c, progress=False)
+    E.train(c, progress=False)
     (prep,) = rec["prepare_data"]
     assert prep == {"cfg": c, "rank": 0}
     ds = rec["MarketPoseDataset"][0]  # the train set (the second is the sample grid's test set)
@@ -106,27 +176,6 @@ def test_every_setting_reaches_the_part_that_uses_it(data, tmp_path, monkeypatch
     assert (rec["PairOrder"][-1]["epoch"], rec["PairOrder"][-1]["position"]) == (0, 4)
 
 
-def test_deterministic_mode_sets_torch_and_keeps_a_users_cublas_setting(data, tmp_path, monkeypatch):
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark)
-    try:
-        torch.use_deterministic_algorithms(False)
-        torch.backends.cudnn.benchmark = True
-        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-        E.train(cfg(data, tmp_path / "a", steps=1), progress=False)
-        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark is True
-        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
-        E.train(cfg(data, tmp_path / "b", steps=1, deterministic=True), progress=False)
-        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
-        assert torch.backends.cudnn.benchmark is False and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
-        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
-        E.train(cfg(data, tmp_path / "c", steps=1, deterministic=True), progress=False)
-        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
-    finally:
-        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
-        torch.backends.cudnn.benchmark = before[2]
-
-
 def test_the_pairs_file_or_the_standard_pairs(data, tmp_path, monkeypatch):
     """With a pairs file the run walks its pairs; without one, the standard pairs of the
     annotations (every ordered pair of one identity's images): the order's epoch after
@@ -150,60 +199,22 @@ def test_the_pairs_file_or_the_standard_pairs(data, tmp_path, monkeypatch):
     assert C.load(str(tmp_path / "b" / "checkpoint.pt"))["data"] == {"epoch": 0, "position": 6}
 
 
-def test_outputs_are_written_at_their_intervals_and_at_the_end(data, tmp_path, monkeypatch, capsys):
-    saved, logged = [], []
-    real_save = E.ckpt_io.save_atomic
-    monkeypatch.setattr(E.ckpt_io, "save_atomic", lambda obj, path: (saved.append(obj["step"]), real_save(obj, path)))
-    real_log = E.Logger.log
-    monkeypatch.setattr(E.Logger, "log", lambda self, row: (logged.append(dict(row)), real_log(self, row)))
-    ticks = iter(range(100))  # a clock that moves one second per reading
-    monkeypatch.setattr(E, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
-    out = tmp_path / "run"
-    result = E.train(cfg(data, out, steps=5, save_every=2, log_every=2, sample_every=3), progress=False)
-    assert saved == [2, 4, 5] and [r["step"] for r in logged] == [2, 4, 5]
-    assert sorted(os.listdir(out / "samples")) == ["step_000003.png", "step_000005.png"]
-    assert result["step"] == 5 and result["checkpoint"] == str(out / "checkpoint.pt")
-    assert [r["step"] for r in result["history"]] == [1, 2, 3, 4, 5]
-    for r in result["history"]:
-        assert set(r) >= {"step", "loss_d", "loss_g", "loss_l1", "loss_adv"}
-        assert r["loss_g"] == pytest.approx(r["loss_adv"] + 100.0 * r["loss_l1"], rel=1e-5)
-    assert [r["it_per_s"] for r in logged] == [2.0, 2.0, 1.0]  # steps since the last log per second
-    for r in logged:
-        assert r == result["history"][r["step"] - 1]
-    assert capsys.readouterr().err == ""  # no progress bar asked for
-    # interrupted after two steps of a run of 9: checkpoint and log at the stop, no sample
-    # grid (grids come at sample_every and at the run's last step)
-    saved.clear(), logged.clear()
-    out2 = tmp_path / "stopped"
-    E.train(cfg(data, out2, steps=9, save_every=4, log_every=4, sample_every=4), max_steps_this_run=2,
-            progress=True)
-    assert saved == [2] and [r["step"] for r in logged] == [2] and not (out2 / "samples").exists()
-    assert "train:" in capsys.readouterr().err  # the progress bar
-    E.train(cfg(data, out2, steps=9, save_every=4, log_every=4, sample_every=4), resume="auto",
-            max_steps_this_run=20, progress=False)
-    assert saved == [2, 4, 8, 9] and [r["step"] for r in logged] == [2, 4, 8, 9]
-    assert sorted(os.listdir(out2 / "samples")) == ["step_000004.png", "step_000008.png", "step_000009.png"]
-
-
-def test_a_non_finite_loss_names_the_step_and_the_terms(data, tmp_path, monkeypatch):
-    real = E.GeneratorLoss.forward
-    calls = []
-
-    def poisoned(self, *args, **kwargs):
-        calls.append(1)
-        loss, terms = real(self, *args, **kwargs)
-        if len(calls) == 2:
-            return loss * float("nan"), terms
-        return loss, terms
-    monkeypatch.setattr(E.GeneratorLoss, "forward", poisoned)
-    out = tmp_path / "run"
-    with pytest.raises(E.NonFiniteLoss) as err:
-        E.train(cfg(data, out, steps=4), progress=False)
-    msg = str(err.value)
-    assert msg.startswith("non-finite loss at step 2: loss_g=nan, loss_d=") and "terms={'adv': " in msg
-    assert msg.endswith("; stopping without saving") and not (out / "checkpoint.pt").exists()
-    calls.clear()
-    with pytest.raises(E.NonFiniteLoss) as err:
-        E.train(cfg(data, out, steps=4, save_every=1), progress=False)
-    assert str(err.value).endswith(f"; stopping without saving; the last good checkpoint is {out / 'checkpoint.pt'}")
-    assert C.load(str(out / "checkpoint.pt"))["step"] == 1
+def test_deterministic_mode_sets_torch_and_keeps_a_users_cublas_setting(data, tmp_path, monkeypatch):
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.benchmark)
+    try:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+        E.train(cfg(data, tmp_path / "a", steps=1), progress=False)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark is True
+        assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        E.train(cfg(data, tmp_path / "b", steps=1, deterministic=True), progress=False)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.benchmark is False and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")
+        E.train(cfg(data, tmp_path / "c", steps=1, deterministic=True), progress=False)
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.benchmark = before[2]

@@ -42,14 +42,14 @@ def test_pair_order_follows_the_documented_seeded_permutation_per_epoch():
     seed * 1000003 + e, then one uniform per pair for the flips (the order checkpoints
     from earlier versions resume into)."""
     n, b, seed, flip = 7, 2, 4, 0.5
-    batches = take(E.PairOrder(n, b, seed, flip), 6)
-    for epoch in (0, 1):
+    batches = take(E.PairOrder(n, b, seed, flip), 9)
+    for epoch in (0, 1, 2):
         g = torch.Generator().manual_seed(seed * 1000003 + epoch)
         perm = torch.randperm(n, generator=g).tolist()
         flips = (torch.rand(n, generator=g) < flip).tolist()
         expected = [[(perm[i], flips[i]) for i in range(s, s + b)] for s in (0, 2, 4)]  # the 7th is left out
         assert batches[3 * epoch:3 * epoch + 3] == expected
-    assert batches[:3] != batches[3:]
+    assert batches[:3] != batches[3:6] != batches[6:]
 
 
 def test_pair_order_epochs_cover_distinct_pairs_and_flip_as_asked():
@@ -90,8 +90,8 @@ def test_pair_order_state_and_resuming_continue_the_same_sequence():
     resumed = take(E.PairOrder(7, 2, 3, 0.5, epoch=1, position=2), 4)
     assert resumed == rest
     world = E.PairOrder(12, 2, 3, 0.0, rank=1, world=2)
-    take(world, 2)
-    assert world.state() == {"epoch": 0, "position": 8}
+    take(world, 3)  # 12 pairs: three global batches of 4, none left out
+    assert world.state() == {"epoch": 0, "position": 12}
 
 
 # ---------------------------------------------------------------- PairDataset, loader
@@ -202,6 +202,16 @@ def test_logger_widens_the_csv_header_keeping_old_rows_blank_there(tmp_path, fak
     assert read_csv(tmp_path / "log.csv") == [["step", "loss_a", "loss_b", "loss_c"], ["1", "1.0", "", ""],
                                               ["2", "2.0", "3.0", ""], ["3", "", "4.0", ""], ["4", "", "5.0", "6.0"]]
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 4
+
+
+def test_logger_resuming_into_an_empty_csv_writes_its_header(tmp_path, fake_tensorboard):
+    """A run stopped after creating log.csv but before its first row: the resumed run
+    writes the header, then its rows."""
+    (tmp_path / "log.csv").write_text("")
+    log = E.Logger(str(tmp_path), enabled=True, resume=True)
+    log.log({"step": 5, "loss": 0.5})
+    log.log({"step": 6, "loss": 0.25})
+    assert read_csv(tmp_path / "log.csv") == [["step", "loss"], ["5", "0.5"], ["6", "0.25"]]
 
 
 def test_logger_starts_afresh_unless_resuming_and_writes_nothing_when_disabled(tmp_path, fake_tensorboard):

@@ -1,0 +1,371 @@
+"""The synthetic demo sets' parts against worked answers and properties: the pose bank
+file, identities' colour ranges and frequencies, jittered poses (a similarity of the
+bank pose or of its mirror image, rounded, kept in the frame), drawing helpers, the
+studio backdrop, the Market and In-shop layouts, names and metadata, and the CLI."""
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from deformgan import pose as P
+from deformgan.data import market as M
+from deformgan.data import synthetic as S
+from deformgan.data.deepfashion import field_name
+
+
+def test_load_pose_bank_reads_the_files_poses(tmp_path):
+    pose = [[float(j), float(2 * j)] for j in range(17)] + [[-1.0, -1.0]]
+    path = tmp_path / "bank.json"
+    path.write_text(json.dumps({"source": "test", "poses": [pose, pose[::-1]]}))
+    bank = S.load_pose_bank(str(path))
+    assert bank.dtype == torch.float32 and bank.shape == (2, 18, 2)
+    assert bank[0].tolist() == pose and bank[1].tolist() == pose[::-1]
+    shipped = S.load_pose_bank()
+    assert shipped.shape == (400, 18, 2) and torch.equal(shipped, S.load_pose_bank(S.BANK_PATH))
+
+
+def test_identities_span_their_colour_ranges_at_their_frequencies():
+    rng = random.Random(0)
+    ids = [S.random_identity(rng) for _ in range(6000)]
+
+    def channels(attr):
+        return [c for i in ids if getattr(i, attr) is not None for c in getattr(i, attr)]
+    for attr, lo, hi in (("shirt", 20, 235), ("shirt2", 20, 235), ("trousers", 10, 200), ("shoes", 0, 80),
+                         ("bag", 20, 235)):
+        values = channels(attr)
+        assert min(values) == lo and max(values) == hi, attr
+        assert all(isinstance(c, int) for c in values)
+        assert all(isinstance(getattr(i, attr), tuple) and len(getattr(i, attr)) == 3
+                   for i in ids if getattr(i, attr) is not None)
+    assert {i.skin for i in ids} == set(S.SKIN) and {i.hair for i in ids} == set(S.HAIR)
+
+    def share(pred):
+        return sum(map(pred, ids)) / len(ids)
+    for pred, want in ((lambda i: i.pattern == "plain", 0.5), (lambda i: i.pattern == "stripes", 0.25),
+                       (lambda i: i.pattern == "two-tone", 0.25), (lambda i: i.long_sleeves, 0.5),
+                       (lambda i: i.shorts, 0.25), (lambda i: i.long_hair, 0.3), (lambda i: i.bag is not None, 0.3)):
+        assert abs(share(pred) - want) < 0.025, want
+    assert S.random_identity(random.Random(4)) == S.random_identity(random.Random(4))
+
+
+def fit_similarity(q, new):
+    """Least squares new ~ s * q + t (one scale, no rotation) over present joints:
+    (s, t, max residual)."""
+    qc, nc = q - q.mean(0), new - new.mean(0)
+    s = float((qc * nc).sum() / (qc * qc).sum())
+    t = new.mean(0) - s * q.mean(0)
+    return s, t, float((s * q + t - new).norm(dim=1).max())
+
+
+def test_jittered_poses_are_a_rounded_similarity_of_the_pose_or_its_mirror_kept_in_the_frame():
+    bank = S.load_pose_bank()
+    rng = random.Random(1)
+    scales, mirrored, shifts = [], 0, []
+    for k in range(1200):
+        kp = bank[k % len(bank)]
+        new = S.jitter_pose(kp, rng)
+        assert new.dtype == kp.dtype and new.shape == (18, 2)
+        fits = []
+        for flip in (False, True):
+            q = P.flip_keypoints(kp, S.WIDTH) if flip else kp
+            ok = P.present(new)  # joints pushed past the left or top edge read as missing
+            if not bool((P.present(q) | ~ok).all()):
+                continue  # not this candidate: a joint it lacks is present
+            fits.append((fit_similarity(q[ok], new[ok]), flip, q[ok]))
+        (s, t, residual), flip, q = min(fits, key=lambda f: f[0][2])
+        assert residual <= 1.0, (k, residual)  # rounding moves a joint by <= 0.71 px (the fit adds a little)
+        present = new[P.present(new)]
+        assert torch.equal(present, present.round())
+        lo_new, hi_new = present.min(0).values, present.max(0).values
+        for axis, limit in ((0, S.WIDTH - 3), (1, S.HEIGHT - 3)):
+            if hi_new[axis] - lo_new[axis] <= limit - 2:  # it fits: inside
+                assert 2 <= lo_new[axis] and hi_new[axis] <= limit, (k, axis)
+            else:  # too large after scaling: one edge on the frame's, the other past it
+                assert lo_new[axis] == 2 or hi_new[axis] == limit, (k, axis)
+        scales.append(s)
+        mirrored += flip
+        before = (q.min(0).values + q.max(0).values) / 2
+        after = (present.min(0).values + present.max(0).values) / 2
+        lo = (q.min(0).values - before) * 1.08 + before - torch.tensor([4.0, 3.0])
+        hi = (q.max(0).values - before) * 1.08 + before + torch.tensor([4.0, 3.0])
+        if bool((lo >= 2).all()) and bool((hi <= torch.tensor([S.WIDTH - 3.0, S.HEIGHT - 3.0])).all()):
+            shifts.append((after - before).tolist())  # no clamping: the box centre moved by the shift
+    assert 0.89 <= min(scales) < 0.92 and 1.06 < max(scales) <= 1.09
+    assert 0.45 < mirrored / 1200 < 0.55
+    assert len(shifts) > 50
+    dx, dy = [abs(s[0]) for s in shifts], [abs(s[1]) for s in shifts]
+    assert max(dx) <= 4.5 and max(dy) <= 3.5 and max(dx) > 3.3 and max(dy) > 2.3
+
+
+def test_jitter_moves_a_pose_that_sticks_out_in_from_that_side():
+    """A pose spanning the whole frame, scaled up or shifted, sticks out: it is moved in
+    from the side it sticks out of, left or top first (the joint at the other edge can
+    then reach past it, or, moved in from the right or bottom, past the left or top edge
+    and read as missing: see jitter_pose)."""
+    kp = torch.full((18, 2), -1.0)
+    kp[P.J["neck"]] = torch.tensor([0.0, 0.0])
+    kp[P.J["r_hip"]] = torch.tensor([63.0, 127.0])
+    seen = set()
+    for seed in range(40):
+        new = S.jitter_pose(kp, random.Random(seed))
+        ok = P.present(new)
+        if int(ok.sum()) == 1:  # the other joint pushed past the left or top edge
+            assert (new[P.missing(new)][:, :1].clamp(max=0) < 0).any() or (new[P.missing(new)] < 0).any()
+            seen.add("lost")
+            continue
+        assert int(ok.sum()) == 2
+        lo, hi = new[ok].min(0).values, new[ok].max(0).values
+        for axis, limit in ((0, S.WIDTH - 3), (1, S.HEIGHT - 3)):
+            if hi[axis] - lo[axis] <= limit - 2:
+                assert 2 <= lo[axis] and hi[axis] <= limit
+            else:
+                assert lo[axis] == 2 or hi[axis] == limit
+            seen |= {(axis, "lo")} if lo[axis] == 2 else {(axis, "hi")} if hi[axis] == limit else set()
+    assert seen == {(0, "lo"), (0, "hi"), (1, "lo"), (1, "hi"), "lost"}
+
+
+def test_pt_and_has():
+    kp = torch.full((18, 2), -1.0)
+    kp[3] = torch.tensor([4.0, 7.0])
+    kp[5] = torch.tensor([0.0, 0.0])
+    assert S._pt(kp, 3) == (13.5, 22.5) and S._pt(kp, 5) == (1.5, 1.5)
+    assert S._has(kp, 3) and S._has(kp, 3, 5) and not S._has(kp, 3, 4) and not S._has(kp, 4)
+
+
+def test_limb_is_a_capsule_between_two_present_joints():
+    kp = torch.full((18, 2), -1.0)
+    kp[0], kp[1] = torch.tensor([2.0, 3.0]), torch.tensor([8.0, 3.0])  # (7.5, 10.5) to (25.5, 10.5)
+    for width, half in ((6.0, 3), (0.4, 0)):
+        im = Image.new("RGB", (40, 20), (0, 0, 0))
+        S._limb(ImageDraw.Draw(im), kp, 0, 1, width, (255, 0, 0))
+        a = np.asarray(im)[..., 0] > 0
+        assert a[10, 8:26].all() or a[11, 8:26].all()
+        ys, xs = np.nonzero(a)
+        assert ys.max() - ys.min() <= 2 * half + 2 and xs.min() >= 7 - half - 1 and xs.max() <= 26 + half
+        if half:
+            assert a[10 - half + 1, 4] or a[11 - half + 1, 5]  # the round cap beyond the first joint
+    none = Image.new("RGB", (40, 20), (0, 0, 0))
+    kp[1] = -1
+    S._limb(ImageDraw.Draw(none), kp, 0, 1, 6.0, (255, 0, 0))
+    assert not np.asarray(none).any()
+
+
+def plain_person(kp, rng, **changes):
+    ident = S.random_identity(rng)
+    ident.pattern, ident.bag, ident.shorts, ident.long_sleeves, ident.long_hair = "plain", None, False, True, False
+    ident.trousers, ident.shirt, ident.shirt2 = (250, 10, 10), (10, 250, 10), (250, 250, 10)
+    ident.skin, ident.hair, ident.shoes = (250, 10, 250), (10, 250, 250), (120, 120, 120)
+    for k, v in changes.items():
+        setattr(ident, k, v)
+    canvas = Image.new("RGB", (S.WIDTH * S.SUPERSAMPLE, S.HEIGHT * S.SUPERSAMPLE), (0, 0, 250))
+    S.draw_person(canvas, kp, ident, rng)
+    return np.asarray(canvas.resize((S.WIDTH, S.HEIGHT), Image.BOX)).astype(int)
+
+
+def colour_at(im, p):
+    return tuple(im[int(round(float(p[1]))), int(round(float(p[0])))])
+
+
+def near(c, want, tol=60):
+    return all(abs(a - b) <= tol for a, b in zip(c, want))
+
+
+def test_draw_person_puts_each_garment_on_its_joints():
+    """Colours chosen so that every garment is told apart: trousers red, shirt green,
+    second shirt colour yellow, skin magenta, hair cyan, shoes grey, background blue."""
+    bank = S.load_pose_bank()
+    rng = random.Random(2)
+    J = P.J
+    bags_seen = 0
+    for k in range(6):
+        kp = S.jitter_pose(bank[k * 53], rng)
+
+        def mid(a, b):
+            return (kp[J[a]] + kp[J[b]]) / 2
+        im = plain_person(kp, rng)
+        for side in ("r", "l"):
+            assert near(colour_at(im, mid(f"{side}_hip", f"{side}_knee")), (250, 10, 10)), (k, side, "thigh")
+            assert near(colour_at(im, mid(f"{side}_knee", f"{side}_ankle")), (250, 10, 10)), (k, side, "shin")
+            assert near(colour_at(im, mid(f"{side}_elbow", f"{side}_wrist")), (10, 250, 10)), (k, side, "sleeve")
+        # the left leg is drawn last: its shoe is never covered (the right one can be)
+        assert near(colour_at(im, kp[J["l_ankle"]]), (120, 120, 120)), (k, "shoe")
+        torso = kp[list(P.TORSO_JOINTS)].mean(0)
+        assert near(colour_at(im, torso), (10, 250, 10)), (k, "torso")
+        head = kp[[j for j in P.HEAD_JOINTS if P.present(kp[j:j + 1]).all()]].mean(0)
+        assert near(colour_at(im, head + torch.tensor([0.0, 1.0])), (250, 10, 250)), (k, "face")
+        st = float(P.torso_size(kp))
+        if head[1] >= 0.24 * st:  # the hair above the face, where the head is not at the top edge
+            assert near(colour_at(im, head - torch.tensor([0.0, 0.24 * st])), (10, 250, 250)), (k, "hair")
+        short = plain_person(kp, random.Random(0), shorts=True, long_sleeves=False)
+        for side in ("r", "l"):
+            assert near(colour_at(short, mid(f"{side}_knee", f"{side}_ankle")), (250, 10, 250)), (k, "bare shin")
+            assert near(colour_at(short, mid(f"{side}_hip", f"{side}_knee")), (250, 10, 10)), (k, "shorts")
+            assert near(colour_at(short, mid(f"{side}_elbow", f"{side}_wrist")), (250, 10, 250)), (k, "bare arm")
+            assert near(colour_at(short, mid(f"{side}_shoulder", f"{side}_elbow")), (10, 250, 10)), (k, "sleeve")
+        two = plain_person(kp, random.Random(0), pattern="two-tone")
+        top = (kp[J["r_shoulder"]] + kp[J["l_shoulder"]]) / 2 * 0.75 + (kp[J["r_hip"]] + kp[J["l_hip"]]) / 2 * 0.25
+        low = (kp[J["r_shoulder"]] + kp[J["l_shoulder"]]) / 2 * 0.25 + (kp[J["r_hip"]] + kp[J["l_hip"]]) / 2 * 0.75
+        assert near(colour_at(two, top), (10, 250, 10)) and near(colour_at(two, low), (250, 250, 10)), k
+        striped = plain_person(kp, random.Random(0), pattern="stripes")
+        x = int(round(float(torso[0])))
+        y0 = int(round(float(kp[[J["r_shoulder"], J["l_shoulder"]], 1].max()))) + 1
+        y1 = int(round(float(kp[[J["r_hip"], J["l_hip"]], 1].min()))) - 1
+        column = [tuple(c) for c in striped[y0:y1, x]]
+        assert any(near(c, (250, 250, 10), 40) for c in column) and any(near(c, (10, 250, 10), 40) for c in column)
+        bag = plain_person(kp, random.Random(0), bag=(255, 255, 255))
+        ys, xs = np.nonzero((bag == 255).all(-1))  # behind the body: partly or wholly hidden
+        hx, hy = float(kp[J["r_hip"], 0]) + 0.5, float(kp[J["r_hip"], 1]) + 0.5
+        assert (xs >= hx - 0.35 * st - 1).all() and (xs <= hx + 0.1 * st + 1).all(), (k, "bag")
+        assert (ys >= hy - 0.45 * st - 1).all() and (ys <= hy + 0.05 * st + 1).all(), (k, "bag")
+        bags_seen += len(xs) > 0
+        assert not (im == 255).all(-1).any()
+    assert bags_seen >= 3
+
+
+def test_studio_backdrop_is_light_and_darkens_evenly_downwards():
+    for seed in range(5):
+        im = np.asarray(S.random_background(random.Random(seed), 3, (20, 10), studio=True)).astype(float)
+        assert im.shape == (20 * S.SUPERSAMPLE, 10 * S.SUPERSAMPLE, 3)
+        assert (im == im[:, :1]).all()  # every row one colour
+        top, bottom = im[0, 0], im[-1, 0]
+        assert (210 <= top).all() and (top <= 252).all()
+        assert np.allclose(bottom / top, 0.94, atol=0.01)
+        assert (np.diff(im[:, 0].mean(1)) <= 0).all()
+
+
+def test_street_background_has_the_cameras_colour_and_size():
+    base = np.array(S.CAMERA_BASE[2], float)
+    means = []
+    for seed in range(30):
+        im = np.asarray(S.random_background(random.Random(seed), 2 + len(S.CAMERA_BASE))).astype(float)
+        assert im.shape == (S.HEIGHT * S.SUPERSAMPLE, S.WIDTH * S.SUPERSAMPLE, 3)
+        means.append(im[:, :, :].reshape(-1, 3).mean(0))
+    assert np.abs(np.mean(means, 0) - base * 0.9).max() < 25
+    big = S.random_background(random.Random(0), 1, (256, 256))
+    assert big.size == (256 * S.SUPERSAMPLE, 256 * S.SUPERSAMPLE)
+
+
+def test_render_image_size_brightness_per_camera_and_noise():
+    kp = S.jitter_pose(S.load_pose_bank()[0], random.Random(0))
+    ident = S.random_identity(random.Random(0))
+    im = S.render_image(kp, ident, 1, random.Random(3))
+    assert im.size == (S.WIDTH, S.HEIGHT) and im.mode == "RGB"
+    fashion = S.render_image(S.fashion_pose(kp), ident, 1, random.Random(3), S.FASHION_SIZE, studio=True)
+    assert fashion.size == (256, 256)
+    corner = np.asarray(fashion).astype(float)[:20, :20]
+    assert 190 < corner.mean() < 255 and 1.5 < corner.std() < 6  # light studio, noise of sd 3
+    # camera 4's gain is 0.24 above camera 0's (0.85 + 0.06 * (camera % 5)); the same
+    # random draws otherwise (camera 5 = camera 0 + len(CAMERA_BASE) - 1 uses another base)
+    dark = np.asarray(S.render_image(kp, ident, 0, random.Random(3), studio=True, size=(64, 32))).astype(float)
+    light = np.asarray(S.render_image(kp, ident, 4, random.Random(3), studio=True, size=(64, 32))).astype(float)
+    ratio = light[light < 250].mean() / dark[light < 250].mean()
+    assert abs(ratio - 1.09 / 0.85) < 0.03
+
+
+def test_make_dataset_layout_names_split_and_metadata(tmp_path):
+    with pytest.raises(ValueError) as err:
+        S.make_dataset(str(tmp_path / "x"), ids=1, images_per_id=3, progress=False)
+    assert str(err.value) == "need at least 2 ids and 2 images per id, got ids=1, images_per_id=3"
+    with pytest.raises(ValueError):
+        S.make_dataset(str(tmp_path / "x"), ids=3, images_per_id=1, progress=False)
+    assert not (tmp_path / "x").exists()
+    out = tmp_path / "set"
+    paths = S.make_dataset(str(out), ids=6, images_per_id=4, seed=2, cameras=3, test_fraction=0.34, test_pairs=5,
+                           progress=False)
+    assert paths == {f"{kind}_{split}": str(out / f"{kind}-{split}.csv")
+                     for split in ("train", "test") for kind in ("annotations", "pairs")}
+    train = M.read_annotations(paths["annotations_train"])
+    test = M.read_annotations(paths["annotations_test"])
+    assert sorted(os.listdir(out / "bounding_box_train")) == sorted(train)
+    assert sorted(os.listdir(out / "bounding_box_test")) == sorted(test)
+    assert {n[:4] for n in train} == {"0001", "0002", "0003", "0004"} and {n[:4] for n in test} == {"0005", "0006"}
+    names = list(train) + list(test)
+    assert len(names) == 24
+    frames = [int(n.split("_")[2]) for n in names]
+    assert all(1 <= b - a <= 50 for a, b in zip(frames, frames[1:]))
+    assert {n.split("_")[1] for n in names} <= {"c1s1", "c2s1", "c3s1"} and all(n.endswith("_00.jpg") for n in names)
+    for name, kp in list(train.items())[:4]:
+        ok = P.present(kp)
+        assert torch.equal(kp, kp.round()) and int(ok.sum()) >= 14
+        with Image.open(out / "bounding_box_train" / name) as im:
+            assert im.size == (S.WIDTH, S.HEIGHT) and im.format == "JPEG"
+    assert M.read_pairs(paths["pairs_train"]) == M.standard_pairs(train)
+    assert M.read_pairs(paths["pairs_test"]) == M.standard_pairs(test, sample=5, seed=2)
+    assert json.loads((out / "SYNTHETIC.json").read_text()) == dict(
+        ids=6, images_per_id=4, seed=2, cameras=3, test_ids=2, generator="deformgan.data.synthetic")
+    one = tmp_path / "one"
+    S.make_dataset(str(one), ids=2, images_per_id=2, seed=0, test_fraction=0.0, progress=False)
+    assert len(M.read_annotations(str(one / "annotations-test.csv"))) == 2  # at least one test id
+
+
+def test_make_dataset_shows_progress(tmp_path, capsys):
+    S.make_dataset(str(tmp_path), ids=2, images_per_id=2, progress=True)
+    err = capsys.readouterr().err
+    assert "synthetic people" in err and "4/4" in err
+    S.make_dataset(str(tmp_path / "quiet"), ids=2, images_per_id=2, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_passes_its_options_and_reports(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def fake(out_dir, ids, images_per_id, seed, test_pairs):
+        calls.append((out_dir, ids, images_per_id, seed, test_pairs))
+        return {"annotations_train": os.path.join(out_dir, "annotations-train.csv")}
+    monkeypatch.setattr(S, "make_dataset", fake)
+    assert S.main([str(tmp_path)]) == 0
+    assert S.main([str(tmp_path), "--ids", "3", "--images-per-id", "2", "--seed", "7", "--test-pairs", "9"]) == 0
+    assert calls == [(str(tmp_path), 60, 6, 0, 200), (str(tmp_path), 3, 2, 7, 9)]
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith(f"synthetic Market-format set written to {tmp_path} in ")
+    assert err[0].endswith(" s: annotations_train=annotations-train.csv")
+    for bad in (["--ids", "1"], ["--images-per-id", "1"], ["--seed", "-1"], ["--test-pairs", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            S.main([str(tmp_path), *bad])
+        assert exit_.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert len(calls) == 2
+
+
+def test_fashion_pose_doubles_and_centres_a_market_pose():
+    kp = torch.full((18, 2), -1.0)
+    kp[0] = torch.tensor([10.0, 20.0])
+    kp[1] = torch.tensor([0.0, 127.0])
+    got = S.fashion_pose(kp)
+    assert got[0].tolist() == [84.0, 40.0] and got[1].tolist() == [64.0, 254.0]
+    assert (got[2:] == -1).all()
+
+
+def test_make_fashion_tree_layout_names_keypoints_and_metadata(tmp_path, capsys):
+    with pytest.raises(ValueError) as err:
+        S.make_fashion_tree(str(tmp_path / "x"), items=1, images_per_item=3, progress=False)
+    assert str(err.value) == "need at least 2 items and 2 images per item, got 1, 3"
+    with pytest.raises(ValueError):
+        S.make_fashion_tree(str(tmp_path / "x"), items=2, images_per_item=1, progress=False)
+    root = tmp_path / "tree"
+    path = S.make_fashion_tree(str(root), items=3, images_per_item=5, seed=1, progress=True)
+    assert "synthetic fashion" in capsys.readouterr().err
+    assert path == str(root / "keypoints.csv")
+    files = sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root / "img") for f in fs)
+    assert len(files) == 15
+    views = ["01_1_front.jpg", "02_2_side.jpg", "03_3_back.jpg", "04_4_full.jpg", "05_1_front.jpg"]
+    for item, gender in ((1, "WOMEN"), (2, "MEN"), (3, "WOMEN")):
+        mine = [f for f in files if f"id_{item:08d}" in f]
+        assert [os.path.basename(f) for f in mine] == views
+        g, category, folder = mine[0].split(os.sep)[1:4]
+        assert g == gender and category in S.FASHION_CATEGORIES[gender] and folder == f"id_{item:08d}"
+        with Image.open(root / mine[0]) as im:
+            assert im.size == (256, 256)
+            assert np.asarray(im)[:8, :8].mean() > 190  # the light studio
+    ann = M.read_annotations(path)
+    assert sorted(ann) == sorted(field_name(f) for f in files)
+    for kp in ann.values():
+        ok = P.present(kp)
+        assert int(ok.sum()) >= 14 and torch.equal(kp, kp.round())
+        assert kp[ok, 0].min() >= 64 and kp[ok, 0].max() <= 64 + 2 * (S.WIDTH - 3)
+        assert (kp[ok, 0] % 2 == 0).all() and (kp[ok, 1] % 2 == 0).all()  # a rounded 128x64 pose, doubled
+    assert json.loads((root / "SYNTHETIC.json").read_text()) == dict(
+        items=3, images_per_item=5, seed=1, size=[256, 256], generator="deformgan.data.synthetic.make_fashion_tree")
