@@ -78,16 +78,21 @@ def _fresh_process(name: str, tests, timeout: int) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("pattern", help='mutant names, fnmatch: "deformgan.config.*", "deformgan.checkpoint.x_load*"')
+    ap.add_argument("pattern", nargs="+", help='mutant names, fnmatch: "deformgan.config.*", '
+                    '"deformgan.checkpoint.x_load*"; several: every mutant any of them matches (survivors '
+                    'of a first pass checked again against more tests, say)')
     ap.add_argument("--tests", nargs="+", required=True, help="test files (paths from the repository root)")
     ap.add_argument("--subprocess", action="store_true", help="a fresh pytest per mutant (import-time code)")
     ap.add_argument("--timeout", type=int, default=120, help="seconds per mutant; over it counts as killed")
     args = ap.parse_args(argv)
     if not os.path.isdir(MUTANTS):
         ap.error(f"{MUTANTS} not found: run `mutmut run` first (it writes the mutated copies there)")
-    names = mutant_names(args.pattern)
-    if not names:
-        ap.error(f"no mutant matches {args.pattern!r} in {MUTANTS} (is the module in [tool.mutmut] only_mutate?)")
+    names = []
+    for pattern in args.pattern:
+        matched = mutant_names(pattern)
+        if not matched:
+            ap.error(f"no mutant matches {pattern!r} in {MUTANTS} (is the module in [tool.mutmut] only_mutate?)")
+        names += [n for n in matched if n not in names]
     missing = [t for t in args.tests if not os.path.exists(os.path.join(MUTANTS, t.split("::")[0]))]
     if missing:
         ap.error(f"not in {MUTANTS}: {missing} (mutmut copies tests/ there; copy a new test file in)")

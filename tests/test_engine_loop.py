@@ -6,6 +6,7 @@ each."""
 import inspect
 import json
 import os
+import re
 import types
 
 import pytest
@@ -67,7 +68,7 @@ def test_outputs_are_written_at_their_intervals_and_at_the_end(data, tmp_path, m
     monkeypatch.setattr(E.ckpt_io, "save_atomic", lambda obj, path: (saved.append(obj["step"]), real_save(obj, path)))
     real_log = E.Logger.log
     monkeypatch.setattr(E.Logger, "log", lambda self, row: (logged.append(dict(row)), real_log(self, row)))
-    ticks = iter(range(100))  # a clock that moves one second per reading
+    ticks = iter(range(0, 200, 2))  # a clock that moves two seconds per reading
     monkeypatch.setattr(E, "time", types.SimpleNamespace(perf_counter=lambda: float(next(ticks))))
     out = tmp_path / "run"
     result = E.train(cfg(data, out, steps=5, save_every=2, log_every=2, sample_every=3), progress=False)
@@ -78,7 +79,7 @@ def test_outputs_are_written_at_their_intervals_and_at_the_end(data, tmp_path, m
     for r in result["history"]:
         assert set(r) >= {"step", "loss_d", "loss_g", "loss_l1", "loss_adv"}
         assert r["loss_g"] == pytest.approx(r["loss_adv"] + 100.0 * r["loss_l1"], rel=1e-5)
-    assert [r["it_per_s"] for r in logged] == [2.0, 2.0, 1.0]  # steps since the last log per second
+    assert [r["it_per_s"] for r in logged] == [1.0, 1.0, 0.5]  # steps since the last log per second
     for r in logged:
         assert r == result["history"][r["step"] - 1]
     assert capsys.readouterr().err == ""  # no progress bar asked for
@@ -129,15 +130,29 @@ def test_a_non_finite_loss_names_the_step_and_the_terms(data, tmp_path, monkeypa
     assert C.load(str(out / "checkpoint.pt"))["step"] == 1
 
 
-def test_every_setting_reaches_the_part_that_uses_it(data, tmp_path, monkeypatch):
-    rec = {n: recorder(monkeypatch, n) for n in ("MarketPoseDataset", "Generator", "Discriminator",
-                                                 "PairOrder", "make_loader", "Logger", "prepare_data")}
-    # the loss is recorded as asked for and built without its VGG terms (seconds saved)
-    rec["GeneratorLoss"] = recorder(monkeypatch, "GeneratorLoss", nn_weight=0.0, perceptual=0.0)
+def test_every_setting_reaches_the_part_that_uses_it(data, tmp_path, monkeypatch, capsys):
+    rec = {n: recorder(monkeypatch, n) for n in ("Discriminator", "PairOrder", "make_loader", "Logger",
+                                                 "prepare_data")}
+    # The run asks for 64x128 (a size the networks take); the data set and the generator
+    # are recorded with it and built at the 128x64 of the folder's images. The loss is
+    # recorded as asked for and built without its VGG terms (seconds saved).
+    rec["_sample_batch"] = recorder(monkeypatch, "_sample_batch")
+    rec["MarketPoseDataset"] = recorder(monkeypatch, "MarketPoseDataset", height=128, width=64)
+    rec["Generator"] = recorder(monkeypatch, "Generator", image_size=(128, 64))
+    rec["GeneratorLoss"] = recorder(monkeypatch, "GeneratorLoss", nn_weight=0.0, perceptual=0.0, vgg_weights=None)
     c = cfg(data, tmp_path / "run", steps=2, norm="instance", width_mult=0.125, dropout=0.25, sigma=4.5, adv=0.5,
-            l1=50.0, nn=0.1, nn_kernel=5, perceptual=0.2, smooth=0.01, vgg_weights=None, allow_random_vgg=True,
-            ops_backend="reference", lr=1e-4, beta1=0.4, beta2=0.99, flip=0.5, seed=9, variant="parts+offsets")
-    E.train(c, progress=False)
+            l1=50.0, nn=0.1, nn_kernel=5, perceptual=0.2, smooth=0.01, vgg_weights="imagenet", allow_random_vgg=True,
+            ops_backend="reference", lr=1e-4, beta1=0.4, beta2=0.99, flip=0.5, seed=9, variant="parts+offsets",
+            image_size=(64, 128))
+    result = E.train(c)  # progress bar by default: "train: 100%|...| 2/2 [00:01<00:00, 1.6it/s, d=1.39, ...]"
+    bar = capsys.readouterr().err
+    assert "train: 100%" in bar and " 2/2 " in bar and re.search(r"[0-9.]+(it/s|s/it), d=[0-9.e+-]+, g=", bar)
+    assert re.search(r", smooth=[0-9.e+-]+\]", bar) and "loss_" not in bar
+    assert {"loss_adv", "loss_l1", "loss_smooth"} <= set(result["history"][0])  # the offsets reach the loss
+    (grid,) = rec["_sample_batch"]  # the sample grid shows the folder's test pairs
+    assert (grid["cfg"], grid["root"], grid["count"]) == (c, data, 6)
+    assert (grid["test_ann"], grid["test_pairs"]) == (os.path.join(data, "annotations-test.csv"),
+                                                      os.path.join(data, "pairs-test.csv"))
     (prep,) = rec["prepare_data"]
     assert prep == {"cfg": c, "rank": 0}
     ds = rec["MarketPoseDataset"][0]  # the train set (the second is the sample grid's test set)
@@ -145,17 +160,17 @@ def test_every_setting_reaches_the_part_that_uses_it(data, tmp_path, monkeypatch
     want = read_annotations(os.path.join(data, "annotations-train.csv"))
     assert list(ds["annotations"]) == list(want)
     assert all(torch.equal(ds["annotations"][n], want[n]) for n in want)
-    assert (ds["split"], ds["heatmaps"], ds["sigma"], ds["height"], ds["width"]) == ("train", False, 4.5, 128, 64)
+    assert (ds["split"], ds["heatmaps"], ds["sigma"], ds["height"], ds["width"]) == ("train", False, 4.5, 64, 128)
     (g,) = rec["Generator"]
     assert {k: g[k] for k in ("variant", "norm", "width_mult", "dropout", "image_size", "sigma", "ops_backend")} == \
-        dict(variant="parts+offsets", norm="instance", width_mult=0.125, dropout=0.25, image_size=(128, 64), sigma=4.5,
+        dict(variant="parts+offsets", norm="instance", width_mult=0.125, dropout=0.25, image_size=(64, 128), sigma=4.5,
              ops_backend="reference")
     (d,) = rec["Discriminator"]
     assert (d["norm"], d["width_mult"]) == ("instance", 0.125)
     (loss,) = rec["GeneratorLoss"]
     assert {k: loss[k] for k in ("adv", "l1", "nn_weight", "perceptual", "smooth", "nn_kernel", "vgg_weights",
                                  "allow_random_vgg", "ops_backend")} == \
-        dict(adv=0.5, l1=50.0, nn_weight=0.1, perceptual=0.2, smooth=0.01, nn_kernel=5, vgg_weights=None,
+        dict(adv=0.5, l1=50.0, nn_weight=0.1, perceptual=0.2, smooth=0.01, nn_kernel=5, vgg_weights="imagenet",
              allow_random_vgg=True, ops_backend="reference")
     (order,) = rec["PairOrder"]
     assert order == dict(n=24, batch_size=2, seed=9, flip=0.5, rank=0, world=1, epoch=0, position=0)
@@ -171,7 +186,10 @@ def test_every_setting_reaches_the_part_that_uses_it(data, tmp_path, monkeypatch
     assert json.loads((tmp_path / "run" / "config.json").read_text()) == state["config"]
     # a resumed run: the logger appends, the order continues where the checkpoint says
     E.train(cfg(data, tmp_path / "run", steps=3, norm="instance", width_mult=0.125, dropout=0.25, sigma=4.5,
-                variant="parts+offsets", seed=9, flip=0.5), resume="auto", progress=False)
+                variant="parts+offsets", seed=9, flip=0.5, image_size=(64, 128)), resume="auto")
+    path = tmp_path / "run" / "checkpoint.pt"
+    err = capsys.readouterr().err
+    assert err.startswith(f"[deformgan.train] resumed from {path} at step 2\n") and " 3/3 " in err
     assert rec["Logger"][-1]["resume"] is True
     assert (rec["PairOrder"][-1]["epoch"], rec["PairOrder"][-1]["position"]) == (0, 4)
 
@@ -218,3 +236,25 @@ def test_deterministic_mode_sets_torch_and_keeps_a_users_cublas_setting(data, tm
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark = before[2]
+
+
+def test_geometry_is_rendered_once_per_step_and_bf16_autocast_only_where_asked(data, tmp_path, monkeypatch):
+    rendered, autocast = [], []
+    real_render, real_d = E.Generator.render_geometry, E.Discriminator.forward
+
+    def render(self, *args, **kwargs):
+        rendered.append(1)
+        return real_render(self, *args, **kwargs)
+
+    def scored(self, *args):
+        autocast.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real_d(self, *args)
+    monkeypatch.setattr(E.Generator, "render_geometry", render)
+    monkeypatch.setattr(E.Discriminator, "forward", scored)
+    E.train(cfg(data, tmp_path / "a", steps=2), progress=False)  # --amp (the default) is CUDA only
+    assert len(rendered) == 3  # one per step, one for the final sample grid
+    assert len(autocast) == 6 and not any(on for on, _ in autocast)
+    monkeypatch.setattr(E, "cpu_has_native_bf16", lambda: True)
+    autocast.clear()
+    E.train(cfg(data, tmp_path / "b", steps=1, cpu_amp=True), progress=False)
+    assert autocast == [(True, torch.bfloat16)] * 3

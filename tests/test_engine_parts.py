@@ -303,7 +303,7 @@ def test_setup_distributed_starts_a_group_only_for_several_processes(monkeypatch
     assert E._setup_distributed() == (0, 1) and calls == []
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert E._setup_distributed() == (0, 1) and calls == []
-    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert E._setup_distributed() == (2, 4) and calls == ["gloo"]
     assert E._setup_distributed() == (2, 4) and calls == ["gloo"]  # already started: not again
@@ -458,7 +458,7 @@ def test_sample_batch_uses_the_train_pairs_when_the_test_images_are_missing(tmp_
     assert red(got, "source_image") == [1] and red(got, "target_image") == [3]
 
 
-def test_sample_batch_reads_test_images_at_the_configured_size(tmp_path):
+def test_sample_batch_reads_test_images_at_the_configured_size(tmp_path, monkeypatch):
     from deformgan.data.market import MarketPoseDataset
     root = str(tmp_path)
     names = tiny_folder(root)
@@ -467,9 +467,28 @@ def test_sample_batch_reads_test_images_at_the_configured_size(tmp_path):
         Image.open(p).resize((32, 64)).save(p, quality=100)
     train = MarketPoseDataset(root, os.path.join(root, "annotations-train.csv"),
                               [(names["train"][0], names["train"][2])], heatmaps=False, height=64, width=32)
+    made = []
+
+    class Recording(MarketPoseDataset):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs)
+            super().__init__(*args, **kwargs)
+    monkeypatch.setattr(E, "MarketPoseDataset", Recording)
     got = E._sample_batch(TrainConfig(image_size=(64, 32)), root, os.path.join(root, "annotations-test.csv"),
                           os.path.join(root, "pairs-test.csv"), train, count=1)
     assert got["source_image"].shape == (1, 3, 64, 32)
+    assert made == [dict(split="test", heatmaps=False, height=64, width=32)]  # no heatmaps: not drawn
+
+
+def test_sample_batch_takes_six_evenly_spaced_pairs_by_default(tmp_path):
+    from deformgan.data.market import MarketPoseDataset
+    root = str(tmp_path)
+    names = tiny_folder(root, test_images=False)
+    pairs = [(names["train"][k % 4], names["train"][(k + 1) % 4]) for k in range(13)]
+    train = MarketPoseDataset(root, os.path.join(root, "annotations-train.csv"), pairs, heatmaps=False)
+    got = E._sample_batch(TrainConfig(), root, None, None, train)  # 13 // 6 = 2: pairs 0, 2, ..., 10
+    assert red(got, "source_image") == [1, 3, 1, 3, 1, 3] and red(got, "target_image") == [2, 4, 2, 4, 2, 4]
+    assert got["source_keypoints"][:, 0, 0].tolist() == [1.0, 3.0, 1.0, 3.0, 1.0, 3.0]
 
 
 def test_prepare_data_reads_the_folder_or_makes_the_synthetic_set(tmp_path, monkeypatch):
