@@ -97,8 +97,49 @@ def test_jittered_poses_are_a_rounded_similarity_of_the_pose_or_its_mirror_kept_
     assert 0.89 <= min(scales) < 0.92 and 1.06 < max(scales) <= 1.09
     assert 0.45 < mirrored / 1200 < 0.55
     assert len(shifts) > 50
-    dx, dy = [abs(s[0]) for s in shifts], [abs(s[1]) for s in shifts]
-    assert max(dx) <= 4.5 and max(dy) <= 3.5 and max(dx) > 3.3 and max(dy) > 2.3
+    dx, dy = [s[0] for s in shifts], [s[1] for s in shifts]
+    assert -4.5 <= min(dx) < -3.3 and 3.3 < max(dx) <= 4.5 and -3.5 <= min(dy) < -2.3 and 2.3 < max(dy) <= 3.5
+
+
+class ScriptedRng:
+    """random.Random's random() and uniform() answering from a script."""
+
+    def __init__(self, mirror: bool, scale: float, dx: float, dy: float):
+        self.answers = [0.25 if mirror else 0.75, scale, dx, dy]
+
+    def random(self):
+        return self.answers.pop(0)
+
+    def uniform(self, lo, hi):
+        value = self.answers.pop(0)
+        assert lo <= value <= hi, (lo, value, hi)
+        return value
+
+
+def test_jitter_pose_worked_examples():
+    """Scale about the box centre, shift, move in from a side that sticks out, round
+    (half to even), missing joints -1; the answers worked out by hand."""
+    kp = torch.full((18, 2), -1.0)
+    kp[P.J["r_shoulder"]] = torch.tensor([20.0, 20.0])
+    kp[P.J["l_ankle"]] = torch.tensor([60.0, 100.0])  # box centre (40, 60)
+
+    def jitter(**script):
+        out = S.jitter_pose(kp, ScriptedRng(**script))
+        assert ((out == -1).all(-1) == P.missing(kp if not script["mirror"] else P.flip_keypoints(kp, 64))).all()
+        return out[P.J["r_shoulder"]].tolist(), out[P.J["l_ankle"]].tolist(), out
+    # no scaling, half a pixel right: 60.5 is inside (61 is the limit) and rounds to 60
+    assert jitter(mirror=False, scale=1.0, dx=0.5, dy=0.0)[:2] == ([20.0, 20.0], [60.0, 100.0])
+    # scaled by 0.9 about (40, 60): (22, 24) and (58, 96); shifted (-1, 2)
+    assert jitter(mirror=False, scale=0.9, dx=-1.0, dy=2.0)[:2] == ([21.0, 26.0], [57.0, 98.0])
+    # scaled by 1.05: (19, 18) and (61, 102); 3 right, x 64 sticks out by 3 -> moved left by 3
+    assert jitter(mirror=False, scale=1.05, dx=3.0, dy=0.0)[:2] == ([19.0, 18.0], [61.0, 102.0])
+    # scaled by 1.05, 2.5 up: y 15.5 and 99.5 round (half to even) to 16 and 100
+    assert jitter(mirror=False, scale=1.05, dx=0.0, dy=-2.5)[:2] == ([19.0, 16.0], [61.0, 100.0])
+    # mirrored: the right shoulder becomes the left one at x = 63 - 20 = 43, the left
+    # ankle the right one at x = 3; moved 2.5 left, x 0.5 sticks out left -> moved in to 2
+    _, _, out = jitter(mirror=True, scale=1.0, dx=-2.5, dy=0.0)
+    assert out[P.J["l_shoulder"]].tolist() == [42.0, 20.0] and out[P.J["r_ankle"]].tolist() == [2.0, 100.0]
+    assert int(P.present(out).sum()) == 2
 
 
 def test_jitter_moves_a_pose_that_sticks_out_in_from_that_side():
@@ -148,10 +189,12 @@ def test_limb_is_a_capsule_between_two_present_joints():
         assert ys.max() - ys.min() <= 2 * half + 2 and xs.min() >= 7 - half - 1 and xs.max() <= 26 + half
         if half:
             assert a[10 - half + 1, 4] or a[11 - half + 1, 5]  # the round cap beyond the first joint
-    none = Image.new("RGB", (40, 20), (0, 0, 0))
-    kp[1] = -1
-    S._limb(ImageDraw.Draw(none), kp, 0, 1, 6.0, (255, 0, 0))
-    assert not np.asarray(none).any()
+    for gone in (0, 1):  # either joint missing: nothing drawn
+        none = Image.new("RGB", (40, 20), (0, 0, 0))
+        other = kp.clone()
+        other[gone] = -1
+        S._limb(ImageDraw.Draw(none), other, 0, 1, 6.0, (255, 0, 0))
+        assert not np.asarray(none).any()
 
 
 def plain_person(kp, rng, **changes):
