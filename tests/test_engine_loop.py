@@ -14,26 +14,9 @@ import torch
 
 from deformgan import checkpoint as C
 from deformgan import engine as E
-from deformgan.config import TrainConfig
 from deformgan.data.market import read_annotations, standard_pairs
-from deformgan.data.synthetic import make_dataset
 
-TINY = dict(width_mult=0.0625, dropout=0.0, batch_size=2, log_every=1, sample_every=1000, save_every=1000,
-            deterministic=False, seed=3, l1=100.0, variant="parts", preset="dsc")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Five identities of three images (four train ids: 24 standard pairs)."""
-    root = tmp_path_factory.mktemp("synthetic")
-    make_dataset(str(root), ids=5, images_per_id=3, seed=11, progress=False)
-    return str(root)
-
-
-def cfg(data, out, **kw):
-    values = dict(TINY, data=data, out=str(out))
-    values.update(kw)
-    return TrainConfig(**values)
+from test_train import cfg, data  # noqa: F401 - the shared tiny config and data fixture (24 standard pairs)
 
 
 def recorder(monkeypatch, name, **run_with):
@@ -224,7 +207,7 @@ def test_deterministic_mode_sets_torch_and_keeps_a_users_cublas_setting(data, tm
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = True
         monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-        E.train(cfg(data, tmp_path / "a", steps=1), progress=False)
+        E.train(cfg(data, tmp_path / "a", steps=1, deterministic=False), progress=False)
         assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark is True
         assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
         E.train(cfg(data, tmp_path / "b", steps=1, deterministic=True), progress=False)
@@ -258,3 +241,17 @@ def test_geometry_is_rendered_once_per_step_and_bf16_autocast_only_where_asked(d
     autocast.clear()
     E.train(cfg(data, tmp_path / "b", steps=1, cpu_amp=True), progress=False)
     assert autocast == [(True, torch.bfloat16)] * 3
+
+
+def test_a_failing_log_is_reported_once_naming_the_folder_and_the_run_goes_on(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(E, "_optional_failures", {})
+
+    def full(self, row):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(E.Logger, "log", full)
+    out = tmp_path / "run"
+    assert E.train(cfg(data, out, steps=2), progress=False)["step"] == 2
+    err = capsys.readouterr().err
+    assert err == (f"[deformgan.train] WARNING: writing the logs in {out} failed (OSError: [Errno 28] No space left on "
+                   "device); training goes on and checkpoints are still written\n")
+    assert C.load(str(out / "checkpoint.pt"))["step"] == 2
