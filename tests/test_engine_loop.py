@@ -255,3 +255,27 @@ def test_a_failing_log_is_reported_once_naming_the_folder_and_the_run_goes_on(da
     assert err == (f"[deformgan.train] WARNING: writing the logs in {out} failed (OSError: [Errno 28] No space left on "
                    "device); training goes on and checkpoints are still written\n")
     assert C.load(str(out / "checkpoint.pt"))["step"] == 2
+
+
+def test_channels_last_puts_both_networks_and_the_step_images_in_channels_last(data, tmp_path, monkeypatch):
+    seen = []
+    real_d, real_g = E.Discriminator.forward, E.Generator.forward
+
+    def cl(t):
+        return t.is_contiguous(memory_format=torch.channels_last)
+
+    def scored(self, *args):
+        seen.append(("D", cl(self.net[0].weight), cl(args[0]), cl(args[2])))
+        return real_d(self, *args)
+
+    def generated(self, image, *args, **kwargs):
+        if "geometry" in kwargs:  # a training step (the sample grid's call has none)
+            seen.append(("G", cl([p for p in self.parameters() if p.dim() == 4][0]), cl(image)))
+        return real_g(self, image, *args, **kwargs)
+    monkeypatch.setattr(E.Discriminator, "forward", scored)
+    monkeypatch.setattr(E.Generator, "forward", generated)
+    for on in (True, False):
+        seen.clear()
+        E.train(cfg(data, tmp_path / str(on), steps=1, channels_last=on), progress=False)
+        assert [s[0] for s in seen] == ["G", "D", "D", "D"]
+        assert all(flag is on for s in seen for flag in s[1:]), seen

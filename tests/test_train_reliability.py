@@ -83,8 +83,9 @@ def test_resume_with_another_loss_term_keeps_the_csv_columns_aligned(data, tmp_p
 def test_resume_with_another_width_names_the_flag(data, tmp_path):
     out = tmp_path / "run"
     T.train(cfg(data, out, steps=1), progress=False)
-    with pytest.raises(C.CheckpointError, match=r"--width-mult 0.125 \(the checkpoint has 0.0625\)"):
+    with pytest.raises(C.CheckpointError, match=r"--width-mult 0.125 \(the checkpoint has 0.0625\)") as err:
         T.train(cfg(data, out, steps=2, width_mult=0.125), resume="auto", progress=False)
+    assert str(err.value).startswith(f"cannot resume from {out / 'checkpoint.pt'}: ")
     code = subprocess.run([sys.executable, "-m", "deformgan.train", "--data", data, "--out", str(out),
                            "--preset", "dsc", "--width-mult", "0.125", "--steps", "2", "--resume"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
