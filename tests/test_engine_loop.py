@@ -3,6 +3,7 @@ the part that uses it (recorded by stand-ins that wrap the real classes), the
 deterministic mode, the pairs file or the standard pairs, and which steps write the
 checkpoint, the logs and the sample grids. Tiny runs (width 1/16), a second or two
 each."""
+import collections
 import inspect
 import json
 import os
@@ -84,9 +85,10 @@ def test_each_phase_of_a_step_carries_its_profiler_label(data, tmp_path):
     """benchmarks/profile_step.py splits a step's time by these labels."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         E.train(cfg(data, tmp_path / "run", steps=1, save_every=1, log_every=1, sample_every=1), progress=False)
-    names = {e.name for e in prof.events() if e.name == "step" or e.name.startswith("step/")}
-    assert names == {"step", "step/data", "step/geometry", "step/forward G, D", "step/backward D", "step/optimiser",
-                     "step/losses G", "step/backward G", "step/checkpoint", "step/logging", "step/samples"}
+    names = collections.Counter(e.name for e in prof.events() if "step" in e.name.lower() and "#" not in e.name)
+    assert names == dict({"step": 1, "step/data": 1, "step/geometry": 1, "step/forward G, D": 1, "step/backward D": 1,
+                          "step/optimiser": 2, "step/losses G": 1, "step/backward G": 1, "step/checkpoint": 1,
+                          "step/logging": 1, "step/samples": 1})  # both optimiser steps under one label
 
 
 def test_a_non_finite_loss_names_the_step_and_the_terms(data, tmp_path, monkeypatch):
