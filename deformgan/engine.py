@@ -298,7 +298,6 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
             "rng": ckpt_io.rng_state(), "data": order_state}, ckpt_path)
 
-    order_state = order.state()
     while step < target_step:
         # The phases are labelled for the profiler (benchmarks/profile_step.py); a label
         # costs about a microsecond when no profiler runs.

@@ -178,17 +178,22 @@ def test_pt_and_has():
 
 
 def test_limb_is_a_capsule_between_two_present_joints():
+    """Joints (2, 3) and (8, 3) are drawn at (7.5, 10.5) and (25.5, 10.5): a line of the
+    width asked for (at least 1) with round caps of half that width, so the capsule spans
+    x 4.5-28.5, y 7.5-13.5 at width 6 (pixels 4-28, 7-13), and one row of 19 pixels at
+    width 0.4."""
     kp = torch.full((18, 2), -1.0)
-    kp[0], kp[1] = torch.tensor([2.0, 3.0]), torch.tensor([8.0, 3.0])  # (7.5, 10.5) to (25.5, 10.5)
-    for width, half in ((6.0, 3), (0.4, 0)):
+    kp[0], kp[1] = torch.tensor([2.0, 3.0]), torch.tensor([8.0, 3.0])
+    for width, box, count in ((6.0, (4, 28, 7, 13), None), (0.4, (7, 25, 10, 10), 19)):
         im = Image.new("RGB", (40, 20), (0, 0, 0))
         S._limb(ImageDraw.Draw(im), kp, 0, 1, width, (255, 0, 0))
-        a = np.asarray(im)[..., 0] > 0
-        assert a[10, 8:26].all() or a[11, 8:26].all()
-        ys, xs = np.nonzero(a)
-        assert ys.max() - ys.min() <= 2 * half + 2 and xs.min() >= 7 - half - 1 and xs.max() <= 26 + half
-        if half:
-            assert a[10 - half + 1, 4] or a[11 - half + 1, 5]  # the round cap beyond the first joint
+        a = np.asarray(im)
+        ys, xs = np.nonzero(a[..., 0])
+        assert (xs.min(), xs.max(), ys.min(), ys.max()) == box, width
+        assert count is None or len(xs) == count
+        assert set(map(tuple, a[ys, xs])) == {(255, 0, 0)}
+        if count is None:
+            assert a[10, 4:29, 0].all() and a[8:14, 16, 0].all()  # the middle row; the line 6 rows wide
     for gone in (0, 1):  # either joint missing: nothing drawn
         none = Image.new("RGB", (40, 20), (0, 0, 0))
         other = kp.clone()
