@@ -2,6 +2,7 @@
 file, identities' colour ranges and frequencies, jittered poses (a similarity of the
 bank pose or of its mirror image, rounded, kept in the frame), drawing helpers, the
 studio backdrop, the Market and In-shop layouts, names and metadata, and the CLI."""
+import collections
 import json
 import os
 import random
@@ -353,9 +354,66 @@ def test_make_dataset_layout_names_split_and_metadata(tmp_path):
 def test_make_dataset_shows_progress(tmp_path, capsys):
     S.make_dataset(str(tmp_path), ids=2, images_per_id=2, progress=True)
     err = capsys.readouterr().err
-    assert "synthetic people" in err and "4/4" in err
+    assert "synthetic people: 100%" in err and "4/4" in err and "img/s]" in err
     S.make_dataset(str(tmp_path / "quiet"), ids=2, images_per_id=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.fixture
+def plain_pictures(monkeypatch):
+    """render_image replaced by a flat grey picture: the set's bookkeeping, fast."""
+    monkeypatch.setattr(S, "render_image", lambda kp, ident, camera, rng, *a, **k: Image.new("RGB", (64, 128),
+                                                                                            (128, 128, 128)))
+
+
+def test_make_dataset_defaults_are_the_documented_demo_set(tmp_path, plain_pictures, capsys):
+    """60 identities (the last 12 held out) of 6 images from 6 cameras, seed 0, 200 sampled
+    test pairs, a progress bar."""
+    S.make_dataset(str(tmp_path / "default"))
+    assert "synthetic people: 100%" in capsys.readouterr().err
+    train = M.read_annotations(str(tmp_path / "default" / "annotations-train.csv"))
+    test = M.read_annotations(str(tmp_path / "default" / "annotations-test.csv"))
+    assert len({n[:4] for n in train}) == 48 and len({n[:4] for n in test}) == 12 and len(train) + len(test) == 360
+    assert {n.split("_")[1] for n in list(train) + list(test)} == {f"c{c}s1" for c in range(1, 7)}
+    assert len(M.read_pairs(str(tmp_path / "default" / "pairs-test.csv"))) == 200
+    S.make_dataset(str(tmp_path / "seed0"), ids=60, images_per_id=6, seed=0, progress=False)
+    for f in ("annotations-train.csv", "pairs-test.csv"):
+        assert (tmp_path / "default" / f).read_bytes() == (tmp_path / "seed0" / f).read_bytes()
+
+
+def test_make_dataset_cameras_and_frames(tmp_path, plain_pictures):
+    """An image's camera is uniform over 1..cameras whatever its rank k within its
+    identity (1 + (k + r) % cameras with r uniform in 0..cameras-1); frame numbers start
+    from 0 and grow by 1 to 50 per image."""
+    S.make_dataset(str(tmp_path), ids=600, images_per_id=2, seed=3, cameras=6, progress=False)
+    names = sorted(os.listdir(tmp_path / "bounding_box_train")) + sorted(os.listdir(tmp_path / "bounding_box_test"))
+    frames = sorted(int(n.split("_")[2]) for n in names)
+    steps = [b - a for a, b in zip(frames, frames[1:])]
+    assert min(steps) == 1 and max(steps) == 50 and abs(sum(steps) / len(steps) - 25.5) < 1.5
+    by_id = {}
+    for n in names:
+        by_id.setdefault(n[:4], []).append((int(n.split("_")[2]), int(n.split("_")[1][1:-2])))
+    first = collections.Counter(min(v)[1] for v in by_id.values())  # each identity's first image (k = 0)
+    assert sorted(first) == [1, 2, 3, 4, 5, 6]
+    assert all(abs(c / 600 - 1 / 6) < 0.05 for c in first.values()), first
+    firsts = []
+    for seed in range(200):
+        out = tmp_path / f"s{seed}"
+        S.make_dataset(str(out), ids=2, images_per_id=2, seed=seed, test_pairs=1, progress=False)
+        firsts.append(min(int(n.split("_")[2]) for n in os.listdir(out / "bounding_box_train")))
+    assert min(firsts) == 1 and max(firsts) <= 50
+
+
+def test_make_dataset_writes_into_an_existing_folder_as_jpeg_quality_95(tmp_path):
+    (tmp_path / "bounding_box_train").mkdir()
+    S.make_dataset(str(tmp_path), ids=2, images_per_id=2, seed=0, progress=False)
+    name = sorted(os.listdir(tmp_path / "bounding_box_train"))[0]
+    with Image.open(tmp_path / "bounding_box_train" / name) as im:
+        tables = im.quantization
+        im.convert("RGB").save(tmp_path / "q95.jpg", quality=95)
+    with Image.open(tmp_path / "q95.jpg") as ref:
+        assert tables == ref.quantization
+    S.make_dataset(str(tmp_path), ids=2, images_per_id=2, seed=0, progress=False)  # again, over the first
 
 
 def test_cli_passes_its_options_and_reports(tmp_path, monkeypatch, capsys):
