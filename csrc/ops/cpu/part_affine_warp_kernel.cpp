@@ -52,13 +52,15 @@ struct WarpCandidate {
 };
 
 // The C channels of one pixel: best[c] and best_p[c], the max over its candidates
-// (in increasing p), one pass over the channels per candidate.
-template <typename acc_t>
-DEFORMGAN_CPU_CLONES void warp_pixel(acc_t* __restrict__ best, int32_t* __restrict__ best_p,
+// (in increasing p), one pass over the channels per candidate. win_t: int32_t for
+// a tile that is transposed out, uint8_t for channels-last winners written in place
+// (the part index fits: P <= 255 is checked).
+template <typename acc_t, typename win_t>
+DEFORMGAN_CPU_CLONES void warp_pixel(acc_t* __restrict__ best, win_t* __restrict__ best_p,
                                      const WarpCandidate<acc_t>* __restrict__ cands, int n, int64_t C) {
   for (int i = 0; i < n; ++i) {
     const WarpCandidate<acc_t>& e = cands[i];
-    const int32_t part = e.part;
+    const win_t part = static_cast<win_t>(e.part);
     if (e.sampled) {
       const acc_t* __restrict__ f0 = e.r[0];
       const acc_t* __restrict__ f1 = e.r[1];
@@ -152,11 +154,11 @@ class PartsToVisit {
 
 // grad_features of one part at one pixel: g_k[c] += (win[c] == part ? go[c] * mask : 0) * w[k]
 // for its four corners (outside corners point at a scratch row; their weight is 0).
-template <typename acc_t>
+template <typename acc_t, typename win_t>
 DEFORMGAN_ALWAYS_INLINE void scatter_winner_grad(acc_t* __restrict__ g0, acc_t* __restrict__ g1,
                                               acc_t* __restrict__ g2, acc_t* __restrict__ g3,
-                                              const acc_t* __restrict__ go, const int32_t* __restrict__ win,
-                                              const BilinearTaps<acc_t>& t, acc_t mask, int32_t part, int64_t C) {
+                                              const acc_t* __restrict__ go, const win_t* __restrict__ win,
+                                              const BilinearTaps<acc_t>& t, acc_t mask, win_t part, int64_t C) {
   const acc_t w0 = t.w[0], w1 = t.w[1], w2 = t.w[2], w3 = t.w[3];
   for (int64_t c = 0; c < C; ++c) {
     const acc_t v = go[c] * mask;
@@ -370,12 +372,13 @@ struct WarpItem {
   int64_t P, H, W, Wo, C, plane, words;
 };
 
-// Output row y of one batch item: best / best_p are its [Wo, C] tile rows; nonzero
-// is the row's nonzero-part bitmask, cands a scratch of P candidates. Cloned so that
-// the per-pixel location math (floor, conversions) uses the machine's instructions.
-template <typename acc_t>
+// Output row y of one batch item: best / best_p are its [Wo, C] tile rows (best_p:
+// int32 tile or uint8 winners, see warp_pixel); nonzero is the row's nonzero-part
+// bitmask, cands a scratch of P candidates. Cloned so that the per-pixel location
+// math (floor, conversions) uses the machine's instructions.
+template <typename acc_t, typename win_t>
 DEFORMGAN_CPU_CLONES void warp_row(const WarpItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
-                                   WarpCandidate<acc_t>* cands, acc_t* best, int32_t* best_p) {
+                                   WarpCandidate<acc_t>* cands, acc_t* best, win_t* best_p) {
   for (int64_t x = 0; x < a.Wo; ++x) {
     acc_t du = 0, dv = 0;
     if (a.offsets != nullptr) {
@@ -465,7 +468,9 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
     const bool in_place = channels_last && std::is_same<scalar_t, acc_t>::value;
     at::parallel_for(0, N * blocks, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> best(in_place ? 0 : R * Wo * C), zeros(C, acc_t(0));
-      std::vector<int32_t> best_p(R * Wo * C), scratch(channels_last ? 0 : R * Wo * C);
+      // Channels-last winners are written in place as uint8; contiguous ones go
+      // through an int32 tile and its 32-bit transpose.
+      std::vector<int32_t> best_p(channels_last ? 0 : R * Wo * C), scratch(channels_last ? 0 : R * Wo * C);
       ChannelsLastItem<acc_t> rows(C, H * W, channels_last);
       std::vector<uint64_t> nonzero(Wo * words);
       std::vector<WarpCandidate<acc_t>> cands(P);
@@ -484,11 +489,14 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
           if (y + 1 < y1) prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
           nonzero_parts(mk_n + y * Wo, plane_o, P, Wo, words, nonzero.data());
           const int64_t at_y = (y - y0) * Wo * C;
-          warp_row(item, y, nonzero.data(), cands.data(), tile + at_y, best_p.data() + at_y);
+          if (channels_last) {
+            warp_row(item, y, nonzero.data(), cands.data(), tile + at_y, win + at * C + at_y);
+          } else {
+            warp_row(item, y, nonzero.data(), cands.data(), tile + at_y, best_p.data() + at_y);
+          }
         }
         if (channels_last) {
           if (!in_place) convert_run(best.data(), out + at * C, pixels * C);
-          convert_run(best_p.data(), win + at * C, pixels * C);
         } else {
           transpose_tile(best.data(), C, out + at, plane_o, pixels, C);
           winners_out(best_p.data(), C, pixels, scratch.data(), win + at, plane_o);
@@ -515,15 +523,15 @@ struct WarpBackwardItem {
 // Output row y of one batch item: go / win are the row's [Wo, C] incoming gradient
 // and winners; scatters into grad_features and sums, per part and pixel (index
 // p * Wo + x), d loss / d mask and d loss / d (u, v) into gmask, gu and gv.
-template <typename acc_t>
+template <typename acc_t, typename win_t>
 DEFORMGAN_CPU_CLONES void warp_backward_row(const WarpBackwardItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
-                                            const acc_t* go, const int32_t* win, acc_t* gmask_row, acc_t* gu_row,
+                                            const acc_t* go, const win_t* win, acc_t* gmask_row, acc_t* gu_row,
                                             acc_t* gv_row) {
   const int64_t C = a.C, Wo = a.Wo;
   const bool need_samples = a.need_masks || a.need_location;
   for (int64_t x = 0; x < Wo; ++x) {
     const acc_t* go_x = go + x * C;
-    const int32_t* win_x = win + x * C;
+    const win_t* win_x = win + x * C;
     acc_t du = 0, dv = 0;
     if (a.offsets != nullptr) {
       du = a.offsets[y * Wo + x];
@@ -546,7 +554,7 @@ DEFORMGAN_CPU_CLONES void warp_backward_row(const WarpBackwardItem<acc_t>& a, in
                                                   du, dv, a.H, a.W);
       const bool any = t.in[0] || t.in[1] || t.in[2] || t.in[3];
       if (mv == acc_t(0) || !any) have_zero = true;
-      const int32_t part = static_cast<int32_t>(p);
+      const win_t part = static_cast<win_t>(p);
       // The candidate of a zero-mask part does not depend on the sample.
       if (a.grad_features != nullptr && any && mv != acc_t(0)) {
         acc_t* g[4];
@@ -646,7 +654,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     // grad_masks[n] and grad_offsets[n], so no atomics are needed.
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
       std::vector<acc_t> go_tile(in_place ? 0 : R * Wo * C), scratch(C);
-      std::vector<int32_t> win_tile(R * Wo * C), win_scratch(channels_last ? 0 : R * Wo * C);
+      // Channels-last winners are read in place (uint8); contiguous ones through an
+      // int32 tile (the 32-bit transpose).
+      std::vector<int32_t> win_tile(channels_last ? 0 : R * Wo * C), win_scratch(channels_last ? 0 : R * Wo * C);
       std::vector<acc_t> grad_rows(need_features && !in_place ? H * W * C : 0);
       ChannelsLastItem<acc_t> feat_rows(need_samples ? C : 0, H * W, channels_last);
       // Per-row sums over channels, indexed p * Wo + x.
@@ -665,6 +675,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
                                            plane_o, words, need_masks, need_location};
         int64_t y0 = 0;  // the first row of the block in go_block and win_tile
         const acc_t* go_block = go_tile.data();
+        const uint8_t* win_block = nullptr;  // channels-last: the block's winners in place
         for (int64_t y = 0; y < Ho; ++y) {
           if (y % R == 0) {  // the incoming gradient and winners of rows y .. y + R - 1
             y0 = y;
@@ -676,7 +687,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
               } else {
                 convert_run(go + at, go_tile.data(), pixels * C);
               }
-              convert_run(win + at, win_tile.data(), pixels * C);
+              win_block = win + at;
             } else {
               const int64_t at = n * C * plane_o + y * Wo;
               transpose_tile(go + at, plane_o, go_tile.data(), C, C, pixels);
@@ -688,8 +699,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
           std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
           std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
           nonzero_parts(mk_n + y * Wo, plane_o, P, Wo, words, nonzero.data());
-          warp_backward_row(item, y, nonzero.data(), go_block + (y - y0) * Wo * C,
-                            win_tile.data() + (y - y0) * Wo * C, gmask_row.data(), gu_row.data(), gv_row.data());
+          if (channels_last) {
+            warp_backward_row(item, y, nonzero.data(), go_block + (y - y0) * Wo * C, win_block + (y - y0) * Wo * C,
+                              gmask_row.data(), gu_row.data(), gv_row.data());
+          } else {
+            warp_backward_row(item, y, nonzero.data(), go_block + (y - y0) * Wo * C,
+                              win_tile.data() + (y - y0) * Wo * C, gmask_row.data(), gu_row.data(), gv_row.data());
+          }
           if (gmk != nullptr) {
             acc_t* gmk_row = gmk + n * P * plane_o + y * Wo;
             for (int64_t p = 0; p < P; ++p) {
