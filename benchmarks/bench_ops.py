@@ -11,8 +11,11 @@ bytes of the tensors the pass keeps alive for backward plus its outputs,
 measured with torch's saved-tensor hooks; CUDA: torch.cuda.max_memory_allocated),
 and prints the ratio of each provider against the reference in the same run.
 Beside each time it prints the memory-traffic floor of that pass (the bytes the pass
-must move, ``roofline.traffic_bytes``, over the copy bandwidth measured on the device
-at the start of the run) and the time as a multiple of it.
+must move, ``roofline.traffic_bytes``, over the copy bandwidth of the device) and the
+time as a multiple of it. The bandwidth is measured right before and right after each
+provider's timings (best of 5 copies each, the better of the two taken, both printed):
+on a shared machine it moves by a third between runs, and a figure taken at the start
+only would judge later rows against another machine state.
 """
 import argparse
 import statistics
@@ -206,12 +209,12 @@ def main(argv=None):
           f"{args.height}x{args.width} P={args.parts} k={args.kernel_size} threads={torch.get_num_threads()} "
           f"torch={torch.__version__}")
     passes = ["forward", "backward", "both"] if args.pass_ == "all" else [args.pass_]
-    bandwidth = measure_bandwidth(device)
     elem = torch.empty((), dtype=dtype).element_size()
-    print(f"# floor = bytes that must move / {bandwidth:.1f} GB/s (copy bandwidth measured now on {device})")
+    print(f"# floor = bytes that must move / copy bandwidth on {device} (the better of the copies measured "
+          f"before and after the row's timings)")
     header = "| op | provider | " + " | ".join(f"{p} ms" for p in passes) + " | memory MiB | " + \
         " | ".join(f"{p} speed-up" for p in passes) + " | memory ratio | " + \
-        " | ".join(f"{p} floor ms (x floor)" for p in passes) + " |"
+        " | ".join(f"{p} floor ms (x floor)" for p in passes) + " | copy GB/s before / after |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for op in args.ops:
@@ -220,7 +223,9 @@ def main(argv=None):
             if provider not in D.operator(op).backends():
                 continue
             try:
+                before = measure_bandwidth(device)
                 r = run_case(op, provider, device, dtype, args)
+                after = measure_bandwidth(device)
             except Exception as exc:  # report and keep going with the other providers
                 print(f"| {op} | {provider} | failed: {type(exc).__name__}: {exc} |")
                 continue
@@ -238,10 +243,10 @@ def main(argv=None):
                 needs = (True, False, False, False) if op != "keypoint_heatmaps" else (True,)
                 b = traffic_bytes(op, p, args.batch, args.channels, args.height, args.width, args.parts,
                                   elem=elem, needs=needs)
-                f = b / (bandwidth * 1e9)
-                floors.append(f"{f * 1e3:.3f} ({r[p] / f:.0f}x)")
+                f = b / (max(before, after) * 1e9)
+                floors.append(f"{f * 1e3:.3f} ({r[p] / f:.1f}x)")
             print(f"| {op} | {provider} | " + " | ".join(cells) + f" | {mem} | " + " | ".join(ratios) +
-                  f" | {mratio} | " + " | ".join(floors) + " |")
+                  f" | {mratio} | " + " | ".join(floors) + f" | {before:.1f} / {after:.1f} |")
         sys.stdout.flush()
 
 

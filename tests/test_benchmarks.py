@@ -18,9 +18,18 @@ def test_bench_ops_prints_a_table_with_ratios():
     assert "# floor = bytes that must move /" in out and "forward floor ms (x floor)" in out
     out = subprocess.run(
         [sys.executable, os.path.join(ROOT, "benchmarks", "bench_ops.py"), "--ops", "part_affine_warp",
-         "--channels-last", "--batch", "1", "--channels", "2", "--height", "8", "--width", "6", "--parts", "3",
+         "--channels-last", "--batch", "2", "--channels", "16", "--height", "32", "--width", "32", "--parts", "3",
          "--repeat", "1", "--warmup", "0"], capture_output=True, text=True, timeout=300, check=True).stdout
     assert "| part_affine_warp | reference |" in out and "failed" not in out
+    # each row's floor: its bytes over the better of the copies measured around the row
+    row = next(line for line in out.splitlines() if line.startswith("| part_affine_warp | reference |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    before, after = (float(v) for v in cells[-1].split(" / "))
+    from benchmarks.roofline import traffic_bytes
+    floor_ms = float(cells[-2].split(" (")[0])  # fwd+bwd, the last pass
+    expected = traffic_bytes("part_affine_warp", "both", 2, 16, 32, 32, 3) / (max(before, after) * 1e9) * 1e3
+    assert abs(floor_ms - expected) <= 0.0005
+    assert re.fullmatch(r"[0-9.]+ \([0-9]+\.[0-9]x\)", cells[-2])
 
 
 def test_roofline_bytes_by_hand_and_the_gpu_table():
