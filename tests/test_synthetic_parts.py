@@ -424,19 +424,71 @@ def test_cli_passes_its_options_and_reports(tmp_path, monkeypatch, capsys):
 
     def fake(out_dir, ids, images_per_id, seed, test_pairs):
         calls.append((out_dir, ids, images_per_id, seed, test_pairs))
-        return {"annotations_train": os.path.join(out_dir, "annotations-train.csv")}
+        return {"annotations_train": os.path.join(out_dir, "annotations-train.csv"),
+                "pairs_test": os.path.join(out_dir, "pairs-test.csv")}
     monkeypatch.setattr(S, "make_dataset", fake)
     assert S.main([str(tmp_path)]) == 0
     assert S.main([str(tmp_path), "--ids", "3", "--images-per-id", "2", "--seed", "7", "--test-pairs", "9"]) == 0
     assert calls == [(str(tmp_path), 60, 6, 0, 200), (str(tmp_path), 3, 2, 7, 9)]
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and err[0].startswith(f"synthetic Market-format set written to {tmp_path} in ")
-    assert err[0].endswith(" s: annotations_train=annotations-train.csv")
+    assert err[0].endswith(" s: annotations_train=annotations-train.csv, pairs_test=pairs-test.csv")
+    seconds = float(err[0].split(" in ")[1].split(" s: ")[0])
+    assert 0 <= seconds < 30  # the time it took, not a clock reading
     for bad in (["--ids", "1"], ["--images-per-id", "1"], ["--seed", "-1"], ["--test-pairs", "0"]):
         with pytest.raises(SystemExit) as exit_:
             S.main([str(tmp_path), *bad])
         assert exit_.value.code == 2 and bad[0] in capsys.readouterr().err
     assert len(calls) == 2
+
+
+def test_cli_help_and_its_smallest_accepted_values(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(S, "make_dataset", lambda *a, **k: calls.append((a, k)) or {})
+    assert S.main([str(tmp_path), "--ids", "2", "--images-per-id", "2", "--seed", "0", "--test-pairs", "1"]) == 0
+    assert calls == [((str(tmp_path), 2, 2, 0), {"test_pairs": 1})]
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapping of the help lines
+    with pytest.raises(SystemExit) as exit_:
+        S.main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m deformgan.data.synthetic [-h] [--ids IDS]")
+    # the module docstring as written, line breaks kept (RawDescriptionHelpFormatter)
+    assert "\n`python -m deformgan.data.synthetic OUT_DIR [--ids N] [--images-per-id M] [--seed S]`\n\n" in out
+    assert "  --ids IDS " in out and "identities (the last 20% are the test split)\n" in out
+    assert "  --test-pairs TEST_PAIRS\n" in out and "sampled test pairs\n" in out
+
+
+def test_make_fashion_tree_defaults_progress_and_smallest_sizes(tmp_path, monkeypatch, capsys):
+    """40 items of 4 images, seed 0, a progress bar counting images; 2 items of 2 images
+    is the smallest set; item i is photographed by camera 1 + i % 6 (its gain) in the
+    studio at 256x256."""
+    calls = []
+
+    def plain(kp, ident, camera, rng, size, studio):
+        calls.append((camera, size, studio))
+        return Image.new("RGB", (64, 128), (128, 128, 128))
+    monkeypatch.setattr(S, "render_image", plain)
+    root = tmp_path / "default"
+    S.make_fashion_tree(str(root))
+    assert calls == [(1 + item % 6, (256, 256), True) for item in range(1, 41) for _ in range(4)]
+    err = capsys.readouterr().err
+    assert "synthetic fashion: 100%" in err and "160/160" in err and ("img/s" in err or "s/img" in err)
+    assert json.loads((root / "SYNTHETIC.json").read_text()) == dict(
+        items=40, images_per_item=4, seed=0, size=[256, 256], generator="deformgan.data.synthetic.make_fashion_tree")
+    assert len(M.read_annotations(str(root / "keypoints.csv"))) == 160
+    with Image.open(next((root / "img").rglob("*.jpg"))) as im:  # saved as JPEG, quality 95
+        assert im.format == "JPEG"
+        tables = im.quantization
+    Image.new("RGB", (64, 128), (128, 128, 128)).save(tmp_path / "q95.jpg", quality=95)
+    with Image.open(tmp_path / "q95.jpg") as ref:
+        assert tables == ref.quantization
+    S.make_fashion_tree(str(tmp_path / "seed0"), items=40, images_per_item=4, seed=0, progress=False)
+    assert capsys.readouterr().err == ""
+    assert (root / "keypoints.csv").read_bytes() == (tmp_path / "seed0" / "keypoints.csv").read_bytes()
+    S.make_fashion_tree(str(tmp_path / "small"), items=2, images_per_item=2, progress=False)
+    assert len(M.read_annotations(str(tmp_path / "small" / "keypoints.csv"))) == 4
+    S.make_fashion_tree(str(tmp_path / "small"), items=2, images_per_item=2, progress=False)  # again, over it
 
 
 def test_fashion_pose_doubles_and_centres_a_market_pose():
