@@ -57,7 +57,6 @@ def autocast_rule(*kinds: str) -> Callable:
             with torch.autocast(device, enabled=False):
                 return fn(*args, **kwargs)
 
-        run.autocast_rule = tuple(kinds)
         return run
 
     return wrap
