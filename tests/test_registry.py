@@ -136,6 +136,50 @@ def test_the_fake_kernels_give_the_strides_the_kernels_return(op, backend):
     assert_fake_strides_match(op, backend)
 
 
+def _compiled_calls():
+    """(name, forward's inputs, the backward's arguments from (inputs, forward's output,
+    gradients asked for), number of gradients) of each compiled op with a backward."""
+    from helpers import warp_inputs
+    warp = warp_inputs(N=2, C=3, H=6, W=5, P=3, offsets=True)
+    kp = torch.tensor([[[1.0, 2.0], [-1.0, -1.0], [3.5, 4.0]]]).expand(2, 3, 2).contiguous()
+    return [("part_affine_warp", warp, lambda a, out, need: (out[0], *a, out[1], need), 4),
+            ("nn_loss", (torch.randn(2, 3, 6, 5), torch.randn(2, 3, 6, 5), 3),
+             lambda a, out, need: (out[0], a[0], a[1], out[1], a[2], need), 2),
+            ("keypoint_heatmaps", (kp, 7, 6, 2.0), lambda a, out, need: (out, *a), 1)]
+
+
+@pytest.mark.skipif(not CPU_BACKENDS, reason="the compiled CPU kernels are not built")
+def test_the_fake_kernels_give_each_outputs_shape_dtype_and_device_for_every_gradient_subset():
+    """Fake (forward and backward) against the real CPU kernels for every subset of
+    gradients asked for (a gradient not asked for is an empty [0] tensor), and on fake
+    CUDA tensors (no GPU needed) every output on the inputs' device."""
+    import itertools
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    def described(outs):
+        return [(tuple(o.shape), o.dtype, tuple(o.stride())) for o in as_tuple(outs)]
+
+    def as_tuple(outs):
+        return tuple(outs) if isinstance(outs, (tuple, list)) else (outs,)
+
+    for name, inputs, backward_args, n_grads in _compiled_calls():
+        forward = getattr(torch.ops.deformgan_ops, name)
+        backward = getattr(torch.ops.deformgan_ops, "_" + name + "_backward")
+        subsets = [list(m) for m in itertools.product([False, True], repeat=n_grads)] if n_grads > 1 else [None]
+        real_out = forward(*inputs)
+        for need in subsets:
+            real = backward(*backward_args(inputs, real_out, need))
+            for device in ("cpu", "cuda"):
+                mode = FakeTensorMode()
+                with mode:
+                    fake_in = [mode.from_tensor(a).to(device) if isinstance(a, torch.Tensor) else a for a in inputs]
+                    fake_out = forward(*fake_in)
+                    fake = backward(*backward_args(fake_in, fake_out, need))
+                assert described(fake_out) == described(real_out), (name, device)
+                assert described(fake) == described(real), (name, need, device)
+                assert all(o.device.type == device for o in as_tuple(fake_out) + as_tuple(fake)), (name, need, device)
+
+
 @pytest.mark.skipif(not CPU_BACKENDS, reason="the compiled CPU kernels are not built")
 @pytest.mark.parametrize("op", ["part_affine_warp", "nn_loss"])
 def test_a_compiled_step_with_channels_last_features_runs_under_inductor(op):
