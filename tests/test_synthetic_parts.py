@@ -447,11 +447,9 @@ def test_cli_help_and_its_smallest_accepted_values(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(S, "make_dataset", lambda *a, **k: calls.append((a, k)) or {})
     assert S.main([str(tmp_path), "--ids", "2", "--images-per-id", "2", "--seed", "0", "--test-pairs", "1"]) == 0
     assert calls == [((str(tmp_path), 2, 2, 0), {"test_pairs": 1})]
+    from helpers import help_text
     monkeypatch.setenv("COLUMNS", "200")  # no wrapping of the help lines
-    with pytest.raises(SystemExit) as exit_:
-        S.main(["--help"])
-    assert exit_.value.code == 0
-    out = capsys.readouterr().out
+    out = help_text(S.main, capsys)
     assert out.startswith("usage: python -m deformgan.data.synthetic [-h] [--ids IDS]")
     # the module docstring as written, line breaks kept (RawDescriptionHelpFormatter)
     assert "\n`python -m deformgan.data.synthetic OUT_DIR [--ids N] [--images-per-id M] [--seed S]`\n\n" in out
