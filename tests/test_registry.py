@@ -181,6 +181,39 @@ def test_the_fake_kernels_give_each_outputs_shape_dtype_and_device_for_every_gra
 
 
 @pytest.mark.skipif(not CPU_BACKENDS, reason="the compiled CPU kernels are not built")
+def test_the_backward_kernel_is_asked_only_for_the_gradients_autograd_needs():
+    """The output mask the compiled backward receives: exactly the inputs that require
+    grad (training asks for the features' gradient only, and the warp's backward then
+    reads no features); offsets given but not trained are not asked for."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from helpers import warp_inputs
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.masks = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.name().startswith("deformgan_ops::_") and func.name().endswith("_backward"):
+                self.masks.append((func.name().split("::_")[1], list(args[-1])))
+            return func(*args, **(kwargs or {}))
+
+    f, theta, masks, off = warp_inputs(N=2, C=3, H=6, W=5, P=3, offsets=True)
+    gen, tgt = torch.randn(2, 3, 6, 5), torch.randn(2, 3, 6, 5)
+    cases = [("part_affine_warp", (f, theta, masks, off), (True, False, False, False)),
+             ("part_affine_warp", (f, theta, masks, off), (False, True, False, True)),
+             ("part_affine_warp", (f, theta, masks, None), (False, False, True, False)),
+             ("nn_loss", (gen, tgt, 3), (True, False)),
+             ("nn_loss", (gen, tgt, 3), (False, True))]
+    for op, args, wanted in cases:
+        leaves = [a.detach().requires_grad_(w) if isinstance(a, torch.Tensor) else a for a, w in zip(args, wanted)]
+        out = D.operator(op).public(*leaves, backend="cpu")
+        with Record() as rec:
+            out.sum().backward()
+        assert rec.masks == [(op + "_backward", list(wanted))], (op, wanted, rec.masks)
+
+
+@pytest.mark.skipif(not CPU_BACKENDS, reason="the compiled CPU kernels are not built")
 @pytest.mark.parametrize("op", ["part_affine_warp", "nn_loss"])
 def test_a_compiled_step_with_channels_last_features_runs_under_inductor(op):
     """The case the stride test stands for, end to end: inductor, channels-last features
