@@ -407,15 +407,22 @@ def test_make_dataset_cameras_and_frames(tmp_path, plain_pictures):
     assert min(firsts) == 1 and max(firsts) <= 50
 
 
-def test_make_dataset_writes_into_an_existing_folder_as_jpeg_quality_95(tmp_path):
-    (tmp_path / "bounding_box_train").mkdir()
-    S.make_dataset(str(tmp_path), ids=2, images_per_id=2, seed=0, progress=False)
-    name = sorted(os.listdir(tmp_path / "bounding_box_train"))[0]
-    with Image.open(tmp_path / "bounding_box_train" / name) as im:
+def assert_jpeg_quality_95(path, tmp_path):
+    """``path`` is a JPEG saved at quality 95: its quantisation tables are those of the
+    same picture saved again at 95."""
+    with Image.open(path) as im:
+        assert im.format == "JPEG"
         tables = im.quantization
         im.convert("RGB").save(tmp_path / "q95.jpg", quality=95)
     with Image.open(tmp_path / "q95.jpg") as ref:
         assert tables == ref.quantization
+
+
+def test_make_dataset_writes_into_an_existing_folder_as_jpeg_quality_95(tmp_path):
+    (tmp_path / "bounding_box_train").mkdir()
+    S.make_dataset(str(tmp_path), ids=2, images_per_id=2, seed=0, progress=False)
+    name = sorted(os.listdir(tmp_path / "bounding_box_train"))[0]
+    assert_jpeg_quality_95(tmp_path / "bounding_box_train" / name, tmp_path)
     S.make_dataset(str(tmp_path), ids=2, images_per_id=2, seed=0, progress=False)  # again, over the first
 
 
@@ -475,12 +482,7 @@ def test_make_fashion_tree_defaults_progress_and_smallest_sizes(tmp_path, monkey
     assert json.loads((root / "SYNTHETIC.json").read_text()) == dict(
         items=40, images_per_item=4, seed=0, size=[256, 256], generator="deformgan.data.synthetic.make_fashion_tree")
     assert len(M.read_annotations(str(root / "keypoints.csv"))) == 160
-    with Image.open(next((root / "img").rglob("*.jpg"))) as im:  # saved as JPEG, quality 95
-        assert im.format == "JPEG"
-        tables = im.quantization
-    Image.new("RGB", (64, 128), (128, 128, 128)).save(tmp_path / "q95.jpg", quality=95)
-    with Image.open(tmp_path / "q95.jpg") as ref:
-        assert tables == ref.quantization
+    assert_jpeg_quality_95(next((root / "img").rglob("*.jpg")), tmp_path)
     S.make_fashion_tree(str(tmp_path / "seed0"), items=40, images_per_item=4, seed=0, progress=False)
     assert capsys.readouterr().err == ""
     assert (root / "keypoints.csv").read_bytes() == (tmp_path / "seed0" / "keypoints.csv").read_bytes()
