@@ -146,6 +146,35 @@ def test_float64_generator_warps_with_float64_geometry(monkeypatch):
     assert len(seen) == len(M.WARPED_LEVELS) and all(d == (torch.float64,) * 4 for d in seen), seen
 
 
+def test_bfloat16_generator_runs_in_bfloat16():
+    """A generator cast to bfloat16 (no autocast) takes bfloat16 images: the heatmaps
+    are cast to the images' dtype before they are concatenated with them."""
+    g = M.Generator("parts+offsets", width_mult=0.0625).to(torch.bfloat16).eval()
+    x, s, t = batch(1)
+    with torch.no_grad():
+        out = g(x.bfloat16(), s, t)
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 3, 128, 64)
+
+
+def test_generator_defaults():
+    g = M.Generator(width_mult=0.0625)
+    assert (g.variant, g.warp, g.use_offsets, g.norm) == ("parts", "parts", False, "instance_all")
+    assert (g.image_size, g.sigma, g.ops_backend, g.levels) == ((128, 64), 6.0, None, 6)
+    assert [m.p for m in g.modules() if isinstance(m, torch.nn.Dropout)] == [0.5] * 3
+
+
+def test_generator_uses_the_geometry_it_is_given():
+    """With ``geometry`` the keypoints are not rendered again: the output is the one of
+    the keypoints the geometry was rendered from."""
+    g = M.Generator("parts", width_mult=0.0625).eval()
+    x, s, t = batch(2)
+    s2, t2 = batch(2, seed=5)[1:]
+    with torch.no_grad():
+        given = g(x, s2, t2, geometry=g.render_geometry(s, t))
+        assert torch.equal(given, g(x, s, t))
+        assert not torch.allclose(given, g(x, s2, t2))
+
+
 # ---------------------------------------------------------------- variants and depth
 def test_depth_for_accepts_exactly_the_sizes_the_docstring_names():
     """The longer side BOTTLENECK * 2^k with k >= 4 (the warped levels), the shorter a
