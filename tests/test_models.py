@@ -175,6 +175,53 @@ def test_generator_uses_the_geometry_it_is_given():
         assert not torch.allclose(given, g(x, s2, t2))
 
 
+def layers(module):
+    """The leaf layers of ``module`` in order, each as a short string."""
+    out = []
+    for m in module.modules():
+        if list(m.children()):
+            continue
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            kind = "convT" if isinstance(m, torch.nn.ConvTranspose2d) else "conv"
+            out.append(f"{kind}{m.kernel_size[0]} {m.in_channels}->{m.out_channels} s{m.stride[0]} p{m.padding[0]}")
+        elif isinstance(m, torch.nn.LeakyReLU):
+            out.append(f"lrelu{m.negative_slope}")
+        elif isinstance(m, torch.nn.Dropout):
+            out.append(f"dropout{m.p}")
+        elif isinstance(m, torch.nn.InstanceNorm2d):
+            out.append(f"inorm{m.num_features}")
+        else:
+            out.append({"ReLU": "relu", "Tanh": "tanh", "Identity": "id", "InstanceNormAll": "norm"}[type(m).__name__])
+    return out
+
+
+def test_generator_and_discriminator_layers_follow_the_spec():
+    """SPEC 6 and 7 written out at width 1/16 (encoder 4, 8, 16, 32, 32, 32; decoder 32,
+    32, 32, 16, 8): encoder levels LeakyReLU(0.2) -> 4x4 stride-2 conv -> norm (none on the
+    last); decoder ReLU -> 4x4 stride-2 transposed conv -> norm -> dropout 0.5 on the first
+    three blocks; last ReLU -> 3x3 conv -> tanh; the offsets' heads 3x3 conv -> ReLU -> 3x3
+    conv to 2; the discriminator 4x4 stride-2 convs, LeakyReLU(0.2), a valid last conv."""
+    g = M.Generator("parts+offsets", width_mult=0.0625)
+
+    def encoder(cin):
+        down = [["lrelu0.2", f"conv4 {a}->{b} s2 p1", "norm"] for a, b in ((4, 8), (8, 16), (16, 32), (32, 32))]
+        return [f"conv3 {cin}->4 s1 p1"] + sum(down, []) + ["lrelu0.2", "conv4 32->32 s2 p1", "id"]
+    assert layers(g.appearance) == encoder(3 + 18) and layers(g.pose) == encoder(18)
+    ups = [("64->32", "dropout0.5"), ("96->32", "dropout0.5"), ("96->32", "dropout0.5"), ("64->16", "id"),
+           ("32->8", "id")]
+    assert layers(g.ups) == sum((["relu", f"convT4 {c} s2 p1", "norm", d] for c, d in ups), [])
+    assert layers(g.final) == ["relu", "conv3 16->3 s1 p1", "tanh"]
+    heads = ([f"conv3 {c}->8 s1 p1", "relu", "conv3 8->2 s1 p1"] for c in (4, 8, 16, 32))
+    assert layers(g.offset_heads) == sum(heads, [])
+    no_dropout = layers(M.Generator("parts", width_mult=0.0625, dropout=0).ups)
+    assert not any(layer.startswith("dropout") for layer in no_dropout)
+    assert M.Generator("none", width_mult=0.0625).pose is None
+    d = M.Discriminator(norm="instance", width_mult=0.0625)
+    assert layers(d) == (["conv4 42->4 s2 p1"] + sum((["lrelu0.2", f"conv4 {a}->{b} s2 p1", f"inorm{b}"]
+                                                       for a, b in ((4, 8), (8, 16), (16, 32))), [])
+                         + ["lrelu0.2", "conv4 32->1 s2 p0"])
+
+
 # ---------------------------------------------------------------- variants and depth
 def test_depth_for_accepts_exactly_the_sizes_the_docstring_names():
     """The longer side BOTTLENECK * 2^k with k >= 4 (the warped levels), the shorter a
