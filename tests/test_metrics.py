@@ -223,6 +223,45 @@ def test_inception_features_with_random_weights():
         MT.InceptionFeatures(weights=None)
 
 
+def test_inception_weights_imagenet_by_default_a_file_or_seeded_random(tmp_path, monkeypatch):
+    """The random network is torchvision's Inception v3 (with its auxiliary classifier)
+    built under seed 0 without init_weights (the same in every process); a state-dict
+    file of torchvision's keys loads; "imagenet", the default, goes through torchvision's
+    weights mechanism (patched here: nothing can be downloaded) with no progress bar."""
+    from torchvision.models import Inception_V3_Weights, inception_v3
+    torch.manual_seed(0)
+    ref = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    torch.manual_seed(123)
+    rnd = MT.InceptionFeatures(weights=None, allow_random=True)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(after, torch.rand(3))  # the caller's random state untouched
+    assert torch.equal(rnd.net.Conv2d_1a_3x3.conv.weight, ref.Conv2d_1a_3x3.conv.weight)
+    assert torch.equal(rnd.net.fc_saved.weight, ref.fc.weight)
+    state = {k: v * 0.5 if v.is_floating_point() else v for k, v in ref.state_dict().items()}
+    assert any(k.startswith("AuxLogits.") for k in state)
+    torch.save(state, tmp_path / "inception.pth")
+    loaded = MT.InceptionFeatures(weights=str(tmp_path / "inception.pth"))
+    assert torch.equal(loaded.net.Conv2d_1a_3x3.conv.weight, state["Conv2d_1a_3x3.conv.weight"])
+    assert torch.equal(loaded.net.fc_saved.bias, state["fc.bias"])
+    # loaded BatchNorm statistics are kept (only random networks get the noise pass)
+    assert torch.equal(loaded.net.Conv2d_1a_3x3.bn.running_var, state["Conv2d_1a_3x3.bn.running_var"])
+    import fractions
+    import pickle
+    torch.save({"Conv2d_1a_3x3.conv.weight": fractions.Fraction(1, 2)}, tmp_path / "pickle.pth")
+    with pytest.raises(pickle.UnpicklingError):  # weights only: no arbitrary objects unpickled
+        MT.InceptionFeatures(weights=str(tmp_path / "pickle.pth"))
+    asked = []
+
+    def get_state_dict(self, *args, **kwargs):
+        asked.append((self, args, kwargs))
+        return state
+    monkeypatch.setattr(Inception_V3_Weights, "get_state_dict", get_state_dict)
+    default = MT.InceptionFeatures()
+    assert asked == [(Inception_V3_Weights.IMAGENET1K_V1, (), {"progress": False})]
+    assert torch.equal(default.net.Mixed_7c.branch_pool.conv.weight, state["Mixed_7c.branch_pool.conv.weight"])
+
+
 def lpips_by_hand(lp, a, b):
     """LPIPS written out from its definition with torchvision's AlexNet layers: the
     five ReLU outputs of each image, unit-normalised over channels, squared
@@ -270,3 +309,20 @@ def test_lpips_against_its_definition_and_its_weight_files(tmp_path):
     loaded = MT.LPIPS(alexnet_weights=str(tmp_path / "alex.pth"), linear_weights=str(tmp_path / "plain.pth"))
     torch.testing.assert_close(loaded.lins[4].data, plain["lin4"])
     torch.testing.assert_close(loaded(imgs, other), lpips_by_hand(loaded, imgs, other), rtol=1e-5, atol=1e-7)
+
+
+def test_lpips_alexnet_from_imagenet_by_default(tmp_path, monkeypatch):
+    """alexnet_weights="imagenet", the default, goes through torchvision's weights
+    mechanism (patched: nothing can be downloaded here) with no progress bar."""
+    from torchvision.models import AlexNet_Weights, alexnet
+    state = {k: v * 0.5 for k, v in alexnet(weights=None).state_dict().items()}
+    asked = []
+
+    def get_state_dict(self, *args, **kwargs):
+        asked.append((self, args, kwargs))
+        return state
+    monkeypatch.setattr(AlexNet_Weights, "get_state_dict", get_state_dict)
+    torch.save({f"lin{i}": torch.rand(1, c, 1, 1) for i, c in enumerate(MT.LPIPS.CHANNELS)}, tmp_path / "lin.pth")
+    lp = MT.LPIPS(linear_weights=str(tmp_path / "lin.pth"))
+    assert asked == [(AlexNet_Weights.IMAGENET1K_V1, (), {"progress": False})]
+    assert torch.equal(lp.features[10].weight, state["features.10.weight"])
