@@ -223,6 +223,18 @@ def test_inception_features_with_random_weights():
         MT.InceptionFeatures(weights=None)
 
 
+def patch_imagenet_weights(monkeypatch, weights_enum, state):
+    """torchvision's weights mechanism for ``weights_enum`` (nothing can be downloaded
+    here) answering ``state``; returns the list of the calls it gets (member, args, kwargs)."""
+    asked = []
+
+    def get_state_dict(self, *args, **kwargs):
+        asked.append((self, args, kwargs))
+        return state
+    monkeypatch.setattr(weights_enum, "get_state_dict", get_state_dict)
+    return asked
+
+
 def test_inception_weights_imagenet_by_default_a_file_or_seeded_random(tmp_path, monkeypatch):
     """The random network is torchvision's Inception v3 (with its auxiliary classifier)
     built under seed 0 without init_weights (the same in every process); a state-dict
@@ -251,12 +263,7 @@ def test_inception_weights_imagenet_by_default_a_file_or_seeded_random(tmp_path,
     torch.save({"Conv2d_1a_3x3.conv.weight": fractions.Fraction(1, 2)}, tmp_path / "pickle.pth")
     with pytest.raises(pickle.UnpicklingError):  # weights only: no arbitrary objects unpickled
         MT.InceptionFeatures(weights=str(tmp_path / "pickle.pth"))
-    asked = []
-
-    def get_state_dict(self, *args, **kwargs):
-        asked.append((self, args, kwargs))
-        return state
-    monkeypatch.setattr(Inception_V3_Weights, "get_state_dict", get_state_dict)
+    asked = patch_imagenet_weights(monkeypatch, Inception_V3_Weights, state)
     default = MT.InceptionFeatures()
     assert asked == [(Inception_V3_Weights.IMAGENET1K_V1, (), {"progress": False})]
     assert torch.equal(default.net.Mixed_7c.branch_pool.conv.weight, state["Mixed_7c.branch_pool.conv.weight"])
@@ -316,12 +323,7 @@ def test_lpips_alexnet_from_imagenet_by_default(tmp_path, monkeypatch):
     mechanism (patched: nothing can be downloaded here) with no progress bar."""
     from torchvision.models import AlexNet_Weights, alexnet
     state = {k: v * 0.5 for k, v in alexnet(weights=None).state_dict().items()}
-    asked = []
-
-    def get_state_dict(self, *args, **kwargs):
-        asked.append((self, args, kwargs))
-        return state
-    monkeypatch.setattr(AlexNet_Weights, "get_state_dict", get_state_dict)
+    asked = patch_imagenet_weights(monkeypatch, AlexNet_Weights, state)
     torch.save({f"lin{i}": torch.rand(1, c, 1, 1) for i, c in enumerate(MT.LPIPS.CHANNELS)}, tmp_path / "lin.pth")
     lp = MT.LPIPS(linear_weights=str(tmp_path / "lin.pth"))
     assert asked == [(AlexNet_Weights.IMAGENET1K_V1, (), {"progress": False})]

@@ -186,7 +186,6 @@ def test_the_backward_kernel_is_asked_only_for_the_gradients_autograd_needs():
     grad (training asks for the features' gradient only, and the warp's backward then
     reads no features); offsets given but not trained are not asked for."""
     from torch.utils._python_dispatch import TorchDispatchMode
-    from helpers import warp_inputs
 
     class Record(TorchDispatchMode):
         def __init__(self):
@@ -198,8 +197,9 @@ def test_the_backward_kernel_is_asked_only_for_the_gradients_autograd_needs():
                 self.masks.append((func.name().split("::_")[1], list(args[-1])))
             return func(*args, **(kwargs or {}))
 
-    f, theta, masks, off = warp_inputs(N=2, C=3, H=6, W=5, P=3, offsets=True)
-    gen, tgt = torch.randn(2, 3, 6, 5), torch.randn(2, 3, 6, 5)
+    calls = {name: inputs for name, inputs, _, _ in _compiled_calls()}
+    f, theta, masks, off = calls["part_affine_warp"]
+    gen, tgt, _ = calls["nn_loss"]
     cases = [("part_affine_warp", (f, theta, masks, off), (True, False, False, False)),
              ("part_affine_warp", (f, theta, masks, off), (False, True, False, True)),
              ("part_affine_warp", (f, theta, masks, None), (False, False, True, False)),
