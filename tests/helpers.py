@@ -1,4 +1,6 @@
 """Input makers and comparison helpers shared by the operator tests."""
+import contextlib
+
 import torch
 
 
@@ -149,3 +151,17 @@ def halve_dataset(root) -> None:
             small.save(folder / name)
         path = str(root / f"annotations-{split}.csv")
         write_annotations(path, {n: torch.where(kp < 0, kp, kp / 2) for n, kp in read_annotations(path).items()})
+
+
+@contextlib.contextmanager
+def saved_as_on_cuda():
+    """``torch.save`` inside this block tags every storage "cuda:0", as in a file written
+    by a GPU run: loading such a file on this CPU-only machine needs ``map_location``
+    (without it torch refuses: CUDA is not available)."""
+    import torch.serialization as serialization
+    registry = serialization._package_registry
+    serialization._package_registry = [(0, lambda storage: "cuda:0", lambda storage, location: None)] + registry
+    try:
+        yield
+    finally:
+        serialization._package_registry = registry

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from deformgan import checkpoint as C
+from helpers import saved_as_on_cuda
 
 
 class Custom:
@@ -173,6 +174,15 @@ def test_load_and_build_generator(tmp_path):
         C.build_generator(bad)
     assert str(err.value).startswith("the checkpoint's generator does not match its config (variant 'parts', "
                                      "width 0.25): Error(s) in loading state_dict")
+
+
+def test_a_gpu_run_s_checkpoint_loads_on_a_cpu_only_machine(tmp_path):
+    """A checkpoint whose tensors were saved from a GPU is read onto the CPU."""
+    path = tmp_path / "ckpt.pt"
+    with saved_as_on_cuda():
+        g, cfg = _tiny_checkpoint(path)
+    rebuilt = C.build_generator(C.load(str(path)))
+    assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), g.state_dict().values()))
 
 
 def test_load_refusals(tmp_path):

@@ -8,6 +8,7 @@ from skimage.metrics import structural_similarity
 from deformgan import metrics as MT
 from deformgan import pose as P
 from deformgan.data.market import read_annotations
+from helpers import saved_as_on_cuda
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "market")
 if not os.path.isdir(SHARED):
@@ -258,6 +259,10 @@ def test_inception_weights_imagenet_by_default_a_file_or_seeded_random(tmp_path,
     assert torch.equal(loaded.net.fc_saved.bias, state["fc.bias"])
     # loaded BatchNorm statistics are kept (only random networks get the noise pass)
     assert torch.equal(loaded.net.Conv2d_1a_3x3.bn.running_var, state["Conv2d_1a_3x3.bn.running_var"])
+    with saved_as_on_cuda():  # a file written by a GPU run loads on this CPU-only machine
+        torch.save(state, tmp_path / "inception_cuda.pth")
+    from_gpu = MT.InceptionFeatures(weights=str(tmp_path / "inception_cuda.pth"))
+    assert torch.equal(from_gpu.net.Mixed_6a.branch3x3.conv.weight, state["Mixed_6a.branch3x3.conv.weight"])
     import fractions
     import pickle
     torch.save({"Conv2d_1a_3x3.conv.weight": fractions.Fraction(1, 2)}, tmp_path / "pickle.pth")
@@ -297,12 +302,17 @@ def test_lpips_against_its_definition_and_its_weight_files(tmp_path):
     d = lp(imgs, other)
     torch.testing.assert_close(d, lpips_by_hand(lp, imgs, other), rtol=1e-5, atol=1e-7)
     assert d.shape == (2,) and (d > 0).all() and lp(imgs, imgs).abs().max() < 1e-6
+    # one weight per channel, as in the LPIPS package's files; AlexNet cut after relu5
+    # (its last max-pool unused); the input normalisation is not part of the state dict
+    assert [tuple(w.shape) for w in lp.lins] == [(1, c, 1, 1) for c in MT.LPIPS.CHANNELS]
+    assert len(lp.features) == 12 and isinstance(lp.features[11], torch.nn.ReLU)
+    assert not any(k in lp.state_dict() for k in ("shift", "scale"))
     with pytest.raises(RuntimeError, match=r"^AlexNet weights=None needs allow_random=True$"):
         MT.LPIPS(alexnet_weights=None, linear_weights=None)
     from torchvision.models import alexnet
     net = alexnet(weights=None)
     torch.save(net.state_dict(), tmp_path / "alex.pth")
-    with pytest.raises(RuntimeError, match="linear-layer weights"):
+    with pytest.raises(RuntimeError, match=r"^LPIPS needs its linear-layer weights \(linear_weights=PATH\)$"):
         MT.LPIPS(alexnet_weights=str(tmp_path / "alex.pth"), linear_weights=None, allow_random=False)
     # the LPIPS package's key names, and plain lin0..lin4
     lin = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(MT.LPIPS.CHANNELS)}
@@ -316,6 +326,19 @@ def test_lpips_against_its_definition_and_its_weight_files(tmp_path):
     loaded = MT.LPIPS(alexnet_weights=str(tmp_path / "alex.pth"), linear_weights=str(tmp_path / "plain.pth"))
     torch.testing.assert_close(loaded.lins[4].data, plain["lin4"])
     torch.testing.assert_close(loaded(imgs, other), lpips_by_hand(loaded, imgs, other), rtol=1e-5, atol=1e-7)
+    with saved_as_on_cuda():  # files written by a GPU run load on this CPU-only machine
+        torch.save(net.state_dict(), tmp_path / "alex_cuda.pth")
+        torch.save(plain, tmp_path / "plain_cuda.pth")
+    from_gpu = MT.LPIPS(alexnet_weights=str(tmp_path / "alex_cuda.pth"), linear_weights=str(tmp_path / "plain_cuda.pth"))
+    assert torch.equal(from_gpu.features[8].weight, net.features[8].weight)
+    assert torch.equal(from_gpu.lins[2].data, plain["lin2"])
+    import fractions
+    import pickle
+    torch.save({"lin0": fractions.Fraction(1, 2)}, tmp_path / "pickle.pth")
+    for files in ({"alexnet_weights": str(tmp_path / "pickle.pth"), "linear_weights": str(tmp_path / "lin.pth")},
+                  {"alexnet_weights": str(tmp_path / "alex.pth"), "linear_weights": str(tmp_path / "pickle.pth")}):
+        with pytest.raises(pickle.UnpicklingError):  # weights only: no arbitrary objects unpickled
+            MT.LPIPS(**files)
 
 
 def test_lpips_alexnet_from_imagenet_by_default(tmp_path, monkeypatch):
