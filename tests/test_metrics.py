@@ -251,6 +251,19 @@ def test_inception_weights_imagenet_by_default_a_file_or_seeded_random(tmp_path,
     assert torch.equal(after, torch.rand(3))  # the caller's random state untouched
     assert torch.equal(rnd.net.Conv2d_1a_3x3.conv.weight, ref.Conv2d_1a_3x3.conv.weight)
     assert torch.equal(rnd.net.fc_saved.weight, ref.fc.weight)
+    # the random network's BatchNorm statistics: one pass in training mode, cumulative
+    # averages, over 4 noise images of 299x299 drawn under seed 0 (auxiliary head off)
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    torch.manual_seed(0)
+    with torch.no_grad():
+        ref.train()._forward(torch.randn(4, 3, 299, 299))
+    for name in ("Conv2d_1a_3x3", "Mixed_7c.branch_pool"):
+        for stat in ("running_mean", "running_var"):
+            assert torch.equal(rnd.net.get_submodule(name).bn.get_buffer(stat), ref.get_submodule(name).bn.get_buffer(stat))
+    assert rnd.net.state_dict().keys() == (ref.state_dict().keys() - {"fc.weight", "fc.bias"}) | {"fc_saved.weight", "fc_saved.bias"}
+    assert not any(k in rnd.state_dict() for k in ("mean", "std"))  # the normalisation is not saved
     state = {k: v * 0.5 if v.is_floating_point() else v for k, v in ref.state_dict().items()}
     assert any(k.startswith("AuxLogits.") for k in state)
     torch.save(state, tmp_path / "inception.pth")
