@@ -278,6 +278,283 @@ def test_draw_person_puts_each_garment_on_its_joints():
     assert bags_seen >= 3
 
 
+class FigureOracle:
+    """draw_person's figure (its docstring) rasterised independently: each shape an
+    analytic inside test at the pixel centres (PIL's pixel (i, j) sits at (i, j)),
+    painted in drawing order. Pixels within ``band`` of a shape's edge are "unsure"
+    (rounding of the rasteriser) unless a later shape covers them wholly."""
+
+    def __init__(self, size, band=1.5):
+        h, w = size
+        self.y, self.x = np.mgrid[0:h, 0:w].astype(float)
+        self.colour = np.zeros((h, w, 3), int)
+        self.unsure = np.zeros((h, w), bool)
+        self.band = band
+
+    def paint(self, inside, colour, band=None):
+        """inside(grow) -> bool map of the shape grown by ``grow`` (negative: shrunk);
+        ``band``: (grown, shrunk) for this shape when not the default."""
+        grow, shrink = (self.band, self.band) if band is None else band
+        outer, inner = inside(grow), inside(-shrink)
+        self.colour[inner] = colour
+        self.unsure[inner] = False
+        self.unsure[outer & ~inner] = True
+
+    def segment(self, a, b, half, caps, grow):
+        ax, ay = a
+        bx, by = b
+        dx, dy = bx - ax, by - ay
+        length = np.hypot(dx, dy)
+        ux, uy = (dx / length, dy / length) if length > 0 else (1.0, 0.0)
+        along = (self.x - ax) * ux + (self.y - ay) * uy
+        across = np.abs(-(self.x - ax) * uy + (self.y - ay) * ux)
+        body = (across <= half + grow) & (along >= -grow) & (along <= length + grow)
+        if caps is None:
+            return body
+        ends = [np.hypot(self.x - px, self.y - py) <= caps + grow for px, py in (a, b)]
+        return body | ends[0] | ends[1]
+
+    def limb(self, a, b, width, colour):
+        # PIL's line is int(width) wide; the caps are discs of radius width / 2
+        self.paint(lambda g: self.segment(a, b, max(1, int(width)) / 2, width / 2, g), colour)
+
+    def ellipse(self, box, colour):
+        # PIL fills the ellipse inscribed in the whole pixels from int(x0) to int(x1)
+        x0, y0, x1, y1 = (float(int(v)) for v in box)
+        cx, cy, rx, ry = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0 + 1) / 2, (y1 - y0 + 1) / 2
+        self.paint(lambda g: ((self.x - cx) / max(rx + g, 1e-9)) ** 2 + ((self.y - cy) / max(ry + g, 1e-9)) ** 2 <= 1,
+                   colour)
+
+    def box_inside(self, box, radius, g):
+        x0, y0, x1, y1 = box
+        inside = (self.x >= x0 - g) & (self.x <= x1 + g) & (self.y >= y0 - g) & (self.y <= y1 + g)
+        if radius:
+            r = min(radius, (x1 - x0) / 2, (y1 - y0) / 2)
+            # the corner regions: outside the disc of radius r about each corner's centre
+            qx = np.clip(self.x, x0 + r, x1 - r)
+            qy = np.clip(self.y, y0 + r, y1 - r)
+            inside &= np.hypot(self.x - qx, self.y - qy) <= r + g
+        return inside
+
+    def quad_inside(self, quad, g):
+        """PIL's polygon (measured): its corners cut to whole pixels (``int``, toward
+        zero), then in each row j the pixels from round(left edge) to round(right
+        edge): the pixels (i, j) at most 0.5 px outside the cut quad (see TIGHT)."""
+        x, y = self.x, self.y
+        quad = [(float(int(px)), float(int(py))) for px, py in quad]
+        inside = np.ones_like(self.x, bool)
+        sign = np.sign(sum(quad[i - 1][0] * quad[i][1] - quad[i][0] * quad[i - 1][1] for i in range(4)))  # the winding
+        for i in range(4):
+            (ax, ay), (bx, by) = quad[i - 1], quad[i]
+            n = np.hypot(bx - ax, by - ay)
+            # signed distance to the edge, positive inside for either winding
+            inside &= sign * ((bx - ax) * (y - ay) - (by - ay) * (x - ax)) / n >= -g
+        return inside
+
+
+# polygons and the stripes' boxes: exact up to the rounding of each row's ends (quad_inside)
+TIGHT = (0.55, 0.05)
+
+
+def figure_by_hand(kp, ident, size):
+    """The expected canvas of ``draw_person(kp, ident)`` (a ``size`` canvas of zeros)
+    and its unsure pixels, from draw_person's documented figure."""
+    s = S.SUPERSAMPLE
+    J = P.J
+    o = FigureOracle(size)
+    there = [bool((kp[j] >= 0).all()) for j in range(18)]
+
+    def pt(name):
+        return (float(kp[J[name], 0]) + 0.5) * s, (float(kp[J[name], 1]) + 0.5) * s
+
+    sides = [float(((kp[J[f"{k}_hip"]] - kp[J[f"{k}_shoulder"]]) ** 2).sum()) for k in "rl"
+             if there[J[f"{k}_hip"]] and there[J[f"{k}_shoulder"]]]
+    st = (sum(sides) / len(sides)) ** 0.5 * s
+
+    def has(*names):
+        return all(there[J[n]] for n in names)
+
+    def limb(a, b, width, colour):
+        if has(a, b):
+            o.limb(pt(a), pt(b), width, colour)
+
+    if ident.bag is not None and has("r_hip", "r_shoulder"):
+        hx, hy = pt("r_hip")
+        box = (hx - 0.35 * st, hy - 0.45 * st, hx + 0.1 * st, hy + 0.05 * st)
+        o.paint(lambda g: o.box_inside(box, 0.06 * st, g), ident.bag)
+    for k in "rl":
+        limb(f"{k}_knee", f"{k}_ankle", 0.255 * st, ident.skin if ident.shorts else ident.trousers)
+        limb(f"{k}_hip", f"{k}_knee", 0.3 * st, ident.trousers)
+        if has(f"{k}_ankle"):
+            ax, ay = pt(f"{k}_ankle")
+            o.ellipse((ax - 0.17 * st, ay - 0.07 * st, ax + 0.17 * st, ay + 0.1 * st), ident.shoes)
+    if has("r_shoulder", "l_shoulder", "r_hip", "l_hip"):
+        quad = [pt(n) for n in ("r_shoulder", "l_shoulder", "l_hip", "r_hip")]
+        cx = sum(x for x, _ in quad) / 4
+        quad = [(cx + (x - cx) * 1.25, y) for x, y in quad]
+        o.paint(lambda g: o.quad_inside(quad, g), ident.shirt, TIGHT)
+        if ident.pattern == "stripes":
+            top = min(y for _, y in quad)
+            for k in range(40):
+                y0 = top + k * 0.16 * st
+                o.paint(lambda g: o.quad_inside(quad, g) & (o.y >= int(y0) - g) & (o.y <= int(y0 + 0.07 * st) + g),
+                        ident.shirt2, TIGHT)
+        elif ident.pattern == "two-tone":
+            mid = (quad[0][1] + quad[3][1]) / 2
+            o.paint(lambda g: o.quad_inside(quad, g) & (o.y >= int(mid) - g), ident.shirt2, TIGHT)
+    for k in "rl":
+        limb(f"{k}_elbow", f"{k}_wrist", 0.18 * st, ident.shirt if ident.long_sleeves else ident.skin)
+        limb(f"{k}_shoulder", f"{k}_elbow", 0.2 * st, ident.shirt)
+        if has(f"{k}_wrist"):
+            wx, wy = pt(f"{k}_wrist")
+            o.ellipse((wx - 0.09 * st, wy - 0.09 * st, wx + 0.09 * st, wy + 0.09 * st), ident.skin)
+    head = [j for j in P.HEAD_JOINTS if there[j]]
+    if head:
+        hx = sum((float(kp[j, 0]) + 0.5) * s for j in head) / len(head)
+        hy = sum((float(kp[j, 1]) + 0.5) * s for j in head) / len(head)
+        if has("neck"):
+            width = max(1, int(0.16 * st))
+            o.paint(lambda g: o.segment(pt("neck"), (hx, hy), width / 2, None, g), ident.skin)
+        r = 0.26 * st
+        if ident.long_hair:
+            box = (hx - 1.1 * r, hy - 1.1 * r, hx + 1.1 * r, hy + 1.6 * r)
+            o.paint(lambda g: o.box_inside(box, r, g), ident.hair)
+        o.ellipse((hx - r, hy - 1.15 * r, hx + r, hy + 1.05 * r), ident.hair)
+        o.ellipse((hx - 0.85 * r, hy - 0.75 * r, hx + 0.85 * r, hy + 1.05 * r), ident.skin)
+    return o.colour, o.unsure
+
+
+def star_pose():
+    """Arms out to the sides, legs apart: every garment shows (image pixels)."""
+    kp = torch.full((18, 2), -1.0)
+    for name, xy in {"nose": (32, 12), "neck": (32, 24), "r_shoulder": (23, 27), "l_shoulder": (41, 27),
+                     "r_elbow": (13, 33), "l_elbow": (51, 33), "r_wrist": (5, 40), "l_wrist": (59, 40),
+                     "r_hip": (26, 66), "l_hip": (38, 66), "r_knee": (20, 90), "l_knee": (45, 91),
+                     "r_ankle": (16, 116), "l_ankle": (49, 117), "r_eye": (29, 10), "l_eye": (35, 10),
+                     "r_ear": (27, 12), "l_ear": (37, 12)}.items():
+        kp[P.J[name]] = torch.tensor(xy, dtype=torch.float32)
+    return kp
+
+
+def test_draw_person_matches_its_figure_drawn_independently():
+    """Every pixel of the drawn canvas, but those within 1.5 px of a shape's edge,
+    against figure_by_hand: each garment's shape, size, place and colour, the drawing
+    order, and what is skipped when joints are missing."""
+    J = P.J
+    base = dict(pattern="plain", bag=None, shorts=False, long_sleeves=True, long_hair=False,
+                trousers=(250, 10, 10), shirt=(10, 250, 10), shirt2=(250, 250, 10), skin=(250, 10, 250),
+                hair=(10, 250, 250), shoes=(120, 120, 120))
+    variants = [{}, {"bag": (255, 255, 255)}, {"shorts": True, "long_sleeves": False},
+                {"pattern": "stripes", "long_hair": True}, {"pattern": "two-tone", "bag": (255, 255, 255)}]
+    bank = S.load_pose_bank()
+    at_edge = star_pose()  # the torso past the left edge (the right arm and leg out of the frame: missing)
+    at_edge[:, 0] -= 22
+    at_edge[(at_edge < 0).any(1)] = -1
+    at_edge[J["r_hip"], 0] = 0
+    poses = [star_pose(), S.jitter_pose(bank[7], random.Random(1)), S.jitter_pose(bank[120], random.Random(2)), at_edge]
+    for gone in (["r_shoulder"], ["l_shoulder"], ["r_hip"], ["l_hip"], ["r_ankle", "l_wrist", "neck"],
+                 ["nose", "r_eye", "r_ear"], ["nose", "r_eye", "l_eye", "r_ear", "l_ear"]):
+        kp = star_pose()
+        kp[[J[n] for n in gone]] = -1
+        poses.append(kp)
+    size = (S.HEIGHT * S.SUPERSAMPLE, S.WIDTH * S.SUPERSAMPLE)
+    for i, kp in enumerate(poses):
+        for v, changes in enumerate(variants if i < 4 else variants[1:2] + variants[4:]):
+            ident = S.Identity(**dict(base, **changes))
+            canvas = Image.new("RGB", (size[1], size[0]), (0, 0, 0))
+            S.draw_person(canvas, kp, ident, random.Random(0))
+            drawn = np.asarray(canvas).astype(int)
+            want, unsure = figure_by_hand(kp, ident, size)
+            sure = ~unsure
+            figure = (want != 0).any(-1)
+            assert (figure & sure).sum() > 0.6 * figure.sum() > 0.1 * figure.size, (i, v)  # most of it compared
+            wrong = sure & (drawn != want).any(-1)
+            assert not wrong.any(), (i, v, int(wrong.sum()), np.argwhere(wrong)[:3].tolist())
+
+
+def background_by_hand(seed, camera, size, studio):
+    """random_background's canvas from its docstring: the same draws from
+    random.Random(seed) in the documented order, each pixel's value worked out in
+    float64. Returns the expected uint8 canvas and the pixels left out of the
+    comparison: values within 1e-3 of a whole number (float32 may round them either
+    way) and pixels within 1 px of a block's edge (PIL's rounding of its corners)."""
+    rng = random.Random(seed)
+    s = S.SUPERSAMPLE
+    H, W = size
+    h, w = H * s, W * s
+    y = (np.arange(h) / (h - 1))[:, None, None]
+    xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+    blocks = []
+    if studio:
+        tone = rng.uniform(222, 246)
+        tint = np.array([tone + rng.uniform(-6, 6) for _ in range(3)])
+        value = np.broadcast_to(tint * (1 - 0.06 * y), (h, w, 3))
+    else:
+        base = np.array(S.CAMERA_BASE[camera % 6], float) + np.array([rng.uniform(-25, 25) for _ in range(3)])
+        horizon = rng.uniform(0.45, 0.75)
+        value = np.broadcast_to(np.where(y < horizon, base * (0.9 + 0.2 * y), 0.7 * base * (1.1 - 0.2 * y)), (h, w, 3))
+        k = H / 128
+        for _ in range(rng.randint(1, 4)):
+            x0, y0 = rng.uniform(-10 * k, W), rng.uniform(-10 * k, H * horizon)
+            bw, bh = rng.uniform(8 * k, 40 * k), rng.uniform(10 * k, 60 * k)
+            colour = [int(min(max(c + rng.uniform(-60, 60), 0), 255)) for c in base]
+            blocks.append(((x0 * s, y0 * s, (x0 + bw) * s, (y0 + bh) * s), colour))
+    unsure = (np.abs(value - np.round(value)) < 1e-3).any(-1)
+    want = np.floor(np.clip(value, 0, 255)).astype(int)
+    for (x0, y0, x1, y1), colour in blocks:
+        def inside(g):
+            return (xs >= x0 - g) & (xs <= x1 + g) & (ys >= y0 - g) & (ys <= y1 + g)
+        inner, outer = inside(-1.0), inside(1.0)
+        want[inner] = colour
+        unsure[inner] = False
+        unsure[outer & ~inner] = True
+    return want, unsure, len(blocks)
+
+
+def test_backgrounds_match_their_documented_draws():
+    """Studio and street canvases of several seeds, cameras and sizes, pixel for pixel
+    against background_by_hand (blocks included; every block count from 1 to 4 seen;
+    seeds 437 and 106 give a block a channel below 0 and below 1 before its clipping)."""
+    counts = set()
+    for seed, camera, size, studio in [(0, 0, (128, 64), False), (1, 3, (128, 64), False), (2, 7, (40, 30), False),
+                                       (3, 5, (256, 256), False), (4, 2, (128, 64), True), (5, 1, (256, 256), True),
+                                       (437, 5, (128, 64), False), (106, 5, (128, 64), False)] + \
+            [(seed, seed % 6, (64, 32), False) for seed in range(6, 16)]:
+        drawn = np.asarray(S.random_background(random.Random(seed), camera, size, studio)).astype(int)
+        want, unsure, blocks = background_by_hand(seed, camera, size, studio)
+        counts.add(blocks)
+        assert drawn.shape == want.shape == (size[0] * S.SUPERSAMPLE, size[1] * S.SUPERSAMPLE, 3)
+        assert unsure.mean() < 0.1, (seed, unsure.mean())
+        wrong = ~unsure & (drawn != want).any(-1)
+        assert not wrong.any(), (seed, int(wrong.sum()), np.argwhere(wrong)[:3].tolist())
+    assert counts == {0, 1, 2, 3, 4}
+
+
+def test_render_image_is_the_figure_on_its_background_resized_lit_and_noised():
+    """render_image from its parts: the background and the figure drawn with the same
+    draws from rng, the canvas resized to ``size`` with Lanczos, times the camera's gain
+    0.85 + 0.06 * (camera % 5) + uniform(-0.05, 0.05), plus Gaussian noise of sd 3 from
+    numpy's default_rng seeded with rng.randint(0, 2**31), clipped and truncated."""
+    kp = S.jitter_pose(S.load_pose_bank()[3], random.Random(0))
+    ident = S.random_identity(random.Random(1))
+    for camera, size, studio, kwargs in [(0, (128, 64), False, {}), (4, (128, 64), False, {}),
+                                         (7, (64, 32), False, {"size": (64, 32)}),
+                                         (2, (256, 256), True, {"size": (256, 256), "studio": True})]:
+        pose = S.fashion_pose(kp) if size == (256, 256) else kp * size[0] / 128
+        im = S.render_image(pose, ident, camera, random.Random(camera), **kwargs)
+        rng = random.Random(camera)
+        canvas = S.random_background(rng, camera, size, studio)
+        S.draw_person(canvas, pose, ident, rng)
+        value = np.asarray(canvas.resize((size[1], size[0]), Image.LANCZOS)).astype(float)
+        value = value * (0.85 + 0.06 * (camera % 5) + rng.uniform(-0.05, 0.05))
+        value = value + np.random.default_rng(rng.randint(0, 2**31)).normal(0, 3.0, value.shape)
+        want = np.floor(np.clip(value, 0, 255))
+        sure = (np.abs(value - np.round(value)) > 1e-3).all(-1)  # float32 may round the others either way
+        drawn = np.asarray(im).astype(float)
+        assert im.mode == "RGB" and drawn.shape == (size[0], size[1], 3) and sure.mean() > 0.95
+        assert (drawn == want)[sure].all(), (camera, int((drawn != want)[sure].sum()))
+
+
 def test_studio_backdrop_is_light_and_darkens_evenly_downwards():
     for seed in range(5):
         im = np.asarray(S.random_background(random.Random(seed), 3, (20, 10), studio=True)).astype(float)

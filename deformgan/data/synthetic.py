@@ -18,11 +18,11 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from .. import pose as P
 from .market import standard_pairs, write_annotations, write_pairs
@@ -105,7 +105,19 @@ def random_background(rng: random.Random, camera: int, size: Tuple[int, int] = (
     """A camera-specific scene: base colour, vertical gradient (wall to floor), a few
     random blocks (doors, cars, posters), noise. ``size`` (H, W) of the final image.
     ``studio``: a plain light backdrop with a soft vertical gradient instead (the
-    In-shop photos' white studio)."""
+    In-shop photos' white studio). Returns the supersampled canvas (SUPERSAMPLE x size).
+
+    The draws from ``rng``, in this order, and what they make (y in 0..1 down the
+    canvas's rows, float32, the result clipped to 0..255 and truncated to uint8):
+    - studio: a tone uniform(222, 246), then each channel's tint tone + uniform(-6, 6);
+      every row is tint * (1 - 0.06 y).
+    - street: base = CAMERA_BASE[camera % 6] + uniform(-25, 25) per channel; the horizon
+      uniform(0.45, 0.75); rows above it base * (0.9 + 0.2 y), below it
+      0.7 base * (1.1 - 0.2 y); then randint(1, 4) blocks, each x0 uniform(-10k, W),
+      y0 uniform(-10k, H * horizon), width uniform(8k, 40k), height uniform(10k, 60k)
+      (image pixels, k = H / 128), then its colour: each base channel + uniform(-60, 60),
+      clipped to 0..255 and truncated.
+    """
     S = SUPERSAMPLE
     H, W = size
     if studio:
@@ -151,7 +163,27 @@ def _limb(d: ImageDraw.ImageDraw, kp, a: int, b: int, width: float, fill) -> Non
 
 
 def draw_person(im: Image.Image, kp: torch.Tensor, ident: Identity, rng: random.Random) -> None:
-    """Draw one person on a supersampled canvas, limbs centred on the keypoints."""
+    """Draw one person on a supersampled canvas, limbs centred on the keypoints.
+
+    Sizes are fractions of the torso size ``st`` (``P.torso_size`` on the canvas), in
+    drawing order, later shapes covering earlier ones; a limb is a line between two
+    present joints with round caps (a capsule), nothing when either is missing:
+    - bag (when the identity has one and the right hip and shoulder are present): a box
+      from 0.35 st left of to 0.1 st right of the right hip, 0.45 st above to 0.05 st
+      below it, corners rounded at 0.06 st;
+    - each leg, right then left: shin 0.255 st wide (skin with shorts, else trousers),
+      thigh 0.3 st (trousers), shoe an ellipse 0.17 st either side of the ankle, 0.07 st
+      above to 0.1 st below it;
+    - torso (all four of shoulders and hips present): the quad through them widened
+      1.25x about its mean x; plain, stripes (0.07 st bands every 0.16 st from its top)
+      or two-tone (the lower half, from the mean height of the right shoulder and hip);
+    - each arm, right then left: forearm 0.18 st (shirt with long sleeves, else skin),
+      upper arm 0.2 st (shirt), hand a disc of radius 0.09 st on the wrist;
+    - head at the mean of the present head joints (r = 0.26 st): neck a 0.16 st line
+      from the neck joint, long hair a box r * 1.1 to the sides and the top and r * 1.6
+      down with corners rounded at r, hair an ellipse r to the sides, 1.15 r up and
+      1.05 r down, the face an ellipse 0.85 r to the sides, 0.75 r up and 1.05 r down.
+    """
     S = SUPERSAMPLE
     st = float(P.torso_size(kp)) * S
     d = ImageDraw.Draw(im)
