@@ -37,6 +37,72 @@ def test_the_registry_holds_the_five_operators_in_order():
     assert OPS == ("part_affine_warp", "keypoint_heatmaps", "nn_loss", "part_masks", "part_affines")
 
 
+def test_each_operator_s_backends_and_the_registry_s_refusals(monkeypatch):
+    with_triton = ("part_affine_warp", "keypoint_heatmaps", "nn_loss")
+    for op in OPS:
+        assert D.operator(op).backends() == ("reference", "cpu", "cuda") + (("triton",) if op in with_triton else ())
+    assert _registry.names() == OPS
+    with pytest.raises(ValueError) as err:
+        _registry.get("warp")
+    assert str(err.value) == f"unknown operator 'warp'; the operators are {OPS}"
+    assert err.value.__suppress_context__  # not chained to the KeyError
+    twice = dataclasses.replace(_registry.get("nn_loss"))
+    monkeypatch.setattr(_registry, "_OPS", dict(_registry._OPS))  # declared into a copy, restored after
+    with pytest.raises(RuntimeError) as err:
+        _registry.declare(twice)
+    assert str(err.value) == "operator 'nn_loss' is declared twice"
+    other = dataclasses.replace(twice, name="nn_loss_again")
+    assert _registry.declare(other) is other and _registry.get("nn_loss_again") is other
+    assert _registry.names() == OPS + ("nn_loss_again",)
+
+
+def test_the_out_overloads_have_fake_kernels():
+    """keypoint_heatmaps.out and part_masks.out write into ``out`` and return nothing:
+    under FakeTensorMode (torch.compile's tracing) they run through their fake kernels."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    if not D.extension_loaded():
+        pytest.skip("the compiled extension is not loaded")
+    with FakeTensorMode():
+        kp = torch.rand(2, 18, 2) * 8
+        heat = torch.empty(2, 18, 8, 6)
+        assert torch.ops.deformgan_ops.keypoint_heatmaps.out(kp, 8, 6, 1.5, out=heat) is None
+        masks = torch.empty(2, 10, 8, 6)
+        assert torch.ops.deformgan_ops.part_masks.out(kp, 8, 6, 1.0, None, out=masks) is None
+        assert heat.shape == (2, 18, 8, 6) and masks.shape == (2, 10, 8, 6)
+
+
+def test_cpu_any_float_upcasts_low_precision_and_casts_the_results_back():
+    """The wrapper of a float32/float64-only CPU kernel: float16/bfloat16 tensor
+    arguments go in as float32 (other arguments as they are), and floating results
+    come back in the dtype of the first low-precision argument."""
+    seen = []
+
+    def kernel(*args):
+        seen.append(args)
+        x = args[0]
+        return x * 2, torch.ones(2, dtype=torch.int64)
+
+    wrapped = _registry.cpu_any_float(kernel)
+    full, idx = torch.tensor([1.5, 2.25]), torch.tensor([3, 4])
+    out = wrapped(full, idx, 0.5)
+    assert seen[-1][0] is full and seen[-1][1] is idx and seen[-1][2] == 0.5  # nothing to do: passed as they are
+    assert out[0].dtype == torch.float32
+    low = torch.tensor([1.5, 2.25], dtype=torch.bfloat16)
+    half = torch.tensor([0.5], dtype=torch.float16)
+    out = wrapped(low, idx, half, 0.5, torch.tensor([1.0], dtype=torch.float64))
+    args = seen[-1]
+    assert [a.dtype if isinstance(a, torch.Tensor) else a for a in args] == [
+        torch.float32, torch.int64, torch.float32, 0.5, torch.float32]
+    assert args[1] is idx and torch.equal(args[0], low.float())
+    assert out[0].dtype == torch.bfloat16 and torch.equal(out[0], (low.float() * 2).bfloat16())  # the first one's
+    assert out[1].dtype == torch.int64 and torch.equal(out[1], torch.ones(2, dtype=torch.int64))
+    single = _registry.cpu_any_float(lambda x, n: x + n)
+    r = single(half, torch.tensor([2], dtype=torch.int32))
+    assert r.dtype == torch.float16 and torch.equal(r, torch.tensor([2.5], dtype=torch.float16))
+    as_int = _registry.cpu_any_float(lambda x: (x > 1).to(torch.int32))
+    assert as_int(low).dtype == torch.int32  # a non-floating result is not cast
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_each_operator_is_exposed_under_its_one_name(op):
     decl = D.operator(op)

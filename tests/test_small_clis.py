@@ -160,6 +160,14 @@ def test_info_prints_what_this_installation_runs(capsys, monkeypatch):
     assert lines[2:4] == ["compiled cpu kernels: none", "compiled cuda kernels: none"]
 
 
+def test_train_help_shows_the_module_s_description(capsys):
+    from deformgan import train as T
+    text = help_text(T.main, capsys)
+    assert text.startswith("usage: python -m deformgan.train ")
+    assert "\nTrains Deformable GAN. With no ``--data`` it trains on the synthetic demo set (made\n" in text
+    assert "\nDistributed: ``torchrun --nproc_per_node=N -m deformgan.train ...``" in text
+
+
 def test_train_main_exit_codes_messages_backend_and_resume(tmp_path, monkeypatch, capsys):
     """`python -m deformgan.train`'s main around the engine (replaced by a recorder):
     0 and the summary line (rank 0 only), 3 for a non-finite loss, 2 for a checkpoint
