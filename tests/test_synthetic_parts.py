@@ -457,19 +457,39 @@ def test_draw_person_matches_its_figure_drawn_independently():
         kp = star_pose()
         kp[[J[n] for n in gone]] = -1
         poses.append(kp)
-    size = (S.HEIGHT * S.SUPERSAMPLE, S.WIDTH * S.SUPERSAMPLE)
-    for i, kp in enumerate(poses):
-        for v, changes in enumerate(variants if i < 4 else variants[1:2] + variants[4:]):
-            ident = S.Identity(**dict(base, **changes))
-            canvas = Image.new("RGB", (size[1], size[0]), (0, 0, 0))
-            S.draw_person(canvas, kp, ident, random.Random(0))
-            drawn = np.asarray(canvas).astype(int)
-            want, unsure = figure_by_hand(kp, ident, size)
-            sure = ~unsure
-            figure = (want != 0).any(-1)
-            assert (figure & sure).sum() > 0.6 * figure.sum() > 0.1 * figure.size, (i, v)  # most of it compared
-            wrong = sure & (drawn != want).any(-1)
-            assert not wrong.any(), (i, v, int(wrong.sum()), np.argwhere(wrong)[:3].tolist())
+    cases = [(kp, changes, 1) for i, kp in enumerate(poses) for changes in (variants if i < 4 else variants[1:2] + variants[4:])]
+    # four times larger: an edge that moves by a pixel at the usual size moves by four here
+    cases += [(star_pose() * 4, {}, 4), (star_pose() * 4, {"long_hair": True, "pattern": "stripes"}, 4)]
+    for case, (kp, changes, scale) in enumerate(cases):
+        size = (S.HEIGHT * S.SUPERSAMPLE * scale, S.WIDTH * S.SUPERSAMPLE * scale)
+        ident = S.Identity(**dict(base, **changes))
+        canvas = Image.new("RGB", (size[1], size[0]), (0, 0, 0))
+        S.draw_person(canvas, kp, ident, random.Random(0))
+        drawn = np.asarray(canvas).astype(int)
+        want, unsure = figure_by_hand(kp, ident, size)
+        sure = ~unsure
+        figure = (want != 0).any(-1)
+        assert (figure & sure).sum() > 0.6 * figure.sum() > 0.1 * figure.size, case  # most of it compared
+        wrong = sure & (drawn != want).any(-1)
+        assert not wrong.any(), (case, int(wrong.sum()), np.argwhere(wrong)[:3].tolist())
+
+
+def test_the_neck_is_a_line_at_least_one_pixel_wide():
+    """0.16 st wide, rounded down, and never under 1 px: a torso of 12 canvas pixels
+    (int(1.92) = 1) with the head far above the neck joint."""
+    kp = torch.full((18, 2), -1.0)
+    for name, xy in {"r_shoulder": (30, 60), "l_shoulder": (34, 60), "r_hip": (30, 64), "l_hip": (34, 64),
+                     "neck": (32, 58), "nose": (32, 20)}.items():
+        kp[P.J[name]] = torch.tensor(xy, dtype=torch.float32)
+    assert float(P.torso_size(kp)) * S.SUPERSAMPLE == 12
+    ident = S.Identity(shirt=(10, 250, 10), shirt2=(10, 250, 10), pattern="plain", long_sleeves=True,
+                       trousers=(250, 10, 10), shorts=False, skin=(250, 10, 250), hair=(10, 250, 250),
+                       long_hair=False, shoes=(120, 120, 120), bag=None)
+    canvas = Image.new("RGB", (S.WIDTH * S.SUPERSAMPLE, S.HEIGHT * S.SUPERSAMPLE), (0, 0, 0))
+    S.draw_person(canvas, kp, ident, random.Random(0))
+    skin = (np.asarray(canvas) == (250, 10, 250)).all(-1)
+    for row in (100, 120, 150):  # between the face and the torso
+        assert skin[row].sum() == 1 and abs(np.argmax(skin[row]) - 97.5) <= 0.5, row
 
 
 def background_by_hand(seed, camera, size, studio):
