@@ -1,7 +1,15 @@
 """Input makers and comparison helpers shared by the operator tests."""
 import contextlib
+import os
 
 import torch
+
+# The real Market-1501 annotation files and photos (../shared/data/market beside the
+# repository; the workplace's copy when the repository was cloned elsewhere).
+SHARED_MARKET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+                             "market")
+if not os.path.isdir(SHARED_MARKET):
+    SHARED_MARKET = "/work/shared/data/market"
 
 
 def assert_refused(exc, message, fn, *args, **kwargs):

@@ -15,6 +15,7 @@ from deformgan import train as T
 from deformgan.data.market import read_annotations
 from deformgan.data.synthetic import make_dataset
 from deformgan.evaluate import evaluate
+from helpers import SHARED_MARKET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -283,9 +284,7 @@ def test_animate_a_folder_of_frames_finds_their_poses(trained, tmp_path, monkeyp
     torch.testing.assert_close(got[present], want[present])
 
 
-REAL = os.path.join(ROOT, "..", "shared", "data", "market", "real")
-if not os.path.isdir(REAL):
-    REAL = "/work/shared/data/market/real"
+REAL = os.path.join(SHARED_MARKET, "real")
 
 
 def test_real_photos_through_generation_animation_and_evaluation(trained, tmp_path):

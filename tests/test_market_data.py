@@ -12,12 +12,10 @@ from PIL import Image
 import deformgan_ops as D
 from deformgan import pose as P
 from deformgan.data import market as M
+from helpers import SHARED_MARKET as SHARED
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-SHARED = os.path.join(ROOT, "..", "shared", "data", "market")
-if not os.path.isdir(SHARED):
-    SHARED = "/work/shared/data/market"
 requires_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason="shared Market-1501 annotation files absent")
 
 

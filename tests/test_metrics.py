@@ -8,11 +8,7 @@ from skimage.metrics import structural_similarity
 from deformgan import metrics as MT
 from deformgan import pose as P
 from deformgan.data.market import read_annotations
-from helpers import saved_as_on_cuda
-
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "market")
-if not os.path.isdir(SHARED):
-    SHARED = "/work/shared/data/market"
+from helpers import SHARED_MARKET as SHARED, saved_as_on_cuda
 
 
 def skimage_ssim(g, t):

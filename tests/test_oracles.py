@@ -16,11 +16,9 @@ from deformgan import pose as P
 from deformgan.data.market import read_annotations
 from deformgan.geometry import render
 from deformgan.models import WARPED_LEVELS, Generator
+from helpers import SHARED_MARKET as SHARED
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(ROOT, "..", "shared", "data", "market")
-if not os.path.isdir(SHARED):
-    SHARED = "/work/shared/data/market"
 
 
 def real_poses(n=2):

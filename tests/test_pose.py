@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -10,16 +11,12 @@ import deformgan_ops as D
 from conftest import requires_cpu_kernels
 from deformgan import pose as P
 from deformgan.data.market import read_annotations
-
-SHARED = "/work/shared/data/market"
+from helpers import SHARED_MARKET as SHARED
 
 
 @pytest.fixture(scope="module")
 def real_poses():
-    import os
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "market", "market-annotation-train.csv")
-    path = path if os.path.exists(path) else f"{SHARED}/market-annotation-train.csv"
-    ann = read_annotations(path)
+    ann = read_annotations(os.path.join(SHARED, "market-annotation-train.csv"))
     return torch.stack(list(ann.values())[:400])
 
 

@@ -10,10 +10,7 @@ import deformgan_ops as D
 from conftest import requires_cpu_kernels
 from deformgan.data.market import read_annotations
 from deformgan_ops.reference import pose_geometry as R
-
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "market")
-if not os.path.isdir(SHARED):
-    SHARED = "/work/shared/data/market"
+from helpers import SHARED_MARKET as SHARED
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,7 @@ from deformgan import pose as P
 from deformgan.data import make_pose_bank as MPB
 from deformgan.data import market as M
 from deformgan.data import synthetic as S
-from helpers import help_text, usage_error
-
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "market")
-if not os.path.isdir(SHARED):
-    SHARED = "/work/shared/data/market"
+from helpers import SHARED_MARKET as SHARED, help_text, usage_error
 
 
 def _pose(missing=()):
