@@ -173,3 +173,36 @@ def saved_as_on_cuda():
         yield
     finally:
         serialization._package_registry = registry
+
+
+def ops_run_by_backward(out, grad=None):
+    """The names of the operators ``out.backward(grad)`` dispatches (the outermost
+    calls: what a compiled backward runs inside is not seen)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(func.name())
+            return func(*args, **(kwargs or {}))
+
+    grad = torch.ones_like(out) if grad is None else grad
+    with Record() as record:
+        out.backward(grad)
+    return record.names
+
+
+class DropGradient(torch.autograd.Function):
+    """The identity whose backward gives its input no gradient (None): the node
+    before it is reached with an undefined gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return None

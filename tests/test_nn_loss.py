@@ -3,7 +3,7 @@ import torch
 
 import deformgan_ops as D
 from conftest import requires_cpu_kernels
-from helpers import assert_close_scaled, grads_of
+from helpers import DropGradient, assert_close_scaled, grads_of, ops_run_by_backward
 
 BACKENDS = ["reference", pytest.param("cpu", marks=requires_cpu_kernels)]
 
@@ -114,6 +114,28 @@ def test_opcheck():
     d, argmin = torch.ops.deformgan_ops.nn_loss(gen.detach(), target.detach(), 3)
     torch.library.opcheck(torch.ops.deformgan_ops._nn_loss_backward.default,
                           (torch.randn_like(d), gen.detach(), target.detach(), argmin, 3, [True, True]))
+
+
+@requires_cpu_kernels
+def test_backward_makes_no_gradient_for_the_argmin():
+    """The int32 argmin is not differentiable: no zero-filled gradient is made for it."""
+    gen = torch.randn(2, 3, 5, 4, requires_grad=True)
+    d = D.nn_loss(gen, torch.randn(2, 3, 5, 4), 3, "none", backend="cpu")
+    # aten::detach: the gradient accumulated into gen.grad
+    assert ops_run_by_backward(d) == ["deformgan_ops::_nn_loss_backward", "aten::detach"]
+
+
+@requires_cpu_kernels
+def test_a_distance_whose_gradient_is_dropped_gives_no_gradient():
+    """Reached with no gradient for the distance (a function after it returned None),
+    the backward gives both inputs None, as the reference does."""
+    gen = torch.randn(2, 3, 5, 4, requires_grad=True)
+    target = torch.randn(2, 3, 5, 4, requires_grad=True)
+    for backend in ("cpu", "reference"):
+        d = D.nn_loss(gen, target, 3, "none", backend=backend)
+        (DropGradient.apply(d).sum() + gen.sum()).backward()  # gen also reaches the loss another way
+        assert torch.equal(gen.grad, torch.ones_like(gen)) and target.grad is None, backend
+        gen.grad = None
 
 
 @requires_cpu_kernels

@@ -3,7 +3,7 @@ import torch
 
 import deformgan_ops as D
 from conftest import requires_cpu_kernels
-from helpers import assert_close_scaled, grads_of, warp_inputs
+from helpers import DropGradient, assert_close_scaled, grads_of, ops_run_by_backward, warp_inputs
 
 BACKENDS = ["reference", pytest.param("cpu", marks=requires_cpu_kernels)]
 
@@ -351,6 +351,34 @@ def test_backward_only_computes_needed_gradients():
     D.part_affine_warp(ref, theta, masks, off, backend="reference").sum().backward()
     assert_close_scaled(f.grad, ref.grad)
     assert theta.grad is None and masks.grad is None and off.grad is None
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_backward_makes_no_gradient_for_the_winners(layout):
+    """The uint8 winners are not differentiable: the backward runs the backward op
+    alone, with no zero-filled gradient made for them (a pass over N*C*Ho*Wo bytes)."""
+    f, theta, masks, off = warp_inputs(N=2, C=5)
+    f = f.contiguous(memory_format=layout).requires_grad_()
+    out = D.part_affine_warp(f, theta, masks, off, backend="cpu")
+    names = ops_run_by_backward(out, torch.randn_like(out))
+    # aten::detach: the gradient accumulated into f.grad
+    assert names == ["deformgan_ops::_part_affine_warp_backward", "aten::detach"], names
+
+
+@requires_cpu_kernels
+def test_an_output_whose_gradient_is_dropped_gives_no_gradient():
+    """Reached with no gradient for its output (a function after it returned None),
+    the backward gives every input None, as the reference does."""
+    f, theta, masks, off = warp_inputs(N=2)
+    for t in (f, theta, masks, off):
+        t.requires_grad_()
+    for backend in ("cpu", "reference"):
+        out = D.part_affine_warp(f, theta, masks, off, backend=backend)
+        (DropGradient.apply(out).sum() + f.sum()).backward()  # f also reaches the loss another way
+        assert torch.equal(f.grad, torch.ones_like(f)), backend  # the other way's gradient only
+        assert theta.grad is None and masks.grad is None and off.grad is None, backend
+        f.grad = None
 
 
 # ------------------------------------------------------------------ bad input

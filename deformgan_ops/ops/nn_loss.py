@@ -49,9 +49,12 @@ def register(forward, backward_op, backward) -> None:
     def setup(ctx, inputs, output):
         generated, target, kernel_size = inputs
         ctx.kernel_size = kernel_size
+        ctx.set_materialize_grads(False)  # no zero gradient made for the int32 argmin
         ctx.save_for_backward(generated, target, output[1])
 
     def grad(ctx, grad_distance, _grad_argmin):
+        if grad_distance is None:  # only the argmin was reached (it is not differentiable)
+            return None, None, None
         generated, target, argmin = ctx.saved_tensors
         need = [bool(x) for x in ctx.needs_input_grad[:2]]
         gg, gt = backward(grad_distance, generated, target, argmin, ctx.kernel_size, need)
