@@ -185,6 +185,22 @@ def test_cpu_blocks_of_rows_and_task_boundaries(case):
 
 
 @requires_cpu_kernels
+@pytest.mark.parametrize("C,H,W", [(11, 27, 23), (16, 40, 33), (8, 8, 64)])
+def test_cpu_float32_items_larger_than_a_transpose_chunk(C, H, W):
+    """Contiguous float32 items go through the 8 x 8 register transposes, the feature
+    gradient in chunks of 512 pixels: more than one chunk, a ragged last chunk, channel
+    counts that are and are not multiples of 8 (the scalar edges); every element lands
+    where the reference puts it."""
+    inputs = warp_inputs(N=3, C=C, H=H, W=W, P=3, offsets=True, dtype=torch.float32, seed=11)
+    grad_out = torch.randn(3, C, H, W)
+    out_cpu, g_cpu = grads_of(lambda *a: D.part_affine_warp(*a, backend="cpu"), inputs, grad_out)
+    out_ref, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), inputs, grad_out)
+    assert_close_scaled(out_cpu, out_ref, rtol=1e-5, what="output")
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], g_cpu, g_ref):
+        assert_close_scaled(a, b, rtol=1e-4, what=f"grad {name}")
+
+
+@requires_cpu_kernels
 @pytest.mark.parametrize("first_zero", [1, 63, 64, 130, None])
 @pytest.mark.parametrize("nan_mask", [False, True])
 def test_cpu_more_than_64_parts_match_reference(first_zero, nan_mask):

@@ -209,7 +209,7 @@ void transpose_scalar(const in_t* in, int64_t ld_in, out_t* out, int64_t ld_out,
 #define DEFORMGAN_AVX2_TRANSPOSE 1
 // 32-bit elements in 8 x 8 register blocks (AVX2 unpack / shuffle / permute), the
 // ragged edges scalar. Pure data movement: the bits are unchanged.
-__attribute__((target("avx2"))) inline void transpose8x8_avx2(const float* in, int64_t ld_in, float* out,
+__attribute__((target("avx2"), always_inline)) inline void transpose8x8_avx2(const float* in, int64_t ld_in, float* out,
                                                               int64_t ld_out, int64_t r, int64_t c) {
     const float* src = in + r * ld_in + c;
     const __m256 a0 = _mm256_loadu_ps(src), a1 = _mm256_loadu_ps(src + ld_in),
@@ -242,21 +242,27 @@ __attribute__((target("avx2"))) inline void transpose8x8_avx2(const float* in, i
 __attribute__((target("avx2"))) void transpose32_avx2(const float* in, int64_t ld_in, float* out, int64_t ld_out,
                                                        int64_t rows, int64_t cols) {
   const int64_t R = rows / 8 * 8, Cb = cols / 8 * 8;
-  const auto block = [&](int64_t r, int64_t c) { transpose8x8_avx2(in, ld_in, out, ld_out, r, c); };
   if (ld_in >= ld_out) {
     // Two 8-row blocks per column step: each 64-byte line of the output is
     // written whole (16 floats) before the walk moves on.
     int64_t r = 0;
     for (; r + 16 <= R; r += 16)
       for (int64_t c = 0; c < Cb; c += 8) {
-        block(r, c);
-        block(r + 8, c);
+        transpose8x8_avx2(in, ld_in, out, ld_out, r, c);
+        transpose8x8_avx2(in, ld_in, out, ld_out, r + 8, c);
       }
     for (; r < R; r += 8)
-      for (int64_t c = 0; c < Cb; c += 8) block(r, c);
+      for (int64_t c = 0; c < Cb; c += 8) transpose8x8_avx2(in, ld_in, out, ld_out, r, c);
   } else {
-    for (int64_t c = 0; c < Cb; c += 8)
-      for (int64_t r = 0; r < R; r += 8) block(r, c);
+    // In chunks of 512 rows ([512, cols], 128 KB at 64 columns, stays in L2 while
+    // each 8-column step reads it again): walking every row per column step read a
+    // whole [H * W, C] item (2 MB at C64 128x64) from L3 once per 8 columns, which
+    // made the feature gradient's transpose 2.2x slower (standalone: 2.9 -> 1.5 ms
+    // for 8 such items, one thread).
+    constexpr int64_t kRows = 512;
+    for (int64_t r0 = 0; r0 < R; r0 += kRows)
+      for (int64_t c = 0; c < Cb; c += 8)
+        for (int64_t r = r0; r < std::min(R, r0 + kRows); r += 8) transpose8x8_avx2(in, ld_in, out, ld_out, r, c);
   }
   transpose_scalar(in, ld_in, out, ld_out, R, rows, 0, cols);  // the last rows % 8 rows
   transpose_scalar(in, ld_in, out, ld_out, 0, R, Cb, cols);    // the last cols % 8 columns
