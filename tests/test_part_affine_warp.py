@@ -185,12 +185,13 @@ def test_cpu_blocks_of_rows_and_task_boundaries(case):
 
 
 @requires_cpu_kernels
-@pytest.mark.parametrize("C,H,W", [(11, 27, 23), (16, 40, 33), (8, 8, 64)])
+@pytest.mark.parametrize("C,H,W", [(11, 27, 23), (16, 40, 33), (8, 8, 64), (37, 9, 60)])
 def test_cpu_float32_items_larger_than_a_transpose_chunk(C, H, W):
-    """Contiguous float32 items go through the 8 x 8 register transposes, the feature
-    gradient in chunks of 512 pixels: more than one chunk, a ragged last chunk, channel
-    counts that are and are not multiples of 8 (the scalar edges); every element lands
-    where the reference puts it."""
+    """Contiguous float32 items go through the 8 x 8 register transposes (the feature
+    gradient in chunks of 512 pixels) and the winners through the 16 x 16 byte
+    transposes: more than one chunk, a ragged last chunk or block, channel counts that
+    are and are not multiples of 8 and 16 (the scalar edges); every element lands where
+    the reference puts it."""
     inputs = warp_inputs(N=3, C=C, H=H, W=W, P=3, offsets=True, dtype=torch.float32, seed=11)
     grad_out = torch.randn(3, C, H, W)
     out_cpu, g_cpu = grads_of(lambda *a: D.part_affine_warp(*a, backend="cpu"), inputs, grad_out)
