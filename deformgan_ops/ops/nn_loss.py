@@ -53,7 +53,7 @@ def register(forward, backward_op, backward) -> None:
         ctx.save_for_backward(generated, target, output[1])
 
     def grad(ctx, grad_distance, _grad_argmin):
-        if grad_distance is None:  # only the argmin was reached (it is not differentiable)
+        if grad_distance is None:  # no gradient reached the distance (a function after it gave None)
             return None, None, None
         generated, target, argmin = ctx.saved_tensors
         need = [bool(x) for x in ctx.needs_input_grad[:2]]

@@ -80,7 +80,7 @@ def register(forward, backward_op, backward) -> None:
         ctx.save_for_backward(features, theta, masks, offsets, output[1])
 
     def grad(ctx, grad_output, _grad_winner):
-        if grad_output is None:  # only the winners were reached (they are not differentiable)
+        if grad_output is None:  # no gradient reached the output (a function after it gave None)
             return None, None, None, None
         features, theta, masks, offsets, winner = ctx.saved_tensors
         need = [bool(x) for x in ctx.needs_input_grad[:4]]
