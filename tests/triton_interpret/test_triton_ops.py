@@ -13,7 +13,8 @@ assert os.environ.get("TRITON_INTERPRET") == "1", "run these tests with TRITON_I
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import deformgan_ops as D  # noqa: E402
-from helpers import assert_close_scaled, assert_fake_strides_match, grads_of, warp_inputs  # noqa: E402
+from helpers import (DropGradient, assert_close_scaled, assert_fake_strides_match, grads_of,  # noqa: E402
+                     ops_run_by_backward, warp_inputs)
 
 pytestmark = pytest.mark.skipif("triton" not in D.available_backends("cpu"),
                                 reason="triton is not installed")
@@ -91,6 +92,30 @@ def test_part_affine_warp_non_finite_mask_where_no_corner_is_inside():
         assert not b.isnan().any(), name
         assert torch.equal(a.isnan(), b.isnan()), name
         assert_close_scaled(a, b, rtol=1e-10, what=f"grad {name}")
+
+
+def test_the_integer_outputs_get_no_gradient():
+    """As for the CPU kernels: no zero gradient is made for the warp's uint8 winners or
+    nn_loss's int32 argmin (the backward runs the backward op alone), and an output
+    reached with no gradient (a function after it returned None) gives every input None."""
+    f, theta, masks, off = warp_inputs(N=2, C=3, H=7, W=5, P=3)
+    for t in (f, theta, masks, off):
+        t.requires_grad_()
+    out = D.part_affine_warp(f, theta, masks, off, backend="triton")
+    # aten::detach: each gradient accumulated into its input's .grad
+    assert ops_run_by_backward(out) == ["deformgan_triton::_part_affine_warp_backward"] + ["aten::detach"] * 4
+    gen, target = torch.randn(2, 3, 5, 4, requires_grad=True), torch.randn(2, 3, 5, 4)
+    assert ops_run_by_backward(D.nn_loss(gen, target, 3, "none", backend="triton")) == \
+        ["deformgan_triton::_nn_loss_backward", "aten::detach"]
+    for t in (f, theta, masks, off, gen):
+        t.grad = None
+    out = D.part_affine_warp(f, theta, masks, off, backend="triton")
+    (DropGradient.apply(out).sum() + f.sum()).backward()  # f also reaches the loss another way
+    assert torch.equal(f.grad, torch.ones_like(f))
+    assert theta.grad is None and masks.grad is None and off.grad is None
+    d = D.nn_loss(gen, target.requires_grad_(), 3, "none", backend="triton")
+    (DropGradient.apply(d).sum() + gen.sum()).backward()
+    assert torch.equal(gen.grad, torch.ones_like(gen)) and target.grad is None
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
