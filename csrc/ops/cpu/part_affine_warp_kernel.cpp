@@ -209,8 +209,9 @@ void transpose_scalar(const in_t* in, int64_t ld_in, out_t* out, int64_t ld_out,
 #define DEFORMGAN_AVX2_TRANSPOSE 1
 // 32-bit elements in 8 x 8 register blocks (AVX2 unpack / shuffle / permute), the
 // ragged edges scalar. Pure data movement: the bits are unchanged.
-__attribute__((target("avx2"), always_inline)) inline void transpose8x8_avx2(const float* in, int64_t ld_in, float* out,
-                                                              int64_t ld_out, int64_t r, int64_t c) {
+__attribute__((target("avx2"), always_inline)) inline void transpose8x8_avx2(const float* in, int64_t ld_in,
+                                                                             float* out, int64_t ld_out, int64_t r,
+                                                                             int64_t c) {
     const float* src = in + r * ld_in + c;
     const __m256 a0 = _mm256_loadu_ps(src), a1 = _mm256_loadu_ps(src + ld_in),
                  a2 = _mm256_loadu_ps(src + 2 * ld_in), a3 = _mm256_loadu_ps(src + 3 * ld_in),
@@ -532,8 +533,8 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
           if (y + 1 < y1) prefetch_rows(mk_n + (y + 1) * Wo, P, plane_o * sizeof(acc_t), Wo * sizeof(acc_t));
           nonzero_parts(mk_n + y * Wo, plane_o, P, Wo, words, nonzero.data());
           const int64_t at_y = (y - y0) * Wo * C;
-          uint8_t* win_tile = channels_last ? win + at * C : best_p.data();
-          warp_row(item, y, nonzero.data(), cands.data(), tile + at_y, win_tile + at_y);
+          uint8_t* win_rows = channels_last ? win + at * C : best_p.data();  // in place, or the tile
+          warp_row(item, y, nonzero.data(), cands.data(), tile + at_y, win_rows + at_y);
         }
         if (channels_last) {
           if (!in_place) convert_run(best.data(), out + at * C, pixels * C);
@@ -715,7 +716,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
                                            plane_o, words, need_masks, need_location};
         int64_t y0 = 0;  // the first row of the block in go_block and win_tile
         const acc_t* go_block = go_tile.data();
-        const uint8_t* win_block = win_tile.data();  // channels-last: the block's winners in place
+        const uint8_t* win_block = win_tile.data();  // the block's winners: the tile, or in place (channels-last)
         for (int64_t y = 0; y < Ho; ++y) {
           if (y % R == 0) {  // the incoming gradient and winners of rows y .. y + R - 1
             y0 = y;
