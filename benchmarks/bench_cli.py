@@ -4,17 +4,23 @@ against the pure-PyTorch pipeline, one run after the other, several times.
     python benchmarks/bench_cli.py                       # --preset full --allow-random-vgg, 3 rounds
     python benchmarks/bench_cli.py --rounds 5 --steps 13 --log-every 4
 
-Each round runs the two commands below one after the other (fresh processes, the same
+Each round runs the three commands below one after the other (fresh processes, the same
 synthetic data set, made before the first round):
 
     python -m deformgan.train --preset full --allow-random-vgg                                 (default)
+    python -m deformgan.train --preset full --allow-random-vgg --no-cpu-amp                     (float32)
     python -m deformgan.train --preset full --allow-random-vgg --ops-backend reference --no-amp  (reference)
+
+The default trains under bfloat16 autocast where the CPU has native bfloat16 (AVX512-BF16 or
+AMX), else in float32 like the second command; the reference is the pure-PyTorch operators
+in float32.
 
 and reads steps/s from the run's own log (``it_per_s`` of log.jsonl, the rate over each
 ``--log-every`` window). The first window (start-up, first-iteration allocations) and the
 last (the end-of-run checkpoint and sample grid) are dropped; the rest are averaged per
 run. Printed: steps/s of every run, the mean and range per configuration, and the ratio
-of the means with its range over the rounds (each round's default over its reference).
+of the means to the reference's with its range over the rounds (each round's run over its
+reference).
 Then, unless ``--no-flops``, each configuration's achieved GFLOP/s (steps/s times the
 step's floating-point work, counted once with ``torch.utils.flop_counter`` on the same
 model and batch: convolutions and matrix products, the same for both configurations)
@@ -29,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 
-CONFIGS = {"default": [], "reference": ["--ops-backend", "reference", "--no-amp"]}
+CONFIGS = {"default": [], "float32": ["--no-cpu-amp"], "reference": ["--ops-backend", "reference", "--no-amp"]}
 
 
 def run_once(extra, args, out):
@@ -79,17 +85,19 @@ def main(argv=None):
     rates = {name: [] for name in CONFIGS}
     print(f"# python -m deformgan.train --preset {args.preset} --allow-random-vgg {' '.join(args.train_args)} "
           f"--steps {args.steps} --log-every {args.log_every}; steps/s from log.jsonl, first and last window dropped")
-    print("| round | default steps/s | reference steps/s | ratio |\n|---|---|---|---|")
+    print("| round | default steps/s | float32 steps/s | reference steps/s | default / reference | "
+          "float32 / reference |\n|---|---|---|---|---|---|")
     for i in range(args.rounds):
         for name, extra in CONFIGS.items():
             rates[name].append(run_once(extra, args, os.path.join(work, f"{name}{i}")))
-        d, r = rates["default"][-1], rates["reference"][-1]
-        print(f"| {i + 1} | {d:.3f} | {r:.3f} | {d / r:.2f}x |", flush=True)
-    ratios = [d / r for d, r in zip(rates["default"], rates["reference"])]
+        d, f, r = rates["default"][-1], rates["float32"][-1], rates["reference"][-1]
+        print(f"| {i + 1} | {d:.3f} | {f:.3f} | {r:.3f} | {d / r:.2f}x | {f / r:.2f}x |", flush=True)
     for name, v in rates.items():
         print(f"# {name}: mean {statistics.mean(v):.3f} steps/s, range {min(v):.3f}-{max(v):.3f}")
-    mean_ratio = statistics.mean(rates["default"]) / statistics.mean(rates["reference"])
-    print(f"# default / reference: {mean_ratio:.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f}x)")
+    for name in ("default", "float32"):
+        ratios = [a / r for a, r in zip(rates[name], rates["reference"])]
+        mean_ratio = statistics.mean(rates[name]) / statistics.mean(rates["reference"])
+        print(f"# {name} / reference: {mean_ratio:.2f}x (per round {min(ratios):.2f}-{max(ratios):.2f}x)")
     if not args.no_flops:
         print_flops(args, rates)
     return 0

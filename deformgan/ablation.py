@@ -4,9 +4,10 @@ The ablation study on the synthetic demo set: the U-Net baseline, the paper's DS
 full configurations, and the offsets variant, each trained for the same budget on the
 CPU with the same seed and data order, then evaluated on the held-out identities'
 test pairs. Writes OUT/ablation.md (the table), OUT/ablation.json and
-OUT/ablation.png (the same test pairs across the variants). --cpu-amp trains every
-variant under CPU bfloat16 autocast (where the CPU has native bfloat16), to compare
-the scores with the float32 runs of the same seeds.
+OUT/ablation.png (the same test pairs across the variants). Like the train CLI, every
+variant trains under CPU bfloat16 autocast where the CPU has native bfloat16 (AVX512-BF16
+or AMX) and in float32 elsewhere; --no-cpu-amp trains in float32 everywhere, to compare
+the scores with the bfloat16 runs of the same seeds. The table's note says which ran.
 
 The VGG19-based losses (full: NN loss; offsets: NN + perceptual) use pretrained VGG19
 weights when torchvision can load them, else random VGG19 features
@@ -80,6 +81,19 @@ def figure(out_dir: str, checkpoints: dict, rows: int = 6) -> str:
     return path
 
 
+def precision_note(cpu_amp) -> str:
+    """The table's line on the precision the variants trained in (see --cpu-amp)."""
+    if cpu_amp is False:
+        return "\nTrained in float32 (--no-cpu-amp).\n"
+    native = cpu_has_native_bf16()
+    if cpu_amp:
+        return ("\nTrained with CPU bfloat16 autocast (--cpu-amp).\n" if native else
+                "\n--cpu-amp was asked for, but this CPU has no native bfloat16: trained in float32.\n")
+    return ("\nTrained with CPU bfloat16 autocast (the default on this CPU, which has native bfloat16; "
+            "--no-cpu-amp for float32).\n" if native else
+            "\nTrained in float32 (this CPU has no native bfloat16).\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deformgan.ablation", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,9 +104,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int_at_least(0), default=0)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--max-pairs", type=positive_int, default=None)
-    ap.add_argument("--cpu-amp", action="store_true",
-                    help="train with CPU bfloat16 autocast (as the train CLI's --cpu-amp; float32 with a warning "
-                         "where the CPU has no native bfloat16)")
+    ap.add_argument("--cpu-amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="CPU bfloat16 autocast, as the train CLI's: the default is on where the CPU has native "
+                         "bfloat16 and float32 elsewhere; --cpu-amp asks for it (float32 with a warning where the "
+                         "CPU has no native bfloat16), --no-cpu-amp trains in float32")
     args = ap.parse_args(argv)
     from .generate import check_writable
     try:
@@ -121,10 +136,7 @@ def main(argv=None) -> int:
     note = ("" if pretrained_vgg else
             "\nThe VGG19 losses of `full` and `offsets` ran on RANDOM VGG19 features: pretrained weights "
             "could not be loaded on this machine.\n")
-    if args.cpu_amp:
-        native = cpu_has_native_bf16()
-        note += ("\nTrained with CPU bfloat16 autocast (--cpu-amp).\n" if native else
-                 "\n--cpu-amp was asked for, but this CPU has no native bfloat16: trained in float32.\n")
+    note += precision_note(args.cpu_amp)
     with open(os.path.join(args.out, "ablation.md"), "w") as fh:
         fh.write(table + note)
     with open(os.path.join(args.out, "ablation.json"), "w") as fh:

@@ -61,10 +61,12 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"
     amp: bool = True
-    # bfloat16 autocast on the CPU too (when the CPU has native bf16: AVX512-BF16 or
-    # AMX); --amp alone means CUDA only. Off by default until its scores are shown
-    # to stay within the run-to-run spread (issue 15).
-    cpu_amp: bool = False
+    # bfloat16 autocast on the CPU (with --amp): None (the default) turns it on where
+    # the CPU has native bf16 (AVX512-BF16 or AMX; 1.5-1.65x faster steps there, the
+    # ablation's scores within float32's run-to-run spread: README, issue 15) and
+    # leaves float32 elsewhere; True asks for it (float32 with a warning where the CPU
+    # has no native bf16); False (--no-cpu-amp) is float32 everywhere.
+    cpu_amp: Optional[bool] = None
     ops_backend: Optional[str] = None
     # The generator's and discriminator's weights and images in channels-last memory:
     # the convolutions' outputs are then channels-last, and part_affine_warp reads and

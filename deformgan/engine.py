@@ -283,6 +283,9 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
     sample_batch = _sample_batch(cfg, root, test_ann, test_pairs, base)
     logger = Logger(cfg.out, rank == 0, resume is not None)
     amp = autocast_enabled(cfg, device)
+    if amp and device.type == "cpu" and cfg.cpu_amp is None and rank == 0:
+        print("[deformgan.train] bfloat16 autocast on the CPU (it has native bfloat16); --no-cpu-amp trains in "
+              "float32", file=sys.stderr)
     history = []
     target_step = cfg.steps if max_steps_this_run is None else min(cfg.steps, step + max_steps_this_run)
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="it", disable=not (progress and rank == 0),
@@ -380,24 +383,30 @@ def _phase(name: str):
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where oneDNN's
-    bf16 convolutions are faster than float32 ones."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX) and oneDNN
+    takes it, where bf16 convolutions are faster than float32 ones. oneDNN also
+    emulates bf16 on plain AVX512, which it reports as support; that is not counted."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        onednn = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        native = bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
+    return onednn and native
 
 
 def autocast_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    """bfloat16 autocast for the step: CUDA with --amp (the default); the CPU with
-    --amp and --cpu-amp where the CPU has native bf16 (else a warning, and float32)."""
+    """bfloat16 autocast for the step, with --amp (the default): on CUDA; on the CPU
+    where it has native bf16, unless --no-cpu-amp (--cpu-amp on a CPU without it: a
+    warning, and float32)."""
     if not cfg.amp:
         return False
     if device.type == "cuda":
         return True
-    if device.type == "cpu" and cfg.cpu_amp:
-        if cpu_has_native_bf16():
-            return True
+    if device.type != "cpu" or cfg.cpu_amp is False:
+        return False
+    if cpu_has_native_bf16():
+        return True
+    if cfg.cpu_amp:
         warnings.warn("--cpu-amp: this CPU has no native bfloat16 (AVX512-BF16/AMX); training in float32",
                       RuntimeWarning, stacklevel=2)
     return False

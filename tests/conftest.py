@@ -20,3 +20,14 @@ requires_cpu_kernels = pytest.mark.skipif(
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _float32_training(monkeypatch):
+    """Training in the tests' own process is float32 whatever the CPU: bfloat16 autocast
+    is the CPU default where it has native bf16 (deformgan.engine.cpu_has_native_bf16),
+    and the figures the training tests compare are float32 ones. The tests of that
+    choice patch the probe themselves; the probe's own test imports the real one."""
+    import deformgan.engine
+
+    monkeypatch.setattr(deformgan.engine, "cpu_has_native_bf16", lambda: False)

@@ -83,7 +83,7 @@ def test_main_trains_every_variant_with_the_papers_settings_and_one_budget(tmp_p
         assert cfg.seed == 5 and cfg.dropout == 0.0 and cfg.log_every == 25
         assert cfg.sample_every == cfg.save_every == 7  # one sample grid and checkpoint, at the end
         assert cfg.allow_random_vgg is True and cfg.vgg_weights is None  # no pretrained VGG19 here
-        assert cfg.cpu_amp is False and cfg.image_size == (128, 64) and cfg.norm == "instance_all"
+        assert cfg.cpu_amp is None and cfg.image_size == (128, 64) and cfg.norm == "instance_all"  # the CLI's
         assert cfg.data is None and cfg.synthetic == "market"  # the synthetic demo set
     assert [e[0] for e in s.evals] == [f"{out}/{n}/checkpoint.pt" for n in PAPER]
     for (_, kwargs), name in zip(s.evals, PAPER):
@@ -95,12 +95,13 @@ def test_main_trains_every_variant_with_the_papers_settings_and_one_budget(tmp_p
     table = markdown_table(results, names=["baseline (none)", "dsc (parts)", "full (parts)",
                                            "offsets (parts+offsets)"])
     note = ("\nThe VGG19 losses of `full` and `offsets` ran on RANDOM VGG19 features: pretrained weights could "
-            "not be loaded on this machine.\n")
+            "not be loaded on this machine.\n\nTrained with CPU bfloat16 autocast (the default on this CPU, which "
+            "has native bfloat16; --no-cpu-amp for float32).\n")
     assert (tmp_path / "abl" / "ablation.md").read_text() == table + note
     saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert saved["results"] == results and saved["pretrained_vgg"] is False
     assert saved["args"] == dict(out=out, steps=7, width_mult=0.5, batch_size=3, seed=5, variants=list(PAPER),
-                                 max_pairs=9, cpu_amp=False)
+                                 max_pairs=9, cpu_amp=None)
     captured = capsys.readouterr()
     assert captured.out == table + note
     assert captured.err == "".join(f"[deformgan.ablation] training {n} ({PAPER[n]['variant']}) for 7 steps\n"
@@ -109,7 +110,7 @@ def test_main_trains_every_variant_with_the_papers_settings_and_one_budget(tmp_p
 
 
 def test_main_defaults_pretrained_vgg_chosen_variants_and_cpu_amp(tmp_path, monkeypatch, capsys):
-    s = Stand(monkeypatch, pretrained=True)
+    s = Stand(monkeypatch, pretrained=True, native_bf16=False)
     monkeypatch.chdir(tmp_path)
     assert AB.main([]) == 0
     assert [c.preset for c in s.configs] == list(PAPER)
@@ -119,15 +120,19 @@ def test_main_defaults_pretrained_vgg_chosen_variants_and_cpu_amp(tmp_path, monk
     assert all(c.allow_random_vgg is False and c.vgg_weights == "imagenet" for c in s.configs)
     assert s.evals[0][1]["max_pairs"] is None
     md = (tmp_path / "runs" / "ablation" / "ablation.md").read_text()
-    assert md.endswith("|\n\n- FID skipped: disabled\n")  # no note: pretrained VGG19, float32
+    assert md.endswith("|\n\n- FID skipped: disabled\n\nTrained in float32 (this CPU has no native bfloat16).\n")
     assert json.loads((tmp_path / "runs" / "ablation" / "ablation.json").read_text())["pretrained_vgg"] is True
     capsys.readouterr()
-    for native, note in ((True, "\nTrained with CPU bfloat16 autocast (--cpu-amp).\n"),
-                         (False, "\n--cpu-amp was asked for, but this CPU has no native bfloat16: trained in "
-                                 "float32.\n")):
+    for flag, native, note in (
+            ("--cpu-amp", True, "\nTrained with CPU bfloat16 autocast (--cpu-amp).\n"),
+            ("--cpu-amp", False, "\n--cpu-amp was asked for, but this CPU has no native bfloat16: trained in "
+                                 "float32.\n"),
+            ("--no-cpu-amp", True, "\nTrained in float32 (--no-cpu-amp).\n"),
+            ("--no-cpu-amp", False, "\nTrained in float32 (--no-cpu-amp).\n")):
         s = Stand(monkeypatch, pretrained=True, native_bf16=native)
-        assert AB.main(["--out", "o", "--variants", "offsets", "dsc", "--cpu-amp"]) == 0
-        assert [c.preset for c in s.configs] == ["offsets", "dsc"] and all(c.cpu_amp for c in s.configs)
+        assert AB.main(["--out", "o", "--variants", "offsets", "dsc", flag]) == 0
+        want = flag == "--cpu-amp"
+        assert [c.preset for c in s.configs] == ["offsets", "dsc"] and all(c.cpu_amp is want for c in s.configs)
         md = (tmp_path / "o" / "ablation.md").read_text()
         assert md.startswith("| model | pairs |") and "| offsets (parts+offsets) | 10 |" in md
         assert "| dsc (parts) | 20 |" in md and md.endswith("- FID skipped: disabled\n" + note)
@@ -164,11 +169,12 @@ def test_main_help(capsys):
     from helpers import help_text
     text = help_text(AB.main, capsys)
     assert AB.__doc__.strip() in text
-    flat = " ".join(text.split())
+    flat = " ".join(text.split()).replace("--no- cpu-amp", "--no-cpu-amp")  # argparse wraps at a hyphen
     assert flat.startswith("usage: python -m deformgan.ablation [-h] [--out OUT] [--steps STEPS]")
     assert "--variants {baseline,dsc,full,offsets} [{baseline,dsc,full,offsets} ...]" in flat
-    assert ("--cpu-amp train with CPU bfloat16 autocast (as the train CLI's --cpu-amp; float32 with a warning "
-            "where the CPU has no native bfloat16)") in flat
+    assert ("--cpu-amp, --no-cpu-amp CPU bfloat16 autocast, as the train CLI's: the default is on where the CPU "
+            "has native bfloat16 and float32 elsewhere; --cpu-amp asks for it (float32 with a warning where the CPU "
+            "has no native bfloat16), --no-cpu-amp trains in float32") in flat
 
 
 def test_figure_shows_the_same_test_pairs_across_the_variants(tmp_path, monkeypatch):

@@ -112,22 +112,24 @@ def test_profile_step_profiles_the_cli_loop_by_phase_and_kind_of_work(tmp_path):
     assert png.stat().st_size > 10_000
 
 
-def test_bench_cli_runs_the_training_command_both_ways_and_prints_the_ratio():
+def test_bench_cli_runs_the_training_command_three_ways_and_prints_the_ratios():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "bench_cli.py"), "--preset", "demo",
                           "--rounds", "1", "--steps", "4", "--log-every", "1", "--", "--width-mult", "0.0625"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     row = [line for line in out.stdout.splitlines() if line.startswith("| 1 |")]
     assert len(row) == 1
-    d, r, ratio = (float(c.strip().rstrip("x")) for c in row[0].strip("|").split("|")[1:])
-    assert d > 0 and r > 0 and abs(ratio - d / r) < 0.01
-    assert "# default / reference:" in out.stdout
+    d, f, r, ratio, ratio_f = (float(c.strip().rstrip("x")) for c in row[0].strip("|").split("|")[1:])
+    assert d > 0 and f > 0 and r > 0 and abs(ratio - d / r) < 0.01 and abs(ratio_f - f / r) < 0.01
+    for name, rate in (("default", d), ("float32", f)):
+        m = re.search(rf"# {name} / reference: ([0-9.]+)x \(per round ([0-9.]+)-([0-9.]+)x\)", out.stdout)
+        assert m and abs(float(m.group(1)) - rate / r) < 0.01 and m.group(2) == m.group(3), out.stdout
     # achieved GFLOP/s = steps/s x the step's GFLOP, for each configuration, and its share of the GEMM rate
     step = re.search(r"# one step: ([0-9.]+) GFLOP \(flop_counter\); fp32 GEMM rate ([0-9.]+) GFLOP/s", out.stdout)
     assert step, out.stdout
     gflop, peak = float(step.group(1)), float(step.group(2))
     assert gflop > 0 and peak > 0
-    for name, rate in (("default", d), ("reference", r)):
+    for name, rate in (("default", d), ("float32", f), ("reference", r)):
         m = re.search(rf"# {name}: ([0-9.]+) GFLOP/s achieved, ([0-9]+)% of the GEMM rate", out.stdout)
         assert m, out.stdout
         assert abs(float(m.group(1)) - rate * gflop) <= 0.05 + 0.01 * rate * gflop

@@ -103,7 +103,7 @@ def test_defaults_preset_and_out_folder():
     assert cfg.preset == "demo" and cfg.out == "runs/demo" and args.resume is None and args.config is None
     for key, value in C.PRESETS["demo"].items():
         assert getattr(cfg, key) == value
-    assert cfg.lr == 2e-4 and cfg.image_size == (128, 64) and cfg.amp is True
+    assert cfg.lr == 2e-4 and cfg.image_size == (128, 64) and cfg.amp is True and cfg.cpu_amp is None
     cfg, _ = C.build_config(["--data", "d"])  # a data folder and no preset: the paper's dsc
     assert cfg.preset == "dsc" and cfg.out == "runs/dsc" and cfg.variant == "parts" and cfg.l1 == 100.0
     assert cfg.steps == 90000 and cfg.width_mult == 1.0

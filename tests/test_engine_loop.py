@@ -223,7 +223,8 @@ def test_deterministic_mode_sets_torch_and_keeps_a_users_cublas_setting(data, tm
         torch.backends.cudnn.benchmark = before[2]
 
 
-def test_geometry_is_rendered_once_per_step_and_bf16_autocast_only_where_asked(data, tmp_path, monkeypatch):
+def test_geometry_is_rendered_once_per_step_and_bf16_autocast_where_the_cpu_has_it(data, tmp_path, monkeypatch,
+                                                                                    capsys):
     rendered, autocast = [], []
     real_render, real_d = E.Generator.render_geometry, E.Discriminator.forward
 
@@ -236,13 +237,18 @@ def test_geometry_is_rendered_once_per_step_and_bf16_autocast_only_where_asked(d
         return real_d(self, *args)
     monkeypatch.setattr(E.Generator, "render_geometry", render)
     monkeypatch.setattr(E.Discriminator, "forward", scored)
-    E.train(cfg(data, tmp_path / "a", steps=2), progress=False)  # --amp (the default) is CUDA only
+    E.train(cfg(data, tmp_path / "a", steps=2), progress=False)  # the default, on a CPU without native bf16
     assert len(rendered) == 3  # one per step, one for the final sample grid
     assert len(autocast) == 6 and not any(on for on, _ in autocast)
+    assert "bfloat16" not in capsys.readouterr().err
     monkeypatch.setattr(E, "cpu_has_native_bf16", lambda: True)
-    autocast.clear()
-    E.train(cfg(data, tmp_path / "b", steps=1, cpu_amp=True), progress=False)
-    assert autocast == [(True, torch.bfloat16)] * 3
+    for options, on in (({}, True), ({"cpu_amp": True}, True), ({"cpu_amp": False}, False)):
+        autocast.clear()
+        E.train(cfg(data, tmp_path / f"b{len(options)}{on}", steps=1, **options), progress=False)
+        assert autocast == [(on, torch.bfloat16)] * 3, options
+        notice = ("[deformgan.train] bfloat16 autocast on the CPU (it has native bfloat16); --no-cpu-amp trains in "
+                  "float32\n")
+        assert (notice in capsys.readouterr().err) is (options == {})  # the default says what it chose
 
 
 def test_a_failing_log_is_reported_once_naming_the_folder_and_the_run_goes_on(data, tmp_path, monkeypatch, capsys):

@@ -9,6 +9,7 @@ import os
 import random
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ import torch
 from PIL import Image
 
 from deformgan import engine as E
+from deformgan.engine import cpu_has_native_bf16 as real_cpu_has_native_bf16  # before conftest patches it
 from deformgan import pose as P
 from deformgan.config import TrainConfig
 from deformgan.data.market import write_annotations, write_pairs
@@ -328,11 +330,16 @@ def test_autocast_choice_for_each_device_and_flag(monkeypatch):
     monkeypatch.setattr(E, "cpu_has_native_bf16", lambda: True)
     assert E.autocast_enabled(TrainConfig(amp=True), cuda) is True
     assert E.autocast_enabled(TrainConfig(amp=False), cuda) is False
-    assert E.autocast_enabled(TrainConfig(amp=True), cpu) is False  # --amp alone: CUDA only
+    assert E.autocast_enabled(TrainConfig(amp=True), cpu) is True  # the default, on a CPU with native bf16
+    assert E.autocast_enabled(TrainConfig(amp=True, cpu_amp=False), cpu) is False
+    assert E.autocast_enabled(TrainConfig(amp=False), cpu) is False
     assert E.autocast_enabled(TrainConfig(amp=True, cpu_amp=True), cpu) is True
     assert E.autocast_enabled(TrainConfig(amp=False, cpu_amp=True), cpu) is False
     assert E.autocast_enabled(TrainConfig(amp=True, cpu_amp=True), torch.device("meta")) is False
     monkeypatch.setattr(E, "cpu_has_native_bf16", lambda: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert E.autocast_enabled(TrainConfig(amp=True), cpu) is False  # the default: float32 here, no warning
     with pytest.warns(RuntimeWarning) as rec:
         assert E.autocast_enabled(TrainConfig(amp=True, cpu_amp=True), cpu) is False
     assert len(rec) == 1 and str(rec[0].message) == (
@@ -340,7 +347,10 @@ def test_autocast_choice_for_each_device_and_flag(monkeypatch):
     assert warned_at(rec[0], __file__)  # reported at the caller
 
 
-def test_cpu_has_native_bf16_says_no_when_torch_cannot_tell(monkeypatch):
+def test_cpu_has_native_bf16_needs_onednn_and_avx512_bf16_or_amx(monkeypatch):
+    """The real probe (tests/conftest.py patches the engine's name for training tests):
+    oneDNN's bf16 support alone is not enough (it emulates bf16 on plain AVX512), and a
+    torch that cannot tell means no."""
     import torch.backends.mkldnn  # noqa: F401
 
     class NoProbe:
@@ -351,12 +361,23 @@ def test_cpu_has_native_bf16_says_no_when_torch_cannot_tell(monkeypatch):
         def _is_mkldnn_bf16_supported(self):
             raise RuntimeError("no oneDNN")
 
-    class YesProbe:
+    class Probe:
+        def __init__(self, answer):
+            self.answer = answer
+
         def _is_mkldnn_bf16_supported(self):
-            return 1
-    for probe, want in ((NoProbe(), False), (BrokenProbe(), False), (YesProbe(), True)):
-        monkeypatch.setattr(torch.ops, "mkldnn", probe)
-        assert E.cpu_has_native_bf16() is want
+            return self.answer
+    for onednn, avx512_bf16, amx, want in ((NoProbe(), True, True, False), (BrokenProbe(), True, True, False),
+                                           (Probe(1), True, False, True), (Probe(True), False, True, True),
+                                           (Probe(True), False, False, False), (Probe(0), True, True, False)):
+        monkeypatch.setattr(torch.ops, "mkldnn", onednn)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        assert real_cpu_has_native_bf16() is want
+    monkeypatch.setattr(torch.ops, "mkldnn", Probe(True))
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the name
+    assert real_cpu_has_native_bf16() is False
 
 
 def test_optional_outputs_report_each_kind_of_failure_once_and_go_on(monkeypatch, capsys):
