@@ -108,6 +108,11 @@ def validate_config(cfg: "TrainConfig") -> None:
         error = allowed.check(getattr(cfg, name))
         if error:
             raise ValueError(f"--{name.replace('_', '-')} {error}")
+    for name, kind in FLAG_TYPES.items():  # a config file's "false" or 0 would pass for a choice
+        value = getattr(cfg, name)
+        if kind is bool and not (isinstance(value, bool) or (value is None and name in _UNSET_ALLOWED)):
+            unset = " or unset (null)" if name in _UNSET_ALLOWED else ""
+            raise ValueError(f"--{name.replace('_', '-')} must be true or false{unset}, got {value!r}")
     size = cfg.image_size
     if len(size) != 2 or not all(isinstance(x, int) and x >= 8 for x in size):
         raise ValueError(f"--image-size must be two ints >= 8 (height width), got {size!r}")
@@ -200,5 +205,8 @@ def _flag_type(annotation):
     return annotation
 
 
-# Each option's type, from the dataclass's annotations (explicit, never guessed from text).
+# Each option's type, from the dataclass's annotations (explicit, never guessed from text),
+# and the options that may be left unset (None: Optional in the annotation).
 FLAG_TYPES = {name: _flag_type(t) for name, t in typing.get_type_hints(TrainConfig).items()}
+_UNSET_ALLOWED = {name for name, t in typing.get_type_hints(TrainConfig).items()
+                  if typing.get_origin(t) is typing.Union and type(None) in typing.get_args(t)}

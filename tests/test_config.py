@@ -89,6 +89,23 @@ def test_the_other_checks_word_for_word():
                      "is False); use --device cpu or auto", device=device)
 
 
+def test_choices_must_be_booleans(tmp_path, capsys):
+    """A config file's "false" (a non-empty string) or 1 would otherwise pass for a choice."""
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"deterministic": "false"}))
+    with pytest.raises(SystemExit) as e:
+        C.build_config(["--config", str(path)])
+    assert e.value.code == 2 and capsys.readouterr().err.endswith(
+        "error: --deterministic must be true or false, got 'false'\n")
+    _refused("--deterministic must be true or false, got 'false'", deterministic="false")
+    _refused("--amp must be true or false, got 1", amp=1)
+    _refused("--channels-last must be true or false, got None", channels_last=None)
+    _refused("--cpu-amp must be true or false or unset (null), got 'auto'", cpu_amp="auto")
+    for value in (None, True, False):
+        C.validate_config(dataclasses.replace(C.TrainConfig(), cpu_amp=value))
+    assert C._UNSET_ALLOWED == {"data", "annotations", "pairs", "cpu_amp", "ops_backend", "vgg_weights"}
+
+
 def test_flag_types_come_from_the_annotations():
     assert C._flag_type(int) is int and C._flag_type(C.Optional[str]) is str
     assert C._flag_type(C.Tuple[int, int]) is int and C._flag_type(C.Optional[C.Tuple[float, float]]) is float
