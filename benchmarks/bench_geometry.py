@@ -26,7 +26,6 @@ import time
 import torch
 
 import deformgan_ops as D
-from deformgan import pose as P
 from deformgan.data.market import read_annotations
 from deformgan.geometry import render
 from deformgan.data.synthetic import load_pose_bank

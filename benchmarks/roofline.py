@@ -11,7 +11,7 @@ is an estimate from reading the kernels, not a measurement, until a GPU run fill
 """
 import argparse
 import time
-from typing import Dict, Sequence
+from typing import Sequence
 
 import torch
 

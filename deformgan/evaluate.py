@@ -41,7 +41,6 @@ its hub cache, or a download where online) or a path; --lpips-weights: the LPIPS
 layers (the lpips package's alex.pth); --pose-weights: a YOLO pose model. "none" skips.
 """
 import argparse
-import csv
 import json
 import os
 import sys
@@ -52,7 +51,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt_io
-from .cli_types import int_at_least, positive_int
+from .cli_types import positive_int
 from .data.layout import DatasetLayout, discover
 from .data.market import (AnnotationError, MarketPoseDataset, read_annotations, read_image_uint8, read_pairs,
                           standard_pairs)
@@ -390,7 +389,7 @@ def evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", o
     from tqdm import tqdm
 
     from .data.market import PAIRS_HEADER
-    from .viz import grid, pose_image
+    from .viz import pose_image
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ckpt = ckpt_io.load(checkpoint, expect_variant=variant)

@@ -10,7 +10,7 @@ little).
 """
 import os
 import warnings
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F

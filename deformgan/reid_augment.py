@@ -29,7 +29,6 @@ import shutil
 import sys
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 from PIL import Image
 

@@ -3,7 +3,6 @@ generators (one real run of the command is in tests/test_cli_contracts.py): the
 configuration each variant trains with, what is evaluated, the table, the JSON, the
 notes, the figure's cells, the CLI's ranges."""
 import json
-import os
 import warnings
 
 import numpy as np

@@ -111,7 +111,6 @@ def test_generate_bad_inputs(trained, tmp_path):
     data, ckpt, _ = trained
     ann = read_annotations(os.path.join(data, "annotations-test.csv"))
     a, kp_a = next(iter(ann.items()))
-    src = os.path.join(data, "bounding_box_test", a)
     bad = tmp_path / "bad.json"
     bad.write_text('{"keypoints": [[1, 2], [3, 4]]}')
     with pytest.raises(GEN.PoseFileError, match="bad.json: expected 18"):

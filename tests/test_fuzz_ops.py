@@ -1,6 +1,5 @@
 """Hypothesis fuzzing of the compiled CPU kernels against the reference (see
 tests/fuzz_ops.py for what is generated and compared)."""
-import pytest
 from hypothesis import given
 
 import fuzz_ops as F

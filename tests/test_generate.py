@@ -83,7 +83,7 @@ def test_parse_keypoints_string_y_then_x_and_missing_joints():
     want = kp.clone()
     want[[4, 6, 7, 8]] = -1
     assert torch.equal(GEN.parse_keypoints_string(f"{ys} : {xs}".replace("nan", "NaN")), want)
-    assert torch.equal(GEN.parse_keypoints_string(f"[0]:[0]".replace("[0]", json.dumps([0] * 18))),
+    assert torch.equal(GEN.parse_keypoints_string("[0]:[0]".replace("[0]", json.dumps([0] * 18))),
                        torch.zeros(18, 2))  # the top left pixel is a joint
 
 

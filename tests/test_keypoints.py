@@ -3,7 +3,6 @@ out by hand), the 17 -> 18 joint conversion of an ultralytics-shaped result (the
 SPEC's table written out here, not taken from deformgan.pose), and the extraction
 loop driven by a fake pose model that records what it is given (images in BGR, batch
 sizes, the confidence passed, resumption, unreadable and refused names)."""
-import os
 from types import SimpleNamespace
 
 import numpy as np

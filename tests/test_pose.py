@@ -1,4 +1,3 @@
-import json
 import os
 
 import numpy as np
@@ -106,7 +105,6 @@ def test_torso_and_limb_affines_match_skimage_on_real_rows(real_poses, backend):
 
 
 def test_condition_number_disables_a_degenerate_head_fit(real_poses, backend):
-    from deformgan.data.market import read_annotations  # noqa: F401
     src = torch.full((1, 18, 2), -1.0)
     tgt = torch.full((1, 18, 2), -1.0)
     # target: shoulders 2 px apart and one eye; source: shoulders 26 px apart -> a wild fit

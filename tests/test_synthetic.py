@@ -2,7 +2,6 @@ import os
 import random
 
 import numpy as np
-import torch
 from PIL import Image
 
 from deformgan import pose as P
