@@ -249,8 +249,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
                             ops_backend=cfg.ops_backend).to(device)
     if cfg.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt_g, opt_d = make_adam(G.parameters(), cfg), make_adam(D.parameters(), cfg)
     step, data_state = 0, {"epoch": 0, "position": 0}
     if resume:
         path = ckpt_path if resume == "auto" else resume
@@ -260,12 +259,14 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
         D.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
         opt_d.load_state_dict(state["opt_d"])
-        # The optimiser state carries the old run's hyperparameters: the config in
-        # force (the one written to config.json below) is this run's.
+        # The optimiser state carries the old run's hyperparameters and Adam
+        # implementation: the config in force (the one written to config.json below) is
+        # this run's.
         for opt in (opt_g, opt_d):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr
                 group["betas"] = (cfg.beta1, cfg.beta2)
+            use_fused_adam(opt, cfg.fused_adam)
         step, data_state = state["step"], state["data"]
         ckpt_io.set_rng_state(state["rng"])
         if rank == 0:
@@ -380,6 +381,27 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
 def _phase(name: str):
     """A profiler label for one phase of a training step."""
     return torch.profiler.record_function(name)
+
+
+def make_adam(params, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam with the run's learning rate and betas: the fused kernel unless --no-fused-adam
+    (then torch's default implementation, as before the fused one was the default)."""
+    if cfg.fused_adam:
+        return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True)
+    return torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def use_fused_adam(opt: torch.optim.Adam, fused: bool) -> None:
+    """After load_state_dict, which brings back the saved run's implementation flags:
+    this run's choice instead. The fused kernel wants each step count as a float32
+    tensor on its parameter's device (the for-loop one keeps it on the CPU)."""
+    for group in opt.param_groups:
+        group["fused"] = True if fused else None
+        group["foreach"] = None
+    if fused:
+        for p, state in opt.state.items():
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
 
 def cpu_has_native_bf16() -> bool:

@@ -63,6 +63,32 @@ def test_resume_runs_with_the_learning_rate_it_records(data, tmp_path):
             assert group["lr"] == 1e-3 and tuple(group["betas"]) == (0.3, 0.999)
 
 
+def test_adam_is_fused_unless_asked_and_a_resumed_run_takes_its_own_choice(data, tmp_path):
+    """Adam's fused kernel is the default; --no-fused-adam runs torch's for-loop Adam (the
+    one the same-numbers recordings were made with). The same algorithm: two steps agree
+    to float32 rounding. A resumed run uses its own choice, whatever the checkpoint's."""
+    def groups(ckpt):
+        return [g for opt in ("opt_g", "opt_d") for g in ckpt[opt]["param_groups"]]
+
+    T.train(cfg(data, tmp_path / "f", steps=2), progress=False)
+    T.train(cfg(data, tmp_path / "p", steps=2, fused_adam=False), progress=False)
+    fused, plain = C.load(str(tmp_path / "f" / "checkpoint.pt")), C.load(str(tmp_path / "p" / "checkpoint.pt"))
+    assert all(g["fused"] is True and not g["foreach"] for g in groups(fused))
+    assert all(not g["fused"] and not g["foreach"] for g in groups(plain))
+    for net in ("generator", "discriminator"):
+        assert not all(torch.equal(fused[net][k], plain[net][k]) for k in fused[net])  # two implementations
+        for k, v in fused[net].items():
+            torch.testing.assert_close(plain[net][k], v, rtol=1e-4, atol=1e-6, msg=k)
+    T.train(cfg(data, tmp_path / "f", steps=3, fused_adam=False), resume="auto", progress=False)
+    T.train(cfg(data, tmp_path / "p", steps=3), resume="auto", progress=False)
+    was_fused, was_plain = C.load(str(tmp_path / "f" / "checkpoint.pt")), C.load(str(tmp_path / "p" / "checkpoint.pt"))
+    assert was_fused["step"] == was_plain["step"] == 3
+    assert all(not g["fused"] for g in groups(was_fused)) and all(g["fused"] is True for g in groups(was_plain))
+    for ckpt in (was_fused, was_plain):
+        steps = [s["step"] for opt in ("opt_g", "opt_d") for s in ckpt[opt]["state"].values()]
+        assert steps and all(s.dtype == torch.float32 and float(s) == 3 for s in steps)
+
+
 def test_resume_with_another_loss_term_keeps_the_csv_columns_aligned(data, tmp_path):
     out = tmp_path / "run"
     T.train(cfg(data, out, steps=2), progress=False)
