@@ -347,6 +347,26 @@ def test_autocast_choice_for_each_device_and_flag(monkeypatch):
     assert warned_at(rec[0], __file__)  # reported at the caller
 
 
+def test_use_fused_adam_sets_this_runs_flags_and_float32_step_counts():
+    """What a resumed run does to the optimiser load_state_dict brought back: this run's
+    implementation (fused and for-each are refused together), float32 step counts."""
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([p], lr=0.1, foreach=True)
+    p.grad = torch.ones(3)
+    opt.step()
+    opt.state[p]["step"] = torch.tensor(1.0, dtype=torch.float64)  # as another writer may have saved it
+    E.use_fused_adam(opt, True)
+    assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["foreach"] is None
+    step = opt.state[p]["step"]
+    assert step.dtype == torch.float32 and step.device == p.device and float(step) == 1
+    opt.step()  # the fused kernel
+    assert float(opt.state[p]["step"]) == 2
+    E.use_fused_adam(opt, False)
+    assert opt.param_groups[0]["fused"] is None and opt.param_groups[0]["foreach"] is None
+    opt.step()
+    assert float(opt.state[p]["step"]) == 3
+
+
 def test_cpu_has_native_bf16_needs_onednn_and_avx512_bf16_or_amx(monkeypatch):
     """The real probe (tests/conftest.py patches the engine's name for training tests):
     oneDNN's bf16 support alone is not enough (it emulates bf16 on plain AVX512), and a
