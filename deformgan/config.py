@@ -212,6 +212,7 @@ def _flag_type(annotation):
 
 # Each option's type, from the dataclass's annotations (explicit, never guessed from text),
 # and the options that may be left unset (None: Optional in the annotation).
-FLAG_TYPES = {name: _flag_type(t) for name, t in typing.get_type_hints(TrainConfig).items()}
-_UNSET_ALLOWED = {name for name, t in typing.get_type_hints(TrainConfig).items()
+_HINTS = typing.get_type_hints(TrainConfig)
+FLAG_TYPES = {name: _flag_type(t) for name, t in _HINTS.items()}
+_UNSET_ALLOWED = {name for name, t in _HINTS.items()
                   if typing.get_origin(t) is typing.Union and type(None) in typing.get_args(t)}
