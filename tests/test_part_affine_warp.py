@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -199,6 +201,93 @@ def test_cpu_float32_items_larger_than_a_transpose_chunk(C, H, W):
     assert_close_scaled(out_cpu, out_ref, rtol=1e-5, what="output")
     for name, a, b in zip(["features", "theta", "masks", "offsets"], g_cpu, g_ref):
         assert_close_scaled(a, b, rtol=1e-4, what=f"grad {name}")
+
+
+def cpu_has(isa):
+    """Whether this CPU has the transposes' instruction set (torch's own reading of it)."""
+    order = {"scalar": 0, "avx2": 1, "avx512": 2}
+    have = {"AVX512": 2, "AVX2": 1}.get(torch.backends.cpu.get_cpu_capability(), 0)
+    return order[isa] <= have
+
+
+def warp_everything(f, theta, masks, off, grad):
+    """The raw ops: output, winners and all four gradients."""
+    op = torch.ops.deformgan_ops
+    out, win = op.part_affine_warp(f, theta, masks, off)
+    return [out, win, *op._part_affine_warp_backward(grad, f, theta, masks, off, win, [True] * 4)]
+
+
+# Planes whose rows are whole 64-byte lines (16 floats, 64 winners): the transposes can
+# write them with non-temporal stores. 16 x 24: one block of rows per image (384 pixels,
+# 6 lines of winners); 30 x 40: blocks of 12 rows (480 pixels: 7.5 lines of winners, so
+# the byte transpose's last 32 rows and the blocks that do not start on a line take the
+# ordinary stores) and a ragged last block; C = 37 and 19: channels past the last
+# 16-block; C = 64 and 3 x 16 x 24 items: the training shape's multiples.
+STREAM_CASES = [
+    dict(N=3, C=37, H=16, W=24, P=4),
+    dict(N=2, C=19, H=30, W=40, P=5),
+    dict(N=2, C=64, H=32, W=32, P=10),
+    dict(N=3, C=16, H=17, W=21, P=3, Ho=16, Wo=24),
+]
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("case", STREAM_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
+@pytest.mark.parametrize("stream", ["0", None], ids=["streamed", "default"])
+def test_cpu_transpose_paths_give_the_same_numbers(case, isa, stream, monkeypatch):
+    """The contiguous float32 path's transposes in 16 x 16 (AVX-512), 8 x 8 (AVX2) or
+    scalar blocks, with the outputs written with non-temporal stores (every aligned
+    output, DEFORMGAN_STREAM_MIN_BYTES=0) or as by default: every output, winner and
+    gradient is bit-identical to the scalar path's with ordinary stores, which matches
+    the reference; on 1 and 2 threads."""
+    if not cpu_has(isa):
+        pytest.skip(f"this CPU has no {isa}")
+    f, theta, masks, off = warp_inputs(**case, offsets=True, dtype=torch.float32, far=True, seed=8)
+    Ho, Wo = masks.shape[2:]
+    grad = torch.randn(f.shape[0], f.shape[1], Ho, Wo, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setenv("DEFORMGAN_CPU_TRANSPOSE", "scalar")
+    monkeypatch.setenv("DEFORMGAN_STREAM_MIN_BYTES", str(2 ** 62))
+    want = warp_everything(f, theta, masks, off, grad)
+    out_ref, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), [f, theta, masks, off], grad)
+    assert_close_scaled(want[0], out_ref, rtol=1e-5, what="output")
+    for name, a, b in zip(["features", "theta", "masks", "offsets"], want[2:], g_ref):
+        assert_close_scaled(a, b, rtol=1e-4, what=f"grad {name}")
+    monkeypatch.setenv("DEFORMGAN_CPU_TRANSPOSE", isa)
+    if stream is None:
+        monkeypatch.delenv("DEFORMGAN_STREAM_MIN_BYTES")
+    else:
+        monkeypatch.setenv("DEFORMGAN_STREAM_MIN_BYTES", stream)
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            got = warp_everything(f, theta, masks, off, grad)
+            for name, a, b in zip(["output", "winner", "features", "theta", "masks", "offsets"], got, want):
+                assert torch.equal(a, b), (name, t)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@requires_cpu_kernels
+@pytest.mark.parametrize("name,value,msg", [
+    ("DEFORMGAN_CPU_TRANSPOSE", "sse4", "DEFORMGAN_CPU_TRANSPOSE must be avx512, avx2 or scalar, got 'sse4'"),
+    ("DEFORMGAN_STREAM_MIN_BYTES", "-1", "DEFORMGAN_STREAM_MIN_BYTES must be a whole number of bytes, 0 or more, got '-1'"),
+    ("DEFORMGAN_STREAM_MIN_BYTES", "1MB", "got '1MB'"),
+    ("DEFORMGAN_STREAM_MIN_BYTES", "99999999999999999999", "got '99999999999999999999'"),
+])
+@pytest.mark.parametrize("pass_", ["forward", "backward"])
+def test_cpu_transpose_settings_refuse_bad_values(name, value, msg, pass_, monkeypatch):
+    """A setting the kernels cannot read is an error that names it, in either pass."""
+    f, theta, masks, off = warp_inputs(N=1, C=2, H=4, W=4, P=2)
+    op = torch.ops.deformgan_ops
+    out, win = op.part_affine_warp(f, theta, masks, off)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(RuntimeError, match=re.escape(msg)):
+        if pass_ == "forward":
+            op.part_affine_warp(f, theta, masks, off)
+        else:
+            op._part_affine_warp_backward(out, f, theta, masks, off, win, [True] * 4)
 
 
 @requires_cpu_kernels
