@@ -235,24 +235,38 @@ STREAM_CASES = [
 @pytest.mark.parametrize("case", STREAM_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 @pytest.mark.parametrize("isa", ["avx512", "avx2", "scalar"])
 @pytest.mark.parametrize("stream", ["0", None], ids=["streamed", "default"])
-def test_cpu_transpose_paths_give_the_same_numbers(case, isa, stream, monkeypatch):
-    """The contiguous float32 path's transposes in 16 x 16 (AVX-512), 8 x 8 (AVX2) or
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_transpose_paths_give_the_same_numbers(case, isa, stream, dtype, monkeypatch):
+    """The contiguous path's transposes in 16 x 16 (AVX-512), 8 x 8 (AVX2, float32) or
     scalar blocks, with the outputs written with non-temporal stores (every aligned
-    output, DEFORMGAN_STREAM_MIN_BYTES=0) or as by default: every output, winner and
-    gradient is bit-identical to the scalar path's with ordinary stores, which matches
-    the reference; on 1 and 2 threads."""
+    float32 output and the winners, DEFORMGAN_STREAM_MIN_BYTES=0) or as by default: every
+    output, winner and gradient is bit-identical to the scalar path's with ordinary
+    stores, which matches the reference; on 1 and 2 threads. bfloat16 features (float32
+    theta, masks and offsets) are widened on the way in and rounded on the way out as
+    c10::BFloat16 rounds: to nearest even, NaN to 0x7FC0, with infinities, NaNs, signed
+    zeros and subnormals among the features and the incoming gradient."""
     if not cpu_has(isa):
         pytest.skip(f"this CPU has no {isa}")
     f, theta, masks, off = warp_inputs(**case, offsets=True, dtype=torch.float32, far=True, seed=8)
     Ho, Wo = masks.shape[2:]
     grad = torch.randn(f.shape[0], f.shape[1], Ho, Wo, generator=torch.Generator().manual_seed(2))
+    if dtype == torch.bfloat16:
+        specials = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 1e-39, -3e-40, 3.0e38])
+        f, grad = f.to(dtype), grad.to(dtype)
+        for t, step in ((f, 53), (grad, 41)):  # every step-th element, the specials in turn
+            n = t.view(-1)[::step].numel()
+            t.view(-1)[::step] = specials.repeat(n // 7 + 1)[:n].to(dtype)
     monkeypatch.setenv("DEFORMGAN_CPU_TRANSPOSE", "scalar")
     monkeypatch.setenv("DEFORMGAN_STREAM_MIN_BYTES", str(2 ** 62))
     want = warp_everything(f, theta, masks, off, grad)
-    out_ref, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), [f, theta, masks, off], grad)
-    assert_close_scaled(want[0], out_ref, rtol=1e-5, what="output")
-    for name, a, b in zip(["features", "theta", "masks", "offsets"], want[2:], g_ref):
-        assert_close_scaled(a, b, rtol=1e-4, what=f"grad {name}")
+    if dtype == torch.float32:
+        out_ref, g_ref = grads_of(lambda *a: D.part_affine_warp(*a, backend="reference"), [f, theta, masks, off],
+                                  grad)
+        assert_close_scaled(want[0], out_ref, rtol=1e-5, what="output")
+        for name, a, b in zip(["features", "theta", "masks", "offsets"], want[2:], g_ref):
+            assert_close_scaled(a, b, rtol=1e-4, what=f"grad {name}")
+    else:
+        assert want[0].isnan().any() and want[2].isnan().any()  # the specials reach both outputs
     monkeypatch.setenv("DEFORMGAN_CPU_TRANSPOSE", isa)
     if stream is None:
         monkeypatch.delenv("DEFORMGAN_STREAM_MIN_BYTES")
@@ -264,7 +278,8 @@ def test_cpu_transpose_paths_give_the_same_numbers(case, isa, stream, monkeypatc
             torch.set_num_threads(t)
             got = warp_everything(f, theta, masks, off, grad)
             for name, a, b in zip(["output", "winner", "features", "theta", "masks", "offsets"], got, want):
-                assert torch.equal(a, b), (name, t)
+                assert a.dtype == b.dtype and torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8)), \
+                    (name, t)
     finally:
         torch.set_num_threads(threads)
 
