@@ -18,6 +18,7 @@ on a shared machine it moves by a third between runs, and a figure taken at the 
 only would judge later rows against another machine state.
 """
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -210,6 +211,9 @@ def main(argv=None):
           f"torch={torch.__version__}")
     passes = ["forward", "backward", "both"] if args.pass_ == "all" else [args.pass_]
     elem = torch.empty((), dtype=dtype).element_size()
+    if device.type == "cpu":  # the CPU kernels' transpose settings (part_affine_warp's TransposeSettings)
+        print("# cpu transposes: " + ", ".join(f"{k}={os.environ.get(k) or 'default'}" for k in
+                                              ("DEFORMGAN_CPU_TRANSPOSE", "DEFORMGAN_STREAM_MIN_BYTES")))
     print(f"# floor = bytes that must move / copy bandwidth on {device} (the better of the copies measured "
           f"before and after the row's timings)")
     header = "| op | provider | " + " | ".join(f"{p} ms" for p in passes) + " | memory MiB | " + \
