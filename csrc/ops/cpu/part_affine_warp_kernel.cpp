@@ -58,10 +58,11 @@ struct WarpCandidate {
 // The C channels of one pixel: best[c] and best_p[c], the max over its candidates
 // (in increasing p), one pass over the channels per candidate. The winners are
 // uint8 (the part index fits: P <= 255 is checked), written in place (channels-last)
-// or into a tile that is transposed out.
+// or into a tile that is transposed out. Inlined into warp_pixel (any C) and
+// warp_pixel_c64 (C a multiple of 64: with an AVX-512 clone, see cpu_utils.h).
 template <typename acc_t>
-DEFORMGAN_CPU_CLONES void warp_pixel(acc_t* __restrict__ best, uint8_t* __restrict__ best_p,
-                                     const WarpCandidate<acc_t>* __restrict__ cands, int n, int64_t C) {
+DEFORMGAN_ALWAYS_INLINE void warp_pixel_channels(acc_t* __restrict__ best, uint8_t* __restrict__ best_p,
+                                                 const WarpCandidate<acc_t>* __restrict__ cands, int n, int64_t C) {
   for (int i = 0; i < n; ++i) {
     const WarpCandidate<acc_t>& e = cands[i];
     const uint8_t part = static_cast<uint8_t>(e.part);
@@ -102,6 +103,18 @@ DEFORMGAN_CPU_CLONES void warp_pixel(acc_t* __restrict__ best, uint8_t* __restri
       }
     }
   }
+}
+
+template <typename acc_t>
+DEFORMGAN_CPU_CLONES void warp_pixel(acc_t* __restrict__ best, uint8_t* __restrict__ best_p,
+                                     const WarpCandidate<acc_t>* __restrict__ cands, int n, int64_t C) {
+  warp_pixel_channels(best, best_p, cands, n, C);
+}
+
+template <typename acc_t>
+DEFORMGAN_CPU_CLONES_AVX512 void warp_pixel_c64(acc_t* __restrict__ best, uint8_t* __restrict__ best_p,
+                                                const WarpCandidate<acc_t>* __restrict__ cands, int n, int64_t C) {
+  warp_pixel_channels(best, best_p, cands, n, C);
 }
 
 // Which parts have a nonzero mask at each pixel of one output row: bit p % 64 of
@@ -669,7 +682,7 @@ struct WarpItem {
 // bitmask, cands a scratch of P candidates. Cloned so that the per-pixel location
 // math (floor, conversions) uses the machine's instructions.
 template <typename acc_t>
-DEFORMGAN_CPU_CLONES void warp_row(const WarpItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
+DEFORMGAN_CPU_CLONES_AVX512 void warp_row(const WarpItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
                                    WarpCandidate<acc_t>* cands, acc_t* best, uint8_t* best_p) {
   for (int64_t x = 0; x < a.Wo; ++x) {
     acc_t du = 0, dv = 0;
@@ -715,7 +728,11 @@ DEFORMGAN_CPU_CLONES void warp_row(const WarpItem<acc_t>& a, int64_t y, const ui
       ++count;  // NaN: it wins, and no later part can replace it
       break;
     }
-    warp_pixel(best + x * a.C, best_p + x * a.C, cands, count, a.C);
+    if (a.C % 64 == 0) {
+      warp_pixel_c64(best + x * a.C, best_p + x * a.C, cands, count, a.C);
+    } else {
+      warp_pixel(best + x * a.C, best_p + x * a.C, cands, count, a.C);
+    }
   }
 }
 
@@ -813,11 +830,13 @@ struct WarpBackwardItem {
 
 // Output row y of one batch item: go / win are the row's [Wo, C] incoming gradient
 // and winners; scatters into grad_features and sums, per part and pixel (index
-// p * Wo + x), d loss / d mask and d loss / d (u, v) into gmask, gu and gv.
+// p * Wo + x), d loss / d mask and d loss / d (u, v) into gmask, gu and gv. Inlined
+// into warp_backward_row (any C) and warp_backward_row_c64 (C a multiple of 64, with an
+// AVX-512 clone: cpu_utils.h).
 template <typename acc_t>
-DEFORMGAN_CPU_CLONES void warp_backward_row(const WarpBackwardItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
-                                            const acc_t* go, const uint8_t* win, acc_t* gmask_row, acc_t* gu_row,
-                                            acc_t* gv_row) {
+DEFORMGAN_ALWAYS_INLINE void warp_backward_row_body(const WarpBackwardItem<acc_t>& a, int64_t y,
+                                                    const uint64_t* nonzero, const acc_t* go, const uint8_t* win,
+                                                    acc_t* gmask_row, acc_t* gu_row, acc_t* gv_row) {
   const int64_t C = a.C, Wo = a.Wo;
   const bool need_samples = a.need_masks || a.need_location;
   for (int64_t x = 0; x < Wo; ++x) {
@@ -874,6 +893,20 @@ DEFORMGAN_CPU_CLONES void warp_backward_row(const WarpBackwardItem<acc_t>& a, in
       gv_row[i] = gv;
     }
   }
+}
+
+template <typename acc_t>
+DEFORMGAN_CPU_CLONES void warp_backward_row(const WarpBackwardItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
+                                            const acc_t* go, const uint8_t* win, acc_t* gmask_row, acc_t* gu_row,
+                                            acc_t* gv_row) {
+  warp_backward_row_body(a, y, nonzero, go, win, gmask_row, gu_row, gv_row);
+}
+
+template <typename acc_t>
+DEFORMGAN_CPU_CLONES_AVX512 void warp_backward_row_c64(const WarpBackwardItem<acc_t>& a, int64_t y,
+                                                       const uint64_t* nonzero, const acc_t* go, const uint8_t* win,
+                                                       acc_t* gmask_row, acc_t* gu_row, acc_t* gv_row) {
+  warp_backward_row_body(a, y, nonzero, go, win, gmask_row, gu_row, gv_row);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_backward_cpu(
@@ -991,8 +1024,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
           std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
           std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
           nonzero_parts(mk_n + y * Wo, plane_o, P, Wo, words, nonzero.data());
-          warp_backward_row(item, y, nonzero.data(), go_block + (y - y0) * Wo * C, win_block + (y - y0) * Wo * C,
-                            gmask_row.data(), gu_row.data(), gv_row.data());
+          const auto row = C % 64 == 0 ? &warp_backward_row_c64<acc_t> : &warp_backward_row<acc_t>;
+          row(item, y, nonzero.data(), go_block + (y - y0) * Wo * C, win_block + (y - y0) * Wo * C, gmask_row.data(),
+              gu_row.data(), gv_row.data());
           if (gmk != nullptr) {
             acc_t* gmk_row = gmk + n * P * plane_o + y * Wo;
             for (int64_t p = 0; p < P; ++p) {
