@@ -410,7 +410,7 @@ inline TransposeIsa machine_transpose_isa() {
 
 // How the CPU kernels transpose, read from the environment at each operator call (so
 // that tests and benchmarks can run every path on one machine):
-//   DEFORMGAN_CPU_TRANSPOSE=avx512|avx2|scalar  the widest register blocks the 32-bit
+//   DEFORMGAN_CPU_TRANSPOSE=avx512|avx2|scalar  the widest register blocks the
 //       transposes may use (default, and at most: the widest the CPU has);
 //   DEFORMGAN_STREAM_MIN_BYTES=N  the smallest output written with non-temporal
 //       stores (default 1 MiB; they need avx512).
@@ -575,9 +575,9 @@ inline void transpose_bytes(const uint8_t* in, int64_t ld_in, uint8_t* out, int6
 #ifdef DEFORMGAN_AVX2_TRANSPOSE
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC bug 105593, as above
-// transpose_bytes with non-temporal stores (TransposeSettings::stream): four 16 x 16 blocks side by
-// side make one whole 64-byte line of each of 16 output rows. The last rows % 64
-// rows go through transpose_bytes.
+// transpose_bytes with non-temporal stores (TransposeSettings::stream): four 16 x 16
+// blocks side by side make one whole 64-byte line of each of 16 output rows. The last
+// rows % 64 rows go through transpose_bytes.
 __attribute__((target("avx512f"))) void transpose_bytes_stream(const uint8_t* in, int64_t ld_in, uint8_t* out,
                                                                int64_t ld_out, int64_t rows, int64_t cols) {
   const int64_t R = rows / 64 * 64, Cb = cols / 16 * 16;
@@ -683,7 +683,7 @@ struct WarpItem {
 // math (floor, conversions) uses the machine's instructions.
 template <typename acc_t>
 DEFORMGAN_CPU_CLONES_AVX512 void warp_row(const WarpItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
-                                   WarpCandidate<acc_t>* cands, acc_t* best, uint8_t* best_p) {
+                                          WarpCandidate<acc_t>* cands, acc_t* best, uint8_t* best_p) {
   for (int64_t x = 0; x < a.Wo; ++x) {
     acc_t du = 0, dv = 0;
     if (a.offsets != nullptr) {
