@@ -222,7 +222,8 @@ def warp_everything(f, theta, masks, off, grad):
 # 6 lines of winners); 30 x 40: blocks of 12 rows (480 pixels: 7.5 lines of winners, so
 # the byte transpose's last 32 rows and the blocks that do not start on a line take the
 # ordinary stores) and a ragged last block; C = 37 and 19: channels past the last
-# 16-block; C = 64 and 3 x 16 x 24 items: the training shape's multiples.
+# 16-block; C = 64: the training shapes' channel counts (the channel loops' AVX-512
+# clones); 17 x 21 features warped to 16 x 24: unaligned input planes, aligned output.
 STREAM_CASES = [
     dict(N=3, C=37, H=16, W=24, P=4),
     dict(N=2, C=19, H=30, W=40, P=5),
