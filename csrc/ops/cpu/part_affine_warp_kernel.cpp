@@ -684,6 +684,7 @@ struct WarpItem {
 template <typename acc_t>
 DEFORMGAN_CPU_CLONES_AVX512 void warp_row(const WarpItem<acc_t>& a, int64_t y, const uint64_t* nonzero,
                                           WarpCandidate<acc_t>* cands, acc_t* best, uint8_t* best_p) {
+  const auto pixel = a.C % 64 == 0 ? &warp_pixel_c64<acc_t> : &warp_pixel<acc_t>;
   for (int64_t x = 0; x < a.Wo; ++x) {
     acc_t du = 0, dv = 0;
     if (a.offsets != nullptr) {
@@ -728,11 +729,7 @@ DEFORMGAN_CPU_CLONES_AVX512 void warp_row(const WarpItem<acc_t>& a, int64_t y, c
       ++count;  // NaN: it wins, and no later part can replace it
       break;
     }
-    if (a.C % 64 == 0) {
-      warp_pixel_c64(best + x * a.C, best_p + x * a.C, cands, count, a.C);
-    } else {
-      warp_pixel(best + x * a.C, best_p + x * a.C, cands, count, a.C);
-    }
+    pixel(best + x * a.C, best_p + x * a.C, cands, count, a.C);
   }
 }
 
@@ -807,7 +804,8 @@ std::tuple<at::Tensor, at::Tensor> part_affine_warp_cpu(const at::Tensor& featur
         } else {
           transpose_tile(best.data(), C, out + at, plane_o, pixels, C, how,
                          how.stream(out + at, plane_o * sizeof(scalar_t), output.nbytes()));
-          transpose_bytes(best_p.data(), C, win + at, plane_o, pixels, C, how.stream(win + at, plane_o, winner.nbytes()));
+          transpose_bytes(best_p.data(), C, win + at, plane_o, pixels, C,
+                          how.stream(win + at, plane_o, winner.nbytes()));
         }
       }
     });
@@ -975,6 +973,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
     const int64_t words = (P + 63) / 64;  // of the nonzero-part bitmask of a pixel
     // Channels-last tensors in the accumulation type are read and written in place.
     const bool in_place = channels_last && std::is_same<scalar_t, acc_t>::value;
+    const auto row = C % 64 == 0 ? &warp_backward_row_c64<acc_t> : &warp_backward_row<acc_t>;  // see cpu_utils.h
     // Parallel over the batch: each task owns grad_features[n], grad_theta[n],
     // grad_masks[n] and grad_offsets[n], so no atomics are needed.
     at::parallel_for(0, N, 1, [&](int64_t begin, int64_t end) {
@@ -1024,7 +1023,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> part_affine_warp_back
           std::fill(gu_row.begin(), gu_row.end(), acc_t(0));
           std::fill(gv_row.begin(), gv_row.end(), acc_t(0));
           nonzero_parts(mk_n + y * Wo, plane_o, P, Wo, words, nonzero.data());
-          const auto row = C % 64 == 0 ? &warp_backward_row_c64<acc_t> : &warp_backward_row<acc_t>;
           row(item, y, nonzero.data(), go_block + (y - y0) * Wo * C, win_block + (y - y0) * Wo * C, gmask_row.data(),
               gu_row.data(), gv_row.data());
           if (gmk != nullptr) {
