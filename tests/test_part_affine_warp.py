@@ -218,14 +218,20 @@ def warp_everything(f, theta, masks, off, grad):
 
 
 # Planes whose rows are whole 64-byte lines (16 floats, 64 winners): the transposes can
-# write them with non-temporal stores. 16 x 24: one block of rows per image (384 pixels,
-# 6 lines of winners); 30 x 40: blocks of 12 rows (480 pixels: 7.5 lines of winners, so
-# the byte transpose's last 32 rows and the blocks that do not start on a line take the
-# ordinary stores) and a ragged last block; C = 37 and 19: channels past the last
-# 16-block; C = 64: the training shapes' channel counts (the channel loops' AVX-512
-# clones); 17 x 21 features warped to 16 x 24: unaligned input planes, aligned output.
+# write them with non-temporal stores (with DEFORMGAN_STREAM_MIN_BYTES=0; a block is
+# streamed when its first output element starts a line). 16 x 24: one block of rows per
+# image (384 pixels: 6 whole lines of winners, no tail); 40 x 24: blocks of 21 rows
+# (504 pixels), the first block of each image streamed with a tail in every streamed
+# transpose (winners: the last 504 % 64 = 56 rows after the 64-row blocks; outputs: the
+# last 504 % 16 = 8 rows after the 16-row blocks), the others not aligned (ordinary
+# stores); 30 x 40: a plane of 1,200 bytes of winners, not a whole number of lines, so
+# nothing of the winners is streamed (the float32 outputs are: 4,800 bytes), blocks of
+# 12 rows and a ragged last block; C = 37 and 19: channels past the last 16-block;
+# C = 64: the training shapes' channel counts (the channel loops' AVX-512 clones);
+# 17 x 21 features warped to 16 x 24: unaligned input planes, aligned output.
 STREAM_CASES = [
     dict(N=3, C=37, H=16, W=24, P=4),
+    dict(N=2, C=37, H=40, W=24, P=5),
     dict(N=2, C=19, H=30, W=40, P=5),
     dict(N=2, C=64, H=32, W=32, P=10),
     dict(N=3, C=16, H=17, W=21, P=3, Ho=16, Wo=24),
