@@ -237,6 +237,27 @@ def test_animate_generates_each_pose_in_batches_at_the_models_size(tmp_path):
     assert colours == [[5, 10, 10], [10, 20, 10], [15, 30, 10], [20, 40, 10], [25, 50, 10]]
 
 
+@pytest.mark.parametrize("pose_size", [(64, 16), (16, 32)], ids=["taller", "wider"])
+def test_animate_scales_each_axis_by_its_own_factor(tmp_path, pose_size):
+    """Poses given at a size that is not proportional to the model's (16x8): x scales by
+    the width ratio and y by the height ratio (the two swapped gives other numbers, since
+    the ratios differ); a missing joint stays -1."""
+    src = frame(tmp_path / "src.png", 20)
+    ph, pw = pose_size
+    seq = [pose(1, 2) * torch.tensor([pw / W, ph / H]), pose(3, 5) * torch.tensor([pw / W, ph / H])]
+    seq[1][4] = -1
+    poses = tmp_path / "p.json"
+    poses.write_text(json.dumps([p.tolist() for p in seq]))
+    r = Reposer()
+    A.animate("unused.pt", str(src), str(poses), str(tmp_path / "out.gif"), pose_size=pose_size, progress=False,
+              reposer=r)
+    got = torch.cat([b[2] for b in r.batches])
+    want = torch.stack([pose(1, 2), pose(3, 5)])
+    want[1, 4] = seq[0][4] * torch.tensor([W / pw, H / ph])  # carried over from frame 0, then scaled
+    assert W / pw != H / ph
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
 def test_animate_panel_given_source_pose_and_folder_sizes(tmp_path, capsys):
     src = frame(tmp_path / "src.png", 20)
     folder = tmp_path / "frames"
