@@ -297,6 +297,16 @@ def test_warp_and_offsets_are_independent_choices_with_the_old_names_as_aliases(
         M.Generator(warp="affine")
 
 
+@pytest.mark.parametrize("long_side,short_side,depth", [(64, 32, 5), (128, 64, 6), (128, 32, 6), (256, 64, 7),
+                                                       (256, 128, 7), (512, 256, 8)])
+def test_depth_comes_from_the_longer_side_in_portrait_and_landscape(long_side, short_side, depth):
+    """The depth is one more than the halvings that bring the longer side to BOTTLENECK,
+    whichever side it is: a portrait size and its landscape transpose have one depth."""
+    assert M.depth_for((long_side, short_side)) == depth
+    assert M.depth_for((short_side, long_side)) == depth
+    assert M.BOTTLENECK << (depth - 1) == long_side
+
+
 def test_depth_follows_the_image_size():
     assert M.depth_for((128, 64)) == 6 and M.depth_for((256, 256)) == 7 and M.depth_for((256, 128)) == 7
     assert M.encoder_widths(7) == [64, 128, 256, 512, 512, 512, 512]
