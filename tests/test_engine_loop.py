@@ -251,6 +251,41 @@ def test_geometry_is_rendered_once_per_step_and_bf16_autocast_where_the_cpu_has_
         assert (notice in capsys.readouterr().err) is (options == {})  # the default says what it chose
 
 
+def test_the_discriminator_sees_source_heatmaps_then_target_heatmaps_in_both_steps(data, tmp_path, monkeypatch):
+    """A recording discriminator: in every step it scores (source, H_a, real target, H_b)
+    and (source, H_a, generated, H_b) for its own step (the generated image detached),
+    then (source, H_a, generated, H_b) for the generator's step with the gradient flowing,
+    H_a and H_b being the heatmaps the generator was given for the source and target
+    poses (which differ, so a swap shows)."""
+    calls, made = [], []
+    real_d, real_g = E.Discriminator.forward, E.Generator.forward
+
+    def scored(self, *args):
+        calls.append([a.detach().clone() for a in args] + [args[2].requires_grad])
+        return real_d(self, *args)
+
+    def generated(self, image, *args, **kwargs):
+        out = real_g(self, image, *args, **kwargs)
+        if "geometry" in kwargs:  # a training step (the sample grid's call has none)
+            fake = out[0] if isinstance(out, tuple) else out
+            geo = kwargs["geometry"]
+            made.append((image.detach().clone(), geo.source_heatmaps.clone(), geo.target_heatmaps.clone(),
+                         fake.detach().clone()))
+        return out
+    monkeypatch.setattr(E.Discriminator, "forward", scored)
+    monkeypatch.setattr(E.Generator, "forward", generated)
+    E.train(cfg(data, tmp_path / "run", steps=2), progress=False)
+    assert len(made) == 2 and len(calls) == 6
+    for step, (src, h_a, h_b, fake) in enumerate(made):
+        assert not torch.equal(h_a, h_b)
+        real, fake_d, fake_g = calls[3 * step:3 * step + 3]
+        for c in (real, fake_d, fake_g):
+            assert torch.equal(c[0], src) and torch.equal(c[1], h_a) and torch.equal(c[3], h_b), step
+        assert not torch.equal(real[2], fake) and not torch.equal(real[2], src)  # the real target
+        assert torch.equal(fake_d[2], fake) and not fake_d[4]  # D's step: detached
+        assert torch.equal(fake_g[2], fake) and fake_g[4]  # G's step: the gradient reaches G
+
+
 def test_a_failing_log_is_reported_once_naming_the_folder_and_the_run_goes_on(data, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(E, "_optional_failures", {})
 
