@@ -2,7 +2,8 @@
 
     python benchmarks/bench_geometry.py [--batch 64] [--threads 2] [--repeat 10]
 
-For a batch of real Market-1501 pose pairs (from ../shared/data/market, or the
+For a batch of real Market-1501 pose pairs (the real annotation files where DEFORMGAN_MARKET_DATA
+names their folder or a data checkout lies beside the repository; else the
 shipped pose bank), times deformgan.geometry.render: source and target heatmaps
 (deformgan_ops.keypoint_heatmaps), the ten part affines (deformgan_ops.part_affines)
 and the part masks (deformgan_ops.part_masks), at full resolution only and at the
@@ -30,8 +31,8 @@ from deformgan.data.market import read_annotations
 from deformgan.geometry import render
 from deformgan.data.synthetic import load_pose_bank
 
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "market",
-                      "market-annotation-train.csv")
+SHARED = os.path.join(os.environ.get("DEFORMGAN_MARKET_DATA") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "market"), "market-annotation-train.csv")
 
 
 def poses(n, seed=0):

@@ -1,7 +1,7 @@
 """Where the time of a training step goes: the real CLI loop under torch.profiler.
 
     python benchmarks/profile_step.py -- --preset full --allow-random-vgg
-    python benchmarks/profile_step.py --plot docs/step_profile.png -- --preset full --allow-random-vgg
+    python benchmarks/profile_step.py --plot docs/images/step_profile.png -- --preset full --allow-random-vgg
     python benchmarks/profile_step.py -- --preset full --allow-random-vgg --ops-backend reference --no-amp
 
 Everything after ``--`` goes to ``python -m deformgan.train`` unchanged (``--steps`` and

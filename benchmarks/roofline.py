@@ -76,7 +76,7 @@ def measure_bandwidth(device: torch.device, mib: int = 256, repeat: int = 5) -> 
 # shapes: what one training step of the paper's configuration runs.
 MARKET_LEVELS = ((64, 128, 64), (128, 64, 32), (256, 32, 16), (512, 16, 8))
 
-# Expected multiple of the floor for each kernel as now written, from reading it (issue 17):
+# Expected multiple of the floor for each kernel as now written, from reading it:
 # gathers that hit L2 for their neighbours, fp32 atomics on the feature gradient, the
 # winner byte per element. Replace with measured figures after the first GPU run.
 EXPECTED = {

@@ -68,14 +68,14 @@ class TrainConfig:
     amp: bool = True
     # bfloat16 autocast on the CPU (with --amp): None (the default) turns it on where
     # the CPU has native bf16 (AVX512-BF16 or AMX; 1.5-1.65x faster steps there, the
-    # ablation's scores within float32's run-to-run spread: README, issue 15) and
+    # ablation's scores within float32's run-to-run spread: docs/log/precision.md) and
     # leaves float32 elsewhere; True asks for it (float32 with a warning where the CPU
     # has no native bf16); False (--no-cpu-amp) is float32 everywhere.
     cpu_amp: Optional[bool] = None
     ops_backend: Optional[str] = None
     # The generator's and discriminator's weights and images in channels-last memory:
     # the convolutions' outputs are then channels-last, and part_affine_warp reads and
-    # writes them in place with no transposes (issue 15). Same results up to the
+    # writes them in place with no transposes. Same results up to the
     # convolutions' summation order.
     channels_last: bool = False
     num_workers: int = 0

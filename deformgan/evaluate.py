@@ -11,7 +11,7 @@ generated image to OUT/generated/<from>___<to>.png (lossless) and the pairs to
 OUT/pairs.csv, and scores them; the folder mode scores any method's outputs against the
 real targets; both go through the same scorer, so rescoring OUT/generated gives the same
 numbers. --real-only scores the real images themselves (the papers' "real data" row);
---compare puts several runs side by side with the published rows of SPEC section 9.
+--compare puts several runs side by side with the published rows of docs/method.md (metrics).
 
 Pairing (folder mode): without --pairs a generated file pairs with the real image of the
 same file name (or the same name up to the extension, e.g. a .png output of a .jpg
@@ -60,7 +60,7 @@ from .scoring import (Networks, Scorer, build_networks, image_files, reference_s
 
 __all__ = ["evaluate", "evaluate_folder", "compare", "markdown_table", "to_uint8", "PUBLISHED"]
 
-# SPEC section 9: the numbers as printed in the papers' tables.
+# docs/method.md (metrics): the numbers as printed in the papers' tables.
 PUBLISHED = {
     "market": [
         ("Deformable GAN (CVPR 2018)", {"ssim": 0.290, "is": 3.185, "mask_ssim": 0.805, "mask_is": 3.502}),
@@ -494,7 +494,7 @@ def compare(outs: Sequence[str], dataset: Optional[str] = None) -> str:
     published = [(f"{label}, {d}" if not dataset else label, v) for d in sets for label, v in PUBLISHED[d]]
     table = markdown_table(results, published=published)
     head = f"Dataset: {dataset}. " if dataset else "Dataset: unknown (published rows of both benchmarks). "
-    return head + "Published rows: as printed in the papers (SPEC section 9); '-' = not reported.\n\n" + table
+    return head + "Published rows: as printed in the papers (docs/method.md: metrics); '-' = not reported.\n\n" + table
 
 
 # ---------------------------------------------------------------- command line

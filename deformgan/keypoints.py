@@ -30,10 +30,15 @@ from .cli_types import positive_int, real_in
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def load_pose_model(weights: str = "yolo11n-pose.pt"):
+class PoseWeightsError(RuntimeError):
+    """The YOLO pose model could not be loaded (weights missing offline, or unreadable)."""
+
+
+def load_pose_model(weights: str = "yolo11n-pose.pt", flag: str = "--pose-weights"):
     """An ultralytics YOLO pose model. A ``.yaml`` builds the architecture with random
     weights; a ``.pt`` that is neither a local file nor in ultralytics' cache needs a
-    download, which fails offline with a message saying so."""
+    download, which fails offline with a :class:`PoseWeightsError` whose message names
+    the command's option ``flag``."""
     try:
         from ultralytics import YOLO
     except ImportError as exc:
@@ -45,8 +50,9 @@ def load_pose_model(weights: str = "yolo11n-pose.pt"):
     try:
         return YOLO(weights, task="pose")
     except Exception as exc:
-        raise RuntimeError(f"cannot load pose weights {weights!r} ({exc}). Pretrained weights are downloaded by "
-                           "ultralytics when online; offline, pass --weights /path/to/yolo11n-pose.pt") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PoseWeightsError(f"cannot load pose weights {weights!r} ({reason}). Pretrained weights are downloaded "
+                               f"by ultralytics when online; offline, pass {flag} /path/to/yolo11n-pose.pt") from exc
 
 
 def predict(model, images, **kwargs):
@@ -117,7 +123,7 @@ def extract(images_dir: str, out: str, weights: str = "yolo11n-pose.pt", device:
     repair_partial_last_line(out)
     done = set(read_annotations(out).keys()) if os.path.exists(out) and os.path.getsize(out) > 0 else set()
     todo = [n for n in names if n not in done]
-    model = model if model is not None else load_pose_model(weights)
+    model = model if model is not None else load_pose_model(weights, flag="--weights")
     unreadable: List[str] = []
     written = 0
     bar = tqdm(total=len(todo), desc="keypoints", unit="img", disable=not progress)
@@ -170,8 +176,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--batch-size", type=positive_int, default=16)
     ap.add_argument("--conf", type=real_in(0, 1), default=0.3, help="keypoint confidence under which a joint is missing")
     args = ap.parse_args(argv)
-    written, skipped, unreadable = extract(args.images_dir, args.out, args.weights, args.device,
-                                           args.batch_size, args.conf)
+    try:
+        written, skipped, unreadable = extract(args.images_dir, args.out, args.weights, args.device,
+                                               args.batch_size, args.conf)
+    except (PoseWeightsError, ImportError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        print(f"[deformgan.keypoints] error: {exc}", file=sys.stderr)
+        return 2
     print(f"[deformgan.keypoints] wrote {written} images to {args.out}; {skipped} already there; "
           f"{len(unreadable)} unreadable" + (f": {', '.join(unreadable)}" if unreadable else ""), file=sys.stderr)
     return 0

@@ -1,4 +1,4 @@
-"""Losses of Deformable GAN (SPEC section 8): non-saturating adversarial losses, the
+"""Losses of Deformable GAN (docs/method.md: losses and training): non-saturating adversarial losses, the
 nearest-neighbour loss on VGG19 relu1_2 features (deformgan_ops.nn_loss), pixel L1,
 perceptual loss, offset smoothness.
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics of the pose-transfer field (SPEC section 9).
+"""Evaluation metrics of the pose-transfer field (docs/method.md: metrics).
 
 SSIM and mask-SSIM follow the field's scikit-image call: ``structural_similarity(
 generated, target, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,

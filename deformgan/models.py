@@ -1,4 +1,4 @@
-"""The Deformable GAN networks (SPEC sections 6-7): the generator with deformable
+"""The Deformable GAN networks (docs/method.md: generator, discriminator): the generator with deformable
 skip connections, its variants, and the PatchGAN discriminator.
 
 A generator variant is two independent choices:

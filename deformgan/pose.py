@@ -1,5 +1,5 @@
 """Poses: the 18-joint order, YOLO (COCO-17) conversion, torso size, and the
-body-part geometry of Deformable GAN (SPEC sections 1, 3, 4), batched and
+body-part geometry of Deformable GAN (docs/method.md: keypoints, pose rendering, body parts), batched and
 vectorised on any device. The geometry itself (part masks and part affines) is
 the ``deformgan_ops`` operators :func:`deformgan_ops.part_masks` and
 :func:`deformgan_ops.part_affines` (compiled CPU/CUDA kernels, with the

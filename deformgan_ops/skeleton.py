@@ -1,4 +1,4 @@
-"""The skeleton (SPEC sections 1 and 4): the 18 joints, the ten body parts, the limb
+"""The skeleton (docs/method.md: keypoints, body parts): the 18 joints, the ten body parts, the limb
 rectangles' joints, and when a joint counts as missing. The one place these tables
 live: the reference, the input validation, the kernels' Python side and
 :mod:`deformgan.pose` import them from here (the C++ math header

@@ -4,12 +4,23 @@ import os
 
 import torch
 
-# The real Market-1501 annotation files and photos (../shared/data/market beside the
-# repository; the workplace's copy when the repository was cloned elsewhere).
-SHARED_MARKET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
-                             "market")
-if not os.path.isdir(SHARED_MARKET):
-    SHARED_MARKET = "/work/shared/data/market"
+# The real Market-1501 annotation files and two real photos, for the tests that need
+# real data: the folder DEFORMGAN_MARKET_DATA names, else a data checkout beside the
+# repository. The tests that need it skip with MARKET_DATA_ABSENT when it is not there.
+SHARED_MARKET = os.environ.get("DEFORMGAN_MARKET_DATA") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "market")
+MARKET_DATA_ABSENT = ("the real Market-1501 annotation files are absent: set DEFORMGAN_MARKET_DATA to the folder "
+                      "holding market-annotation-train.csv")
+
+
+def market_file(name: str) -> str:
+    """The path of a real Market-1501 data file (``name`` inside SHARED_MARKET), or the
+    calling test skipped with MARKET_DATA_ABSENT when it is not there."""
+    import pytest
+    path = os.path.join(SHARED_MARKET, name)
+    if not os.path.exists(path):
+        pytest.skip(MARKET_DATA_ABSENT)
+    return path
 
 
 def assert_refused(exc, message, fn, *args, **kwargs):

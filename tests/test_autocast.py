@@ -1,4 +1,4 @@
-"""The operators under torch.autocast (issue 15): each tensor argument becomes what its
+"""The operators under torch.autocast: each tensor argument becomes what its
 operator's rule says (the autocast dtype, or float32), float64 is left alone, and the
 operator then runs without autocast. The oracle is the same call outside autocast on
 arguments cast by hand from the rule written out here, not from the code under test."""

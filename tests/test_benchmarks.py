@@ -74,7 +74,7 @@ def test_bench_geometry_and_bench_train_run():
 
 
 def test_pytest_benchmark_suite_runs_every_module_and_prints_the_ratio_table(tmp_path):
-    """`pytest benchmarks/ --benchmark-only` (issue 15), once at tiny sizes: one module per
+    """`pytest benchmarks/ --benchmark-only`, once at tiny sizes: one module per
     operator of the registry plus the training step, every provider that runs here, the
     JSON written, the ratio table printed."""
     import json

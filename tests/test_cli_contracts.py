@@ -1,4 +1,4 @@
-"""Observable contracts of the smaller command lines and wrappers (issue 16): files
+"""Observable contracts of the smaller command lines and wrappers: files
 written, exit codes, what each prints, and module wrappers equal to the functions."""
 import json
 import os

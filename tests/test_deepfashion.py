@@ -380,14 +380,17 @@ def test_prepare_split_by_item_unreadable_and_detected_keypoints(tmp_path, monke
     _touch(root / bad_rel, b"not a jpeg")
     calls = []
 
-    def extract(images_dir, out, weights, device, progress):  # YOLO's place: a pose per image found
-        calls.append((images_dir, out, weights, device, progress))
+    def extract(images_dir, out, weights, device, progress, model):  # YOLO's place: a pose per image found
+        calls.append((images_dir, out, weights, device, progress, model))
         write_annotations(out, {n: _pose() for n in sorted(os.listdir(images_dir))})
 
     monkeypatch.setattr(K, "extract", extract)
+    monkeypatch.setattr(K, "load_pose_model", lambda weights, flag: ("model", weights, flag))
     out = tmp_path / "out"
     summary = DF.prepare(str(root), str(out), test_fraction=0.25, weights="w.pt", device="cpu", progress=False)
-    assert calls == [(str(out / s), str(out / f"annotations-{s}.csv"), "w.pt", "cpu", False) for s in ("train", "test")]
+    model = ("model", "w.pt", "--weights")  # loaded once, before the conversion
+    assert calls == [(str(out / s), str(out / f"annotations-{s}.csv"), "w.pt", "cpu", False, model)
+                     for s in ("train", "test")]
     assert summary["split_rule"] == "by clothing item: first 0.25 of the item ids in CRC-32 order are test"
     assert summary["keypoints"] == "detected (w.pt)"
     bad = DF.field_name(bad_rel)
@@ -469,7 +472,8 @@ def test_prepare_defaults_quiet_no_detections_and_summary_file(tmp_path, monkeyp
     root = tmp_path / "tree"
     _mini_tree(root, items=12, per_item=2)
     calls = []
-    monkeypatch.setattr(K, "extract", lambda folder, out, weights, device, progress: calls.append(weights))
+    monkeypatch.setattr(K, "extract", lambda folder, out, weights, device, progress, model: calls.append(weights))
+    monkeypatch.setattr(K, "load_pose_model", lambda weights, flag: None)
     out = tmp_path / "out"
     summary = DF.prepare(str(root), str(out), progress=False)  # the extraction wrote no annotation file
     assert calls == ["yolo11n-pose.pt"] * 2 and summary["keypoints"] == "detected (yolo11n-pose.pt)"

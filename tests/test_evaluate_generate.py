@@ -15,7 +15,7 @@ from deformgan import train as T
 from deformgan.data.market import read_annotations
 from deformgan.data.synthetic import make_dataset
 from deformgan.evaluate import evaluate
-from helpers import SHARED_MARKET
+from helpers import SHARED_MARKET, market_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -157,7 +157,7 @@ def test_a_target_pose_with_no_usable_joint_is_refused_not_a_grey_image(trained,
 
 
 def test_reposer_passes_the_source_and_target_poses_in_order(trained, monkeypatch):
-    """Bug caught (issue 16): generate with the source and target poses swapped."""
+    """Bug caught: generate with the source and target poses swapped."""
     data, ckpt, _ = trained
     ann = read_annotations(os.path.join(data, "annotations-test.csv"))
     (a, kp_a), (b, kp_b) = list(ann.items())[:2]
@@ -287,15 +287,16 @@ REAL = os.path.join(SHARED_MARKET, "real")
 
 
 def test_real_photos_through_generation_animation_and_evaluation(trained, tmp_path):
-    """The two real Market-1501 JPEGs of one person (../shared/data/market/real) with
+    """The two real Market-1501 JPEGs of one person (``real/`` of the real data folder) with
     their real keypoints: re-pose one into the other's pose, animate it along both
     poses, and score the result in the folder mode."""
     from skimage.metrics import structural_similarity
 
     from deformgan.animate import animate
     from deformgan.evaluate import evaluate_folder
+    market_file("real")
     _, ckpt, _ = trained
-    ann_path = os.path.join(os.path.dirname(REAL), "market-annotation-train.csv")
+    ann_path = market_file("market-annotation-train.csv")
     ann = read_annotations(ann_path)
     a, b = "0011_c6s4_002502_01.jpg", "0011_c6s4_002527_01.jpg"
     r = GEN.Reposer(ckpt, device="cpu")

@@ -280,7 +280,7 @@ def test_compare_reads_runs_and_adds_their_datasets_published_rows(tmp_path):
 
     a, b = run("a", "market", ssim=0.3), run("b", "market", ssim=0.4, is_=1)
     text = E.compare([a, str(tmp_path / "b" / "metrics.json")])
-    head = "Published rows: as printed in the papers (SPEC section 9); '-' = not reported.\n\n"
+    head = "Published rows: as printed in the papers (docs/method.md: metrics); '-' = not reported.\n\n"
     assert text == "Dataset: market. " + head + E.markdown_table(
         [json.loads((tmp_path / n / "metrics.json").read_text()) for n in "ab"], published=E.PUBLISHED["market"])
     c = run("c", "deepfashion", ssim=0.7)

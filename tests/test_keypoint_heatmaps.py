@@ -124,7 +124,7 @@ def test_cpp_checks_name_the_argument():
 
 
 def test_reference_default_sigma_is_the_public_one():
-    """The reference's default sigma (6, SPEC section 3) is the public op's, and it is
+    """The reference's default sigma (6, docs/method.md (pose rendering)) is the public op's, and it is
     the one used when none is given: sigma 7 gives other numbers."""
     import inspect
 

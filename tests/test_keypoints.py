@@ -1,6 +1,6 @@
 """deformgan.keypoints against independent oracles: the person kept (box areas worked
 out by hand), the 17 -> 18 joint conversion of an ultralytics-shaped result (the
-SPEC's table written out here, not taken from deformgan.pose), and the extraction
+the method's table written out here, not taken from deformgan.pose), and the extraction
 loop driven by a fake pose model that records what it is given (images in BGR, batch
 sizes, the confidence passed, resumption, unreadable and refused names)."""
 from types import SimpleNamespace
@@ -13,13 +13,13 @@ from PIL import Image
 from deformgan import keypoints as K
 from deformgan.data import market as M
 
-# SPEC section 1: 18-joint index <- COCO-17 index (the neck, 1, is derived)
+# docs/method.md (keypoints): 18-joint index <- COCO-17 index (the neck, 1, is derived)
 SPEC_COCO_FOR_JOINT = {0: 0, 2: 6, 3: 8, 4: 10, 5: 5, 6: 7, 7: 9, 8: 12, 9: 14, 10: 16, 11: 11, 12: 13,
                        13: 15, 14: 2, 15: 1, 16: 4, 17: 3}
 
 
 def expected_joints(xy17, conf17=None, threshold=0.3):
-    """The 18 joints of one person by the SPEC, written as loops."""
+    """The 18 joints of one person by the method, written as loops."""
     out = [[-1.0, -1.0] for _ in range(18)]
     for joint, coco in SPEC_COCO_FOR_JOINT.items():
         x, y = float(xy17[coco][0]), float(xy17[coco][1])
@@ -217,7 +217,7 @@ def test_extract_defaults_and_progress_bar(tmp_path, monkeypatch, capsys):
     Image.fromarray(np.full((6, 4, 4), 60, np.uint8), mode="RGBA").save(images / "rgba.png")
     model = FakePoseModel()
     loaded = []
-    monkeypatch.setattr(K, "load_pose_model", lambda weights: loaded.append(weights) or model)
+    monkeypatch.setattr(K, "load_pose_model", lambda weights, flag=None: loaded.append(weights) or model)
     out = tmp_path / "ann.csv"
     out.write_bytes(b"")  # an empty file is a new file
     assert K.extract(str(images), str(out)) == (19, 0, [])
@@ -272,7 +272,7 @@ def test_main_passes_its_flags_on_and_reports_the_counts(tmp_path, monkeypatch, 
     (images / "broken.png").write_bytes(b"\x00")
     model = FakePoseModel()
     loaded = []
-    monkeypatch.setattr(K, "load_pose_model", lambda weights: loaded.append(weights) or model)
+    monkeypatch.setattr(K, "load_pose_model", lambda weights, flag=None: loaded.append(weights) or model)
     out = tmp_path / "ann.csv"
     assert K.main([str(images), "--out", str(out)]) == 0  # the defaults
     assert loaded == ["yolo11n-pose.pt"]
@@ -316,11 +316,14 @@ def test_load_pose_model_builds_random_weights_from_a_yaml_and_explains_missing_
     assert capsys.readouterr().err == ""
     assert FakeYOLO.made == [("yolo11n-pose.yaml", "pose"), ("local.pt", "pose")]
     assert isinstance(K.load_pose_model(), FakeYOLO) and FakeYOLO.made[-1] == ("yolo11n-pose.pt", "pose")
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(K.PoseWeightsError) as err:  # the hint names the option of the command that asked
         K.load_pose_model("missing.pt")
     assert str(err.value) == ("cannot load pose weights 'missing.pt' (no such file). Pretrained weights are "
-                              "downloaded by ultralytics when online; offline, pass --weights "
+                              "downloaded by ultralytics when online; offline, pass --pose-weights "
                               "/path/to/yolo11n-pose.pt")
+    with pytest.raises(K.PoseWeightsError) as err:
+        K.load_pose_model("missing.pt", flag="--weights")
+    assert str(err.value).endswith("offline, pass --weights /path/to/yolo11n-pose.pt")
     monkeypatch.setitem(sys.modules, "ultralytics", None)  # not installed
     with pytest.raises(ImportError) as err:
         K.load_pose_model("local.pt")
@@ -360,7 +363,7 @@ def test_main_help_names_the_command_and_keeps_the_description_lines(capsys):
 
 
 def test_main_refuses_a_missing_out_and_a_confidence_outside_0_1(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(K, "load_pose_model", lambda weights: FakePoseModel())
+    monkeypatch.setattr(K, "load_pose_model", lambda weights, flag=None: FakePoseModel())
     for argv, message in (([str(tmp_path)], "the following arguments are required: --out"),
                           ([str(tmp_path), "--out", "a.csv", "--conf", "1.5"],
                            "argument --conf: must be a number in [0, 1], got 1.5")):
@@ -373,7 +376,7 @@ def test_main_summary_lists_the_images_not_done(tmp_path, monkeypatch, capsys):
     images = tmp_path / "images"
     images.mkdir()
     write_rgb(images / "a.png", 1, 2, 3)
-    monkeypatch.setattr(K, "load_pose_model", lambda weights: FakePoseModel())
+    monkeypatch.setattr(K, "load_pose_model", lambda weights, flag=None: FakePoseModel())
     assert K.main([str(images), "--out", str(tmp_path / "one.csv")]) == 0
     assert capsys.readouterr().err.endswith("wrote 1 images to " + str(tmp_path / "one.csv") + "; 0 already there; "
                                             "0 unreadable\n")
@@ -381,3 +384,32 @@ def test_main_summary_lists_the_images_not_done(tmp_path, monkeypatch, capsys):
     (images / "c.png").write_bytes(b"\x00")
     assert K.main([str(images), "--out", str(tmp_path / "two.csv")]) == 0
     assert capsys.readouterr().err.endswith("; 0 already there; 2 unreadable: b.png, c.png\n")
+
+
+def test_offline_without_pose_weights_the_commands_exit_2_with_one_clear_line(tmp_path, monkeypatch, capsys):
+    """keypoints and the DeepFashion converter (detecting poses) with weights that cannot
+    be had: exit 2, one message naming the weights and the option, no traceback; the
+    converter refuses before converting any image."""
+    import sys
+    import types
+    from deformgan.data import deepfashion as DF
+    fake = types.ModuleType("ultralytics")
+    fake.YOLO = FakeYOLO
+    monkeypatch.setitem(sys.modules, "ultralytics", fake)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (64, 128)).save(images / "0001_c1s1_000001_01.jpg")
+    assert K.main([str(images), "--out", str(tmp_path / "a.csv"), "--weights", "missing.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("[deformgan.keypoints] error: cannot load pose weights 'missing.pt' (no such file). Pretrained "
+                   "weights are downloaded by ultralytics when online; offline, pass --weights "
+                   "/path/to/yolo11n-pose.pt\n")
+    shop = tmp_path / "In-shop" / "img" / "MEN" / "Denim" / "id_00000080"
+    shop.mkdir(parents=True)
+    Image.new("RGB", (256, 256)).save(shop / "01_1_front.jpg")
+    out = tmp_path / "fashion"
+    assert DF.main([str(tmp_path / "In-shop"), "--out", str(out), "--weights", "missing.pt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("[deformgan.data.deepfashion] error: cannot load pose weights 'missing.pt'")
+    assert err.endswith("offline, pass --weights /path/to/yolo11n-pose.pt\n") and "Traceback" not in err
+    assert not out.exists() or not any(out.rglob("*.jpg"))  # nothing converted

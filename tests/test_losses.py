@@ -81,7 +81,7 @@ def test_generator_loss_terms():
     torch.testing.assert_close(total.detach(), expected)
 
 
-# ---------------------------------------------------------------- found by mutation testing (issue 16)
+# ---------------------------------------------------------------- found by mutation testing
 def softplus(x):
     import math
     return math.log1p(math.exp(x))

@@ -1,6 +1,6 @@
 """Half and bfloat16 CPU tensors: the C++ kernels compute in float32 and return the
 input dtype (backend 'cpu' and 'auto' alike), so each result equals the float32
-computation on the upcast inputs rounded once to the input dtype (issue 17: 'auto'
+computation on the upcast inputs rounded once to the input dtype ('auto'
 used to send them to kernels that only take float32/float64)."""
 import pytest
 import torch
@@ -70,7 +70,7 @@ def test_nn_loss(dtype, backend, reduction):
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
 @pytest.mark.parametrize("masks_low", [False, True])
 def test_part_affine_warp_low_precision_features_with_float32_geometry(dtype, backend, masks_low):
-    """Issue 15: float16/bfloat16 features (and masks) beside float32 theta and offsets,
+    """Float16/bfloat16 features (and masks) beside float32 theta and offsets,
     read natively by the CPU kernel, computed in float32. Oracle: the same backend on
     the same values in float32 (every low-precision value is exact in float32), whose
     float32 path the other tests compare with the reference. The output is that result
@@ -131,7 +131,7 @@ def run_compiled(op, args, kwargs):
 @pytest.mark.parametrize("dtype", LOW)
 @pytest.mark.parametrize("op", DIFFERENTIABLE)
 def test_cpu_kernels_read_low_precision_natively_and_compute_in_float32(op, dtype):
-    """Issue 15: the CPU kernels of every differentiable operator take float16/bfloat16
+    """The CPU kernels of every differentiable operator take float16/bfloat16
     inputs themselves (no float32 copy of the inputs), with float32 arithmetic. Oracle:
     the same kernel on the same values in float32; the result and every gradient must
     be exactly that, rounded once to the input's dtype."""

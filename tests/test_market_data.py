@@ -12,11 +12,11 @@ from PIL import Image
 import deformgan_ops as D
 from deformgan import pose as P
 from deformgan.data import market as M
-from helpers import SHARED_MARKET as SHARED
+from helpers import MARKET_DATA_ABSENT, SHARED_MARKET as SHARED, market_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-requires_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason="shared Market-1501 annotation files absent")
+requires_shared = pytest.mark.skipif(not os.path.isdir(SHARED), reason=MARKET_DATA_ABSENT)
 
 
 @requires_shared
@@ -34,14 +34,14 @@ def test_real_annotation_files_parse_and_round_trip_byte_for_byte(name, tmp_path
 
 @requires_shared
 def test_annotation_values_are_x_y():
-    ann = M.read_annotations(os.path.join(SHARED, "market-annotation-train.csv"))
+    ann = M.read_annotations(market_file("market-annotation-train.csv"))
     kp = ann["0224_c6s1_055726_02.jpg"]  # y = [8, 23, ...], x = [39, 37, ...]
     assert kp[0].tolist() == [39.0, 8.0] and kp[1].tolist() == [37.0, 23.0]
 
 
 @requires_shared
 def test_pair_rule_on_real_train_annotations():
-    ann = M.read_annotations(os.path.join(SHARED, "market-annotation-train.csv"))
+    ann = M.read_annotations(market_file("market-annotation-train.csv"))
     pairs = M.standard_pairs(ann)
     kept = [n for n, kp in ann.items() if M.is_valid_for_pairs(n, kp)]
     by_id = Counter(M.person_id(n) for n in kept)
@@ -55,8 +55,8 @@ def test_pair_rule_on_real_train_annotations():
 
 @requires_shared
 def test_every_real_test_pair_satisfies_the_rule():
-    ann = M.read_annotations(os.path.join(SHARED, "market-annotation-test.csv"))
-    pairs = M.read_pairs(os.path.join(SHARED, "market-pairs-test.csv"), ann)
+    ann = M.read_annotations(market_file("market-annotation-test.csv"))
+    pairs = M.read_pairs(market_file("market-pairs-test.csv"), ann)
     assert len(pairs) == 12000
     for a, b in pairs:
         assert a != b and M.person_id(a) == M.person_id(b)

@@ -8,7 +8,7 @@ from skimage.metrics import structural_similarity
 from deformgan import metrics as MT
 from deformgan import pose as P
 from deformgan.data.market import read_annotations
-from helpers import SHARED_MARKET as SHARED, saved_as_on_cuda
+from helpers import market_file, saved_as_on_cuda
 
 
 def skimage_ssim(g, t):
@@ -41,7 +41,7 @@ def test_ssim_matches_scikit_image(shape):
 
 
 def test_pose_mask_on_real_rows():
-    ann = read_annotations(os.path.join(SHARED, "market-annotation-test.csv"))
+    ann = read_annotations(market_file("market-annotation-test.csv"))
     kps = [kp for kp in list(ann.values())[:50] if P.present(kp[:14]).all()][:10]
     assert kps
     for kp in kps:
@@ -60,7 +60,7 @@ def test_pose_mask_on_real_rows():
 
 def real_poses_and_images(n, seed):
     """``n`` real Market test poses (10 or more joints) and two random uint8 batches."""
-    ann = read_annotations(os.path.join(SHARED, "market-annotation-test.csv"))
+    ann = read_annotations(market_file("market-annotation-test.csv"))
     kp = torch.stack([k for k in list(ann.values())[:40] if P.present(k).sum() >= 10][:n])
     g = torch.Generator().manual_seed(seed)
     a = torch.randint(0, 256, (n, 3, 128, 64), generator=g, dtype=torch.uint8)

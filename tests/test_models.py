@@ -196,7 +196,7 @@ def layers(module):
 
 
 def test_generator_and_discriminator_layers_follow_the_spec():
-    """SPEC 6 and 7 written out at width 1/16 (encoder 4, 8, 16, 32, 32, 32; decoder 32,
+    """docs/method.md (generator, discriminator) written out at width 1/16 (encoder 4, 8, 16, 32, 32, 32; decoder 32,
     32, 32, 16, 8): encoder levels LeakyReLU(0.2) -> 4x4 stride-2 conv -> norm (none on the
     last); decoder ReLU -> 4x4 stride-2 transposed conv -> norm -> dropout 0.5 on the first
     three blocks; last ReLU -> 3x3 conv -> tanh; the offsets' heads 3x3 conv -> ReLU -> 3x3

@@ -211,7 +211,7 @@ def test_reference_defaults_are_the_public_ones():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_nan_distance_anywhere_in_the_window_wins(backend):
-    """SPEC: a NaN distance wins the min. One NaN target pixel makes the distance NaN
+    """The method: a NaN distance wins the min. One NaN target pixel makes the distance NaN
     at every pixel whose 3 x 3 window holds it (also where it is not the first window
     position), and nowhere else."""
     gen = torch.randn(1, 2, 7, 6, dtype=torch.float64)
@@ -224,7 +224,7 @@ def test_a_nan_distance_anywhere_in_the_window_wins(backend):
 
 
 def brute_force_nn_distance(gen, target, k):
-    """SPEC section 5 by loops: for each pixel the L1 distance (summed over channels)
+    """docs/method.md (the operators) by loops: for each pixel the L1 distance (summed over channels)
     to the best target pixel in the k x k window clipped to the image."""
     N, C, H, W = gen.shape
     r = k // 2

@@ -1,4 +1,4 @@
-"""deformgan/ functions against independent oracles (issue 16): answers worked out by
+"""deformgan/ functions against independent oracles: answers worked out by
 hand, properties that must hold, or a different computation, never the code under test
 compared with itself. Each test names the deliberate bug it catches."""
 import os
@@ -16,14 +16,14 @@ from deformgan import pose as P
 from deformgan.data.market import read_annotations
 from deformgan.geometry import render
 from deformgan.models import WARPED_LEVELS, Generator
-from helpers import SHARED_MARKET as SHARED
+from helpers import market_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def real_poses(n=2):
     """The first ``n`` real Market test poses with every torso and leg joint present."""
-    ann = read_annotations(os.path.join(SHARED, "market-annotation-test.csv"))
+    ann = read_annotations(market_file("market-annotation-test.csv"))
     need = [P.J[j] for j in ("neck", "r_shoulder", "l_shoulder", "r_hip", "l_hip", "r_knee", "l_knee")]
     out = [kp for kp in ann.values() if bool(P.present(kp[need]).all())]
     return torch.stack(out[:n])

@@ -10,12 +10,12 @@ import deformgan_ops as D
 from conftest import requires_cpu_kernels
 from deformgan import pose as P
 from deformgan.data.market import read_annotations
-from helpers import SHARED_MARKET as SHARED
+from helpers import market_file
 
 
 @pytest.fixture(scope="module")
 def real_poses():
-    ann = read_annotations(os.path.join(SHARED, "market-annotation-train.csv"))
+    ann = read_annotations(market_file("market-annotation-train.csv"))
     return torch.stack(list(ann.values())[:400])
 
 
@@ -248,7 +248,7 @@ def test_pose_detection_leaves_the_torch_thread_count_alone():
         torch.set_num_threads(before)
 
 
-# ---------------------------------------------------------------- found by mutation testing (issue 16)
+# ---------------------------------------------------------------- found by mutation testing
 def test_coco17_threshold_default_is_0_3_inclusive_and_each_joint_is_judged_alone():
     xy = torch.arange(34, dtype=torch.float32).view(17, 2) + 1
     conf = torch.ones(17)

@@ -10,13 +10,13 @@ import deformgan_ops as D
 from conftest import requires_cpu_kernels
 from deformgan.data.market import read_annotations
 from deformgan_ops.reference import pose_geometry as R
-from helpers import SHARED_MARKET as SHARED
+from helpers import market_file
 
 
 @pytest.fixture(scope="module")
 def all_real_poses():
-    ann = read_annotations(os.path.join(SHARED, "market-annotation-train.csv"))
-    ann.update(read_annotations(os.path.join(SHARED, "market-annotation-test.csv")))
+    ann = read_annotations(market_file("market-annotation-train.csv"))
+    ann.update(read_annotations(market_file("market-annotation-test.csv")))
     return torch.stack(list(ann.values()))
 
 
@@ -343,7 +343,7 @@ def test_reference_fit_affines_equals_scikit_image_on_noisy_correspondences(dtyp
 
 
 def test_reference_limb_rectangle_of_short_and_zero_length_segments():
-    """SPEC 4 by hand: a zero-length segment gets the 2 px box around a, corners in the
+    """docs/method.md (body parts) by hand: a zero-length segment gets the 2 px box around a, corners in the
     rectangle's order (they pair with the other pose's corners in the affine fit); a
     segment shorter than 1 px still gets a unit normal (its width is 0.2 st each side)."""
     f64 = dict(dtype=torch.float64)

@@ -1,6 +1,6 @@
 """The per-element math of every kernel lives in csrc/ops/<op>_math.h and is used by
 both the CPU (.cpp) and the CUDA (.cu) kernel of the op, so the CPU tests exercise the
-math the GPU runs (issue 17: bilinear_sample / part_candidate / bilinear_grad_location
+math the GPU runs (bilinear_sample / part_candidate / bilinear_grad_location
 were used only by the .cu). Checked on the sources: the header functions each kernel
 reaches (directly or through other header functions) are the same for both devices,
 and the header holds no function neither reaches."""

@@ -1,6 +1,6 @@
-"""deformgan_ops.skeleton against the SPEC itself (its tables parsed from
-``../shared/SPEC.md`` when present) and against the joints' names: the flip, the
-limbs' joints and mirrors worked out from the names, not read from the module."""
+"""deformgan_ops.skeleton against the method as the documentation states it (the tables
+of ``docs/method.md``, parsed) and against the joints' names: the flip, the limbs'
+joints and mirrors worked out from the names, not read from the module."""
 import math
 import os
 import re
@@ -11,14 +11,11 @@ import torch
 from deformgan_ops import skeleton as S
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SPEC = os.path.join(ROOT, "..", "shared", "SPEC.md")
-if not os.path.isfile(SPEC):
-    SPEC = "/work/shared/SPEC.md"
-requires_spec = pytest.mark.skipif(not os.path.isfile(SPEC), reason="../shared/SPEC.md absent")
+METHOD = os.path.join(ROOT, "docs", "method.md")
 
 
-def _spec():
-    with open(SPEC, encoding="utf-8") as fh:
+def _method():
+    with open(METHOD, encoding="utf-8") as fh:
         return fh.read()
 
 
@@ -27,10 +24,9 @@ def _snake(words: str) -> str:
     return "_".join({"sho": "shoulder"}.get(w, w) for w in words.strip().lower().split())
 
 
-@requires_spec
-def test_joint_order_is_the_spec_table():
-    spec = _spec()
-    table = spec[spec.index("## 1. Keypoints"):spec.index("- A missing joint")]
+def test_joint_order_is_the_documented_table():
+    text = _method()
+    table = text[text.index("## Keypoints"):text.index("- Files write a missing joint")]
     joints = {}
     for idx, name in re.findall(r"\|\s*(\d+)\s*\|\s*([A-Za-z ]+?)\s*(?=\|)", table):
         joints[int(idx)] = _snake(name)
@@ -39,10 +35,9 @@ def test_joint_order_is_the_spec_table():
     assert S.NUM_JOINTS == 18 and S.J == {n: i for i, n in enumerate(joints[i] for i in range(18))}
 
 
-@requires_spec
-def test_limb_parts_are_the_spec_table():
-    spec = _spec()
-    table = spec[spec.index("## 4. Body parts"):spec.index("- Limb rectangle")]
+def test_limb_parts_are_the_documented_table():
+    text = _method()
+    table = text[text.index("## Body parts"):text.index("- The limb rectangle of a segment")]
     rows = re.findall(r"^\|\s*(\d)\s*\|\s*([^|]+?)\s*\|\s*([^|]+?)\s*\|\s*([^|]+?)\s*\|$", table, re.M)
     assert [int(r[0]) for r in rows] == list(range(10))
     assert S.PARTS == tuple(_snake(r[1]) for r in rows) and S.NUM_PARTS == 10
@@ -55,7 +50,7 @@ def test_limb_parts_are_the_spec_table():
         if mask.startswith("as "):
             incs[p] = incs[int(mask.split()[1])]
         else:
-            nums = [float(x) for x in re.findall(r"inc (\d\.\d)", mask) + re.findall(r"(\d\.\d) for the mask", mask)]
+            nums = [float(x) for x in re.findall(r"extension (\d\.\d)", mask) + re.findall(r"(\d\.\d) for the mask", mask)]
             incs[p] = (nums[0], nums[-1])
         joint_a, joint_b, inc_fit, inc_mask, _ = S.LIMB_PARTS[p]
         assert (S.JOINTS[joint_a], S.JOINTS[joint_b]) == (a, b), p
@@ -63,10 +58,9 @@ def test_limb_parts_are_the_spec_table():
     assert sorted(S.LIMB_PARTS) == list(range(2, 10))
 
 
-@requires_spec
-def test_pose_mask_limbs_are_the_spec_list():
-    spec = _spec()
-    text = spec[spec.index("quadrilaterals of half"):spec.index("plus disks")]
+def test_pose_mask_limbs_are_the_documented_list():
+    text = _method()
+    text = text[text.index("quadrilaterals 4 px half"):text.index("and disks of radius")]
     pairs = [(int(a) - 1, int(b) - 1) for a, b in re.findall(r"\[(\d+),(\d+)\]", text)]
     assert len(pairs) == 23 and S.LIMBS == tuple(pairs)
 
@@ -80,13 +74,13 @@ def test_flip_permutation_swaps_every_left_right_name():
     assert sorted(perm) == list(range(18))
     for i, name in enumerate(S.JOINTS):
         assert S.JOINTS[perm[i]] == _mirror_name(name)
-    assert (perm[14], perm[16]) == (15, 17)  # the SPEC's "including 14<->15 and 16<->17"
+    assert (perm[14], perm[16]) == (15, 17)  # the method's "including 14<->15 and 16<->17"
 
 
 def test_joint_groups_and_mirror_parts_from_the_names():
     names = lambda idx: {S.JOINTS[i] for i in idx}  # noqa: E731
     assert names(S.TORSO_JOINTS) == {"r_hip", "l_hip", "l_shoulder", "r_shoulder"} and len(S.TORSO_JOINTS) == 4
-    assert S.TORSO_JOINTS == (8, 11, 5, 2)  # the SPEC's order: R hip, L hip, L sho, R sho
+    assert S.TORSO_JOINTS == (8, 11, 5, 2)  # the method's order: R hip, L hip, L sho, R sho
     assert names(S.HEAD_JOINTS) == {"nose", "r_eye", "l_eye", "r_ear", "l_ear"} and S.HEAD_JOINTS == (0, 14, 15, 16, 17)
     assert S.GLOBAL_JOINTS == S.TORSO_JOINTS + (S.J["r_knee"], S.J["l_knee"])
     segment = {"upper_leg": ("hip", "knee"), "lower_leg": ("knee", "ankle"), "upper_arm": ("shoulder", "elbow"),

@@ -13,7 +13,7 @@ from deformgan import pose as P
 from deformgan.data import make_pose_bank as MPB
 from deformgan.data import market as M
 from deformgan.data import synthetic as S
-from helpers import SHARED_MARKET as SHARED, help_text, usage_error
+from helpers import market_file, help_text, usage_error
 
 
 def _pose(missing=()):
@@ -75,9 +75,7 @@ def test_pairs_cli_help_and_refusals(tmp_path, capsys):
 def test_make_pose_bank_regenerates_the_shipped_bank(tmp_path, capsys):
     """The shipped pose_bank.json is this command's output on the public training
     annotations with its defaults (400 poses, seed 0)."""
-    source = os.path.join(SHARED, "market-annotation-train.csv")
-    if not os.path.isfile(source):
-        pytest.skip("shared Market-1501 annotation files absent")
+    source = market_file("market-annotation-train.csv")
     out = tmp_path / "bank.json"
     MPB.main([source, "--out", str(out)])
     assert out.read_bytes() == open(S.BANK_PATH, "rb").read()

@@ -1,4 +1,4 @@
-// Per-element math of keypoint_heatmaps (SPEC sections 3 and 5).
+// Per-element math of keypoint_heatmaps (docs/method.md: pose rendering, the operators).
 //   h[y, x] = exp(-((x - xj)^2 + (y - yj)^2) / (2 sigma^2))
 // computed as the product of two 1-D Gaussians (the same number up to
 // rounding); a joint with a negative or non-finite coordinate is missing and

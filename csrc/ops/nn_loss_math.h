@@ -1,4 +1,4 @@
-// Per-element math of nn_loss (SPEC section 5).
+// Per-element math of nn_loss (docs/method.md: the operators).
 //   d[n, y, x] = min over q in the k x k window centred on p=(x, y), clipped to
 //                the image, of sum_c |target[n, c, q] - generated[n, c, p]|
 // The window is walked in row-major order, offset index o = (dy + r) * k + (dx + r)

@@ -1,4 +1,4 @@
-// Per-element math of part_affine_warp (SPEC section 5).
+// Per-element math of part_affine_warp (docs/method.md: the operators).
 //
 // For an output pixel (x, y) and a part with affine theta (2x3, target ->
 // source, pixel-index coordinates) the sampling location is
@@ -157,7 +157,7 @@ DEFORMGAN_HD BilinearTaps<acc_t> location_taps(const acc_t th[6], acc_t x, acc_t
   return c.any ? bilinear_taps(c) : empty_taps<acc_t>();
 }
 
-// The max over parts (SPEC 5, non-finite values): a NaN candidate wins over
+// The max over parts (docs/method.md: the operators, non-finite values): a NaN candidate wins over
 // any number and keeps winning (the first NaN in p order is the result); among
 // numbers a later part replaces the current best only when strictly larger, so
 // ties keep the lowest p. This is torch.argmax's rule, which the reference uses.

@@ -1,4 +1,4 @@
-// Per-pose math of the body-part geometry (SPEC section 4): the ten part masks
+// Per-pose math of the body-part geometry (docs/method.md: body parts): the ten part masks
 // and the ten least-squares part affines of Deformable GAN. A transcription of
 // the reference, deformgan_ops/reference/pose_geometry.py, shared by the CPU
 // and CUDA kernels so that the CPU tests exercise the arithmetic the GPU runs.

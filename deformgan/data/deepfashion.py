@@ -42,6 +42,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from PIL import Image
 
 from ..cli_types import real_in
+from ..keypoints import PoseWeightsError
 from .market import identity, read_annotations, standard_pairs, write_annotations, write_pairs
 
 SIZE = 256
@@ -174,6 +175,10 @@ def prepare(root: str, out: str, train_list: Optional[str] = None, test_list: Op
     else:
         split = split_by_item(sources, test_fraction)
         split_rule = f"by clothing item: first {test_fraction:g} of the item ids in CRC-32 order are test"
+    pose_model = None
+    if annotations is None:  # detection: the pose model is loaded before any image is converted
+        from .. import keypoints
+        pose_model = keypoints.load_pose_model(weights, flag="--weights")
     for s in ("train", "test"):
         os.makedirs(os.path.join(out, s), exist_ok=True)
     todo = [(n, s) for n, s in split.items() if not os.path.exists(os.path.join(out, s, n))]
@@ -207,8 +212,9 @@ def prepare(root: str, out: str, train_list: Optional[str] = None, test_list: Op
                       f"(left out of the pairs), e.g. {missing[0]}", file=sys.stderr)
             write_annotations(ann_path, rows)
         else:
-            from ..keypoints import extract
-            extract(os.path.join(out, s), ann_path, weights=weights, device=device, progress=progress)
+            from .. import keypoints
+            keypoints.extract(os.path.join(out, s), ann_path, weights=weights, device=device, progress=progress,
+                              model=pose_model)
         ann = read_annotations(ann_path) if os.path.exists(ann_path) else {}
         pairs = standard_pairs(ann)
         write_pairs(os.path.join(out, f"pairs-{s}.csv"), pairs)
@@ -237,7 +243,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = prepare(args.root, args.out, args.train_list, args.test_list, args.annotations,
                           args.test_fraction, args.weights, args.device)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, PoseWeightsError, ImportError) as exc:
         print(f"[deformgan.data.deepfashion] error: {exc}", file=sys.stderr)
         return 2
     print(f"[deformgan.data.deepfashion] wrote {args.out}: train {summary['train']}, test {summary['test']}; "

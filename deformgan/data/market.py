@@ -1,4 +1,4 @@
-"""Market-1501 annotation and pair files (SPEC section 2), the standard pair rule,
+"""Market-1501 annotation and pair files (docs/method.md: file formats), the standard pair rule,
 and :class:`MarketPoseDataset`.
 
 Annotation CSV: header ``name:keypoints_y:keypoints_x`` then ``NAME: [y0, ...]: [x0, ...]``

@@ -27,7 +27,7 @@ def check(source, target) -> None:
 @autocast_rule(*AUTOCAST)
 def part_affines(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor, *,
                  backend: Optional[str] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ten least-squares part affines of Deformable GAN (SPEC section 4).
+    """The ten least-squares part affines of Deformable GAN (docs/method.md: body parts).
 
     Each maps the target pose's part to the source pose's (target -> source, in
     pixels), fitted as ``skimage.transform.estimate_transform("affine", ...)``

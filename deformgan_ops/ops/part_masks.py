@@ -36,7 +36,7 @@ def check(keypoints, height, width, scale, enabled) -> None:
 def part_masks(target_keypoints: torch.Tensor, height: int, width: int, scale: float = 1.0,
                enabled: Optional[torch.Tensor] = None, *, out: Optional[torch.Tensor] = None,
                backend: Optional[str] = None) -> torch.Tensor:
-    """Target-frame masks of the ten body parts of Deformable GAN (SPEC section 4).
+    """Target-frame masks of the ten body parts of Deformable GAN (docs/method.md: body parts).
 
     Part 0 (torso) is all ones when its four joints are present (it doubles as the
     background warp); part 1 (head) is the square centred on the integer mean of

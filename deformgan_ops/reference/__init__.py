@@ -1,5 +1,5 @@
 """Pure-PyTorch reference implementations: the executable definition of every
-operator (SPEC section 5) and the fallback when no compiled kernel is available.
+operator (docs/method.md: the operators) and the fallback when no compiled kernel is available.
 They are vectorised and differentiable by autograd; they do no input validation
 (the public functions in :mod:`deformgan_ops` do).
 

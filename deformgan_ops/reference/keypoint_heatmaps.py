@@ -1,4 +1,4 @@
-"""Reference keypoint_heatmaps: the Gaussian of SPEC section 3, evaluated literally."""
+"""Reference keypoint_heatmaps: the Gaussian of docs/method.md (pose rendering), evaluated literally."""
 import torch
 
 from ..skeleton import missing as keypoint_missing

@@ -1,6 +1,6 @@
 """Reference nn_loss: the k*k shifted copies of the target, compared one by one.
 
-The executable definition (SPEC section 5), with the rules every backend follows:
+The executable definition (docs/method.md: the operators), with the rules every backend follows:
 the window is clipped to the image (a radius past ``max(H, W) - 1`` is clipped,
 which changes nothing); among the window positions inside the image the winner is
 the first (row-major) whose distance is NaN if any is, else the first with the

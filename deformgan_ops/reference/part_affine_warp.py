@@ -1,7 +1,7 @@
 """Reference part_affine_warp: the bilinear sample of every part written out in
 pixel coordinates (the four corners gathered, zero padding), then the max over parts.
 
-This is the executable definition (SPEC section 5), including the rules for
+This is the executable definition (docs/method.md: the operators), including the rules for
 non-finite values that every backend follows:
 
 - the sampling location ``(u, v)`` of part ``p`` at output pixel ``(x, y)`` is

@@ -1,5 +1,5 @@
 """Reference (pure PyTorch, vectorised, any device) of the body-part geometry of
-Deformable GAN (SPEC sections 1, 3, 4): torso size, limb rectangles, the least-squares part affines and the part masks. The executable
+Deformable GAN (docs/method.md: keypoints, pose rendering, body parts): torso size, limb rectangles, the least-squares part affines and the part masks. The executable
 definition of the ``part_affines`` and ``part_masks`` operators (their C++/CUDA
 kernels are transcriptions of it, see ``csrc/ops/pose_geometry_math.h``);
 :mod:`deformgan.pose` re-exports the helpers; the skeleton tables are in
@@ -47,7 +47,7 @@ def torso_size(keypoints: torch.Tensor) -> torch.Tensor:
 
 
 def limb_rectangle(a: torch.Tensor, b: torch.Tensor, st: torch.Tensor, inc) -> torch.Tensor:
-    """Corners ``[..., 4, 2]`` of the limb rectangle of segment a -> b (SPEC 4):
+    """Corners ``[..., 4, 2]`` of the limb rectangle of segment a -> b (docs/method.md: body parts):
     a' = a + 0.1 (a - b), b' = b + inc (b - a'), corners a' + w n, a' - w n,
     b' - w n, b' + w n with w = 0.2 st and n the unit normal; a zero-length
     segment gets a 2 px box around a. ``inc`` is a float or a tensor broadcastable

@@ -1,6 +1,6 @@
 """Helpers shared by the Triton operator files.
 
-Launch rules every kernel follows (issue 17):
+Launch rules every kernel follows:
 - 1-D grids over (plane, block) tiles: axis 0 allows 2^31 - 1 programs, where axes 1
   and 2 stop at 65535;
 - the program id is widened to int64 first, so every flat offset built from it

@@ -33,7 +33,7 @@ def _nn_loss_forward_kernel(gen_ptr, tgt_ptr, dist_ptr, argmin_ptr, C, H, W,
             t = tl.load(tgt_ptr + base + c * HW + q, mask=inside, other=0).to(DT)
             d += tl.abs(t - g)
         # the first position inside starts the minimum; then strict: ties keep the
-        # first window position; the first NaN wins and stays (SPEC 5)
+        # first window position; the first NaN wins and stays (docs/method.md: the operators)
         better = inside & ((have == 0) | (d < best) | ((d != d) & (best == best)))
         best = tl.where(better, d, best)
         best_o = tl.where(better, o, best_o)

@@ -108,7 +108,7 @@ def _part_affine_warp_forward_kernel(feat_ptr, theta_ptr, masks_ptr, off_ptr, ou
         w11 = (wx1 * wy1)[None, :]
         s = w00 * f00 + w01 * f01 + w10 * f10 + w11 * f11
         cand = tl.where((m != 0)[None, :], m[None, :] * s, 0.0)
-        # strict: ties keep the lowest p; the first NaN wins and stays (SPEC 5)
+        # strict: ties keep the lowest p; the first NaN wins and stays (docs/method.md: the operators)
         wins = (cand > best) | ((cand != cand) & (best == best))
         best = tl.where(wins, cand, best)
         best_p = tl.where(wins, p, best_p)

@@ -50,7 +50,7 @@ def test_part_affine_warp(dtype, case, offsets):
 
 
 def test_part_affine_warp_float16_features_with_float32_geometry():
-    """Issue 15: float16 features with float32 theta, masks and offsets (float32
+    """Float16 features with float32 theta, masks and offsets (float32
     arithmetic; bfloat16 is not run by the interpreter). The oracle: the float32
     reference on the same values; each gradient comes back in its input's dtype."""
     f, theta, masks, off = warp_inputs(N=2, C=3, H=7, W=5, P=3, offsets=True)
