@@ -89,11 +89,42 @@ def read_pose_file(path: str) -> torch.Tensor:
     return kp
 
 
+def as_pose(keypoints, what: str = "target_keypoints") -> torch.Tensor:
+    """One pose as a float32 ``[18, 2]`` tensor of (x, y) pixels, from a tensor, a numpy
+    array or nested lists; anything else (or another shape) is a ValueError naming
+    ``what`` and what was given."""
+    if not isinstance(keypoints, torch.Tensor):
+        try:
+            keypoints = torch.as_tensor(np.asarray(keypoints, dtype=np.float32))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{what} must be 18 (x, y) joints as a tensor, an array or nested lists; got "
+                             f"{type(keypoints).__name__} ({exc})") from exc
+    if keypoints.shape != (18, 2):
+        raise ValueError(f"{what} must be 18 (x, y) joints, shape [18, 2]; got shape {list(keypoints.shape)}")
+    if not (keypoints.is_floating_point() or keypoints.dtype in (torch.int32, torch.int64, torch.int16)):
+        raise ValueError(f"{what} must be numbers, got dtype {keypoints.dtype}")
+    return keypoints.float()
+
+
 class Reposer:
     """Load a checkpoint once, re-pose many people.
 
-    >>> r = Reposer("runs/demo/checkpoint.pt")
-    >>> out = r.generate("person.jpg", target_keypoints=kp)   # H x W x 3 uint8
+    ``Reposer("runs/demo/checkpoint.pt")`` loads a trained generator;
+    :meth:`from_generator` wraps one already in memory. Poses are 18 (x, y) joints in
+    pixels (-1 for a missing joint) as tensors, arrays or lists; images are paths,
+    ``H x W x 3`` uint8 arrays or PIL images, resized to the model's size.
+
+    Example:
+        >>> import numpy as np
+        >>> from deformgan.generate import Reposer
+        >>> from deformgan.models import Generator
+        >>> from deformgan_ops.skeleton import example_poses
+        >>> r = Reposer.from_generator(Generator(width_mult=1 / 16))  # random weights, 128x64
+        >>> source, target = example_poses()[0], example_poses()[0] + 3  # the same pose, 3 px away
+        >>> photo = np.full((128, 64, 3), 200, np.uint8)
+        >>> out = r.generate(photo, target.tolist(), source_keypoints=source.tolist())
+        >>> out.shape, out.dtype
+        ((128, 64, 3), dtype('uint8'))
     """
 
     def __init__(self, checkpoint: str, device: Optional[str] = None, pose_weights: str = "yolo11n-pose.pt",
@@ -104,6 +135,21 @@ class Reposer:
         self.height, self.width = self.generator.image_size
         self.pose_weights = pose_weights
         self._pose_model = None
+
+    @classmethod
+    def from_generator(cls, generator, device: Optional[str] = None,
+                       pose_weights: str = "yolo11n-pose.pt") -> "Reposer":
+        """A Reposer around a :class:`deformgan.models.Generator` in memory (put in eval
+        mode on ``device``, default the generator's own)."""
+        r = cls.__new__(cls)
+        first = next(generator.parameters(), None)
+        r.device = torch.device(device) if device else (first.device if first is not None else torch.device("cpu"))
+        r.ckpt = None
+        r.generator = generator.to(r.device).eval()
+        r.height, r.width = generator.image_size
+        r.pose_weights = pose_weights
+        r._pose_model = None
+        return r
 
     def load_image(self, image: Union[str, np.ndarray, Image.Image]) -> Image.Image:
         if isinstance(image, str):
@@ -144,11 +190,13 @@ class Reposer:
         """The source person in the target pose, ``H x W x 3`` uint8 at the model's size.
         ``target_keypoints`` are in pixels of an image of ``target_size`` (H, W),
         default the model's size."""
+        tgt_kp = as_pose(target_keypoints, "target_keypoints").clone()
+        if source_keypoints is not None:
+            source_keypoints = as_pose(source_keypoints, "source_keypoints")
         img = self.load_image(source)
         name = source if isinstance(source, str) else "the source image"
         src_kp = source_keypoints if source_keypoints is not None else self.keypoints_of(img, name)
         img, src_kp = self._fit(img, src_kp)
-        tgt_kp = target_keypoints.float().clone()
         if target_size is not None and tuple(target_size) != (self.height, self.width):
             th, tw = target_size
             tgt_kp = torch.where(P.missing(tgt_kp).unsqueeze(-1), tgt_kp,
@@ -163,6 +211,13 @@ class Reposer:
         images, ``source_keypoints`` ``[B, 18, 2]``); images at the model's size (see
         :meth:`generate` for other sizes), targets ``[B, 18, 2]`` in the model's pixels.
         Returns B ``H x W x 3`` uint8 images. Used by animate and reid_augment."""
+        if not isinstance(target_keypoints, torch.Tensor):
+            target_keypoints = torch.as_tensor(np.asarray(target_keypoints, dtype=np.float32))
+        if not isinstance(source_keypoints, torch.Tensor):
+            source_keypoints = torch.as_tensor(np.asarray(source_keypoints, dtype=np.float32))
+        if target_keypoints.dim() != 3 or target_keypoints.shape[1:] != (18, 2):
+            raise ValueError(f"generate_batch: target_keypoints must be [B, 18, 2], got shape "
+                             f"{list(target_keypoints.shape)}")
         B = len(target_keypoints)
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         skp = source_keypoints.float().reshape(-1, 18, 2)
