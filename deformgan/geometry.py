@@ -53,7 +53,8 @@ def render(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor, image
     """Render the :class:`Geometry` of a batch of pose pairs on ``device``.
 
     Args:
-        source_keypoints, target_keypoints: ``[N, 18, 2]`` (x, y) pixels, -1 missing.
+        source_keypoints: ``[N, 18, 2]`` (x, y) pixels, -1 missing.
+        target_keypoints: ``[N, 18, 2]`` likewise.
         image_size: ``(H, W)`` of the images.
         sigma: the heatmaps' Gaussian sigma in pixels.
         warp: ``"parts"`` (ten part affines and part masks), ``"global"`` (one affine,
@@ -69,6 +70,16 @@ def render(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor, image
 
     Returns:
         A :class:`Geometry` in float32; not differentiable.
+
+    Example:
+        >>> from deformgan.geometry import render
+        >>> from deformgan_ops.skeleton import example_poses
+        >>> poses = example_poses().float()
+        >>> geo = render(poses[:2], poses[2:], (128, 64))  # two pairs at 128x64
+        >>> tuple(geo.target_heatmaps.shape), tuple(geo.theta.shape)
+        ((2, 18, 128, 64), (2, 10, 2, 3))
+        >>> {level: tuple(m.shape[-2:]) for level, m in geo.masks.items()}  # the part masks per level
+        {0: (128, 64), 1: (64, 32), 2: (32, 16), 3: (16, 8)}
     """
     if warp not in WARPS:
         raise ValueError(f"warp must be one of {WARPS}, got {warp!r}")

@@ -41,7 +41,18 @@ def _filter(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 def ssim(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM of uint8-valued images ``[N, 3, H, W]`` (0..255, any dtype), as
     scikit-image computes it with the field's settings (see the module docstring).
-    Images smaller than the 11 x 11 window leave no pixel to average: NaN."""
+    Images smaller than the 11 x 11 window leave no pixel to average: NaN.
+
+    Example:
+        >>> import torch
+        >>> from deformgan import metrics
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a = torch.randint(0, 256, (2, 3, 128, 64), generator=g, dtype=torch.uint8)
+        >>> metrics.ssim(a, a).tolist()  # an image against itself
+        [1.0, 1.0]
+        >>> bool(metrics.ssim(a, 255 - a)[0] < 0)  # against its negative
+        True
+    """
     g = generated.to(torch.float64)
     t = target.to(torch.float64)
     N, C, H, W = g.shape
@@ -92,7 +103,20 @@ def pose_mask(keypoints: torch.Tensor, height: int = 128, width: int = 64, radiu
 
 
 def mask_ssim(generated: torch.Tensor, target: torch.Tensor, target_keypoints: torch.Tensor) -> torch.Tensor:
-    """SSIM of both images multiplied by the target's pose mask."""
+    """SSIM of both images multiplied by the target's pose mask (:func:`pose_mask`).
+
+    Example:
+        >>> import torch
+        >>> from deformgan import metrics
+        >>> from deformgan_ops.skeleton import example_poses
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a = torch.randint(0, 256, (1, 3, 128, 64), generator=g, dtype=torch.uint8)
+        >>> b = a.clone()
+        >>> b[..., :8, :] = 0  # differ only above the head, outside the pose mask
+        >>> pose = example_poses()[:1].float()
+        >>> metrics.mask_ssim(a, b, pose).tolist(), bool(metrics.ssim(a, b)[0] < 1)
+        ([1.0], True)
+    """
     H, W = generated.shape[-2:]
     masks = torch.from_numpy(np.stack([pose_mask(k, H, W) for k in target_keypoints])).to(generated.device)
     m = masks.unsqueeze(1).to(torch.float64)
@@ -157,7 +181,14 @@ def inception_score(probs: torch.Tensor, splits: int = 10) -> Tuple[float, float
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """FID between two Gaussians (the standard formula, scipy's sqrtm)."""
+    """FID between two Gaussians (the standard formula, scipy's sqrtm).
+
+    Example:
+        >>> import numpy as np
+        >>> from deformgan.metrics import frechet_distance
+        >>> frechet_distance(np.zeros(2), np.eye(2), np.array([3.0, 4.0]), np.eye(2))  # |mu1 - mu2|^2
+        25.0
+    """
     from scipy import linalg
 
     diff = mu1 - mu2

@@ -155,7 +155,21 @@ def reference_statistics(folder: str, nets: Networks, batch_size: int = 32, cach
 class Scorer:
     """Accumulates the metrics of batches of (generated, target) uint8 images
     ``[N, 3, H, W]``; target keypoints ``[N, 18, 2]`` (x, y) enable the mask metrics
-    (mask-SSIM, mask-L1, mask-IS) and PCKh."""
+    (mask-SSIM, mask-L1, mask-IS) and PCKh. Networks that :func:`build_networks`
+    could not load (or was told to leave out) are listed in the result's ``skipped``.
+
+    Example:
+        >>> import torch
+        >>> from deformgan.scoring import Scorer, build_networks
+        >>> nets = build_networks("cpu", inception_weights="none", alexnet_weights="none", pose_weights="none")
+        >>> scorer = Scorer(nets)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> images = torch.randint(0, 256, (4, 3, 128, 64), generator=g, dtype=torch.uint8)
+        >>> scorer.add(images, images)
+        >>> result = scorer.result()
+        >>> result["pairs"], result["ssim"], result["l1"]
+        (4, 1.0, 0.0)
+    """
 
     PER_IMAGE = ("ssim", "mask_ssim", "l1", "mask_l1", "psnr", "lpips")
 

@@ -256,7 +256,8 @@ class MarketPoseDataset(torch.utils.data.Dataset):
             set False and render in batch on the training device instead
             (:func:`deformgan.geometry.render`).
         on_missing: ``"raise"`` or ``"skip"`` pairs that name images without annotation.
-        height, width: the expected image size (128 x 64 for Market-1501).
+        height: the expected image height (128 for Market-1501).
+        width: the expected image width (64 for Market-1501).
 
     Each item is a dict: ``source_image``, ``target_image`` ``[3, H, W]`` in [-1, 1];
     ``source_keypoints``, ``target_keypoints`` ``[18, 2]`` (x, y, -1 missing);

@@ -60,7 +60,8 @@ def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: f
 
     Args:
         keypoints: ``[N, K, 2]`` floating point, (x, y) in pixels.
-        height, width: output size (positive ints).
+        height: output height (a positive int).
+        width: output width (a positive int).
         sigma: Gaussian standard deviation in pixels (> 0); 6 at 128x64.
         out: optional ``[N, K, height, width]`` contiguous tensor of the dtype and
             device of ``keypoints`` to write into (and return). Reusing a buffer
@@ -72,6 +73,15 @@ def keypoint_heatmaps(keypoints: torch.Tensor, height: int, width: int, sigma: f
     Returns:
         ``[N, K, height, width]``, differentiable with respect to ``keypoints``
         (unless ``out`` is given).
+
+    Example:
+        >>> import torch, deformgan_ops as D
+        >>> keypoints = torch.tensor([[[2.0, 1.0], [-1.0, -1.0]]])  # joint 0 at x 2, y 1; joint 1 missing
+        >>> maps = D.keypoint_heatmaps(keypoints, 3, 5, sigma=1.0)
+        >>> maps.shape
+        torch.Size([1, 2, 3, 5])
+        >>> maps[0, 0, 1, 2].item(), round(maps[0, 0, 1, 3].item(), 4), maps[0, 1].sum().item()  # peak, exp(-1/2)
+        (1.0, 0.6065, 0.0)
     """
     check(keypoints, height, width, sigma)
     height, width, sigma = int(height), int(width), float(sigma)

@@ -84,7 +84,8 @@ def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,
     by the reference only (the fused kernels raise).
 
     Args:
-        generated, target: ``[N, C, H, W]``, same shape, dtype and device.
+        generated: ``[N, C, H, W]``.
+        target: ``[N, C, H, W]``, the shape, dtype and device of ``generated``.
         kernel_size: odd positive int (3 for Market-1501, 5 for DeepFashion); a
             window wider than ``2 max(H, W) - 1`` is clipped to that (it adds no
             position inside the image, so the result is the same).
@@ -92,6 +93,15 @@ def nn_loss(generated: torch.Tensor, target: torch.Tensor, kernel_size: int = 3,
             torch's losses), ``"sum"`` or ``"none"`` (``[N, H, W]``).
         backend: ``"auto"``, ``"reference"``, ``"cpu"``, ``"cuda"`` or
             ``"triton"``; None uses :func:`deformgan_ops.get_backend`.
+
+    Example:
+        >>> import torch, deformgan_ops as D
+        >>> generated = torch.zeros(1, 1, 1, 3)
+        >>> target = torch.tensor([[[[5.0, 0.0, 5.0]]]])
+        >>> D.nn_loss(generated, target, kernel_size=1, reduction="none")  # plain L1
+        tensor([[[5., 0., 5.]]])
+        >>> D.nn_loss(generated, target, kernel_size=3, reduction="none")  # each pixel finds the 0 beside it
+        tensor([[[0., 0., 0.]]])
     """
     check(generated, target, kernel_size, reduction)
     kernel_size = effective_kernel_size(kernel_size, generated.shape[2], generated.shape[3])

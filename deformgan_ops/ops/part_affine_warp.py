@@ -139,6 +139,18 @@ def part_affine_warp(features: torch.Tensor, theta: torch.Tensor, masks: torch.T
 
     Returns:
         ``[N, C, Ho, Wo]``, differentiable with respect to all four inputs.
+
+    Example:
+        >>> import torch, deformgan_ops as D
+        >>> features = torch.arange(12.0).reshape(1, 1, 3, 4)
+        >>> theta = torch.tensor([[[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]]])  # one part: u = x + 1, v = y
+        >>> D.part_affine_warp(features, theta, torch.ones(1, 1, 3, 4))  # the last column samples outside
+        tensor([[[[ 1.,  2.,  3.,  0.],
+                  [ 5.,  6.,  7.,  0.],
+                  [ 9., 10., 11.,  0.]]]])
+        >>> masks = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]] * 3]])  # the part only on the left half
+        >>> D.part_affine_warp(features, theta, masks)[0, 0, 0]
+        tensor([1., 2., 0., 0.])
     """
     check(features, theta, masks, offsets)
     return implementation(NAME, features.device, backend)(features, theta, masks, offsets)

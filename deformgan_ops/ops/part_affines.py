@@ -40,8 +40,10 @@ def part_affines(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor,
     >= 1e4.
 
     Args:
-        source_keypoints, target_keypoints: ``[..., 18, 2]``, same shape, dtype
-            and device.
+        source_keypoints: ``[..., 18, 2]`` (x, y) pixels, missing joints negative or
+            non-finite.
+        target_keypoints: ``[..., 18, 2]``, the shape, dtype and device of
+            ``source_keypoints``.
         backend: ``"auto"``, ``"reference"``, ``"cpu"`` or ``"cuda"`` (no Triton
             kernel, see :mod:`deformgan_ops.backend`); None uses
             :func:`deformgan_ops.get_backend`.
@@ -49,6 +51,16 @@ def part_affines(source_keypoints: torch.Tensor, target_keypoints: torch.Tensor,
     Returns:
         ``theta`` ``[..., 10, 2, 3]`` (dtype of the keypoints) and ``valid``
         ``[..., 10]`` bool; not differentiable.
+
+    Example:
+        >>> import torch, deformgan_ops as D
+        >>> from deformgan_ops.skeleton import example_poses
+        >>> pose = example_poses()[:1]
+        >>> theta, valid = D.part_affines(pose, pose + torch.tensor([5.0, 0.0], dtype=torch.float64))
+        >>> valid.tolist()  # every part of a whole pose can be fitted
+        [[True, True, True, True, True, True, True, True, True, True]]
+        >>> (theta[0, 0].round(decimals=4) + 0.0).tolist()  # the torso: target -> source, a shift of -5 px in x
+        [[1.0, 0.0, -5.0], [0.0, 1.0, 0.0]]
     """
     check(source_keypoints, target_keypoints)
     lead = tuple(source_keypoints.shape[:-2])

@@ -48,7 +48,8 @@ def part_masks(target_keypoints: torch.Tensor, height: int, width: int, scale: f
     Args:
         target_keypoints: ``[..., 18, 2]`` floating point, (x, y) in the pixels of
             the full-resolution image; missing joints negative or non-finite.
-        height, width: size of the masks (positive ints).
+        height: height of the masks (a positive int).
+        width: width of the masks (a positive int).
         scale: rasterise at a level downsampled by ``scale``: pixel (x, y) of the
             masks is (x scale, y scale) of the image, directly from the scaled
             geometry (> 0).
@@ -63,6 +64,16 @@ def part_masks(target_keypoints: torch.Tensor, height: int, width: int, scale: f
     Returns:
         ``[..., 10, height, width]`` of 0/1 in the dtype of ``target_keypoints``;
         not differentiable (piecewise constant).
+
+    Example:
+        >>> import torch, deformgan_ops as D
+        >>> from deformgan_ops.skeleton import example_poses
+        >>> pose = example_poses()[:1]  # [1, 18, 2] in a 128x64 image
+        >>> masks = D.part_masks(pose, 64, 32, scale=2.0)  # the ten parts at level 1
+        >>> masks.shape
+        torch.Size([1, 10, 64, 32])
+        >>> bool(masks[0, 0].all())  # the torso's mask is the whole image
+        True
     """
     check(target_keypoints, height, width, scale, enabled)
     height, width, scale = int(height), int(width), float(scale)
