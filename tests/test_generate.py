@@ -601,3 +601,24 @@ def test_main_help_and_required_arguments(capsys, monkeypatch):
     assert usage_error(GEN.main, ["--checkpoint", "c", "--source", "s", "--out", "o.png"], capsys) == (
         "python -m deformgan.generate: error: one of the arguments --target-pose --target-image --target-keypoints "
         "is required")
+
+
+def test_reposer_takes_poses_as_tensors_arrays_or_lists_and_refuses_others_clearly():
+    """The same pose as a tensor, a numpy array and nested lists gives the same image;
+    a pose of another shape, or not numbers, is a ValueError naming the argument."""
+    from deformgan.models import Generator
+    from deformgan_ops.skeleton import example_poses
+    torch.manual_seed(0)
+    r = GEN.Reposer.from_generator(Generator(width_mult=1 / 16))
+    src, tgt = example_poses()[0].float(), example_poses()[0].float() + 2
+    photo = np.full((128, 64, 3), 90, np.uint8)
+    want = r.generate(photo, tgt, source_keypoints=src)
+    for form in (tgt.numpy(), tgt.tolist(), tgt.double()):
+        assert np.array_equal(r.generate(photo, form, source_keypoints=src.tolist()), want)
+    assert np.array_equal(r.generate_batch(Image.fromarray(photo), src.tolist(), [tgt.tolist()])[0], want)
+    with pytest.raises(ValueError, match=r"target_keypoints must be 18 \(x, y\) joints, shape \[18, 2\]; got shape \[17, 2\]"):
+        r.generate(photo, tgt[:17].tolist(), source_keypoints=src)
+    with pytest.raises(ValueError, match="source_keypoints must be 18 .x, y. joints as a tensor, an array or nested lists"):
+        r.generate(photo, tgt, source_keypoints=[["a", "b"]] * 18)
+    with pytest.raises(ValueError, match=r"generate_batch: target_keypoints must be \[B, 18, 2\], got shape \[18, 2\]"):
+        r.generate_batch(Image.fromarray(photo), src, tgt)
