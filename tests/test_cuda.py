@@ -157,3 +157,51 @@ def test_the_fake_kernels_give_the_strides_the_gpu_kernels_return(op, backend):
     if backend not in D.available_backends("cuda"):
         pytest.skip(f"backend {backend!r} is not available")
     assert_fake_strides_match(op, backend, device="cuda")
+
+
+@requires_gpu
+@pytest.mark.parametrize("backend", GPU_BACKENDS or ["cuda"])
+def test_warp_non_finite_gradient_rule_gpu(backend):
+    """The non-finite rule of the gradients (tests/test_part_affine_warp.py) on the GPU:
+    a losing part gets exactly 0 even beside an inf feature; a NaN incoming gradient at
+    a pixel whose winner samples outside makes that mask gradient NaN, once."""
+    from test_part_affine_warp import _warp_grads, _with_losing_part_next_to_inf, identity_theta
+    f, theta, masks = _with_losing_part_next_to_inf()
+    grad = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    want = _warp_grads("reference", f, theta, masks, grad)
+    got = _warp_grads(backend, *_to([f, theta, masks, grad], "cuda"))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.cpu(), b, equal_nan=True, rtol=1e-12, atol=0)
+    f = torch.rand(1, 2, 4, 4, dtype=torch.float64) + 0.5
+    theta = identity_theta(1, 2, torch.float64)
+    theta[0, 0, 0, 2] = 100.0
+    masks = torch.stack([torch.ones(4, 4), torch.full((4, 4), -1.0)]).unsqueeze(0).double()
+    grad = torch.ones(1, 2, 4, 4, dtype=torch.float64)
+    grad[0, 1, 2, 1] = float("nan")
+    gm = _warp_grads(backend, *_to([f, theta, masks, grad], "cuda"))[3].cpu()
+    assert gm[0, 0].isnan().sum() == 1 and gm[0, 0, 2, 1].isnan()
+
+
+@requires_gpu
+@pytest.mark.parametrize("backend", GPU_BACKENDS or ["cuda"])
+def test_nn_loss_invalid_argmin_and_a_large_window_gpu(backend):
+    """An argmin outside the window gives its pixel no gradient (the rule of every
+    backend), and a 31 x 31 window runs and matches the reference."""
+    gen, target = torch.randn(1, 2, 4, 4, device="cuda"), torch.randn(1, 2, 4, 4, device="cuda")
+    if backend == "cuda":
+        fwd, bwd = torch.ops.deformgan_ops.nn_loss, torch.ops.deformgan_ops._nn_loss_backward
+    else:
+        from deformgan_ops.triton import nn_loss as T
+        fwd, bwd = T.nn_loss_op, T.nn_loss_backward_op
+    d, argmin = fwd(gen, target, 3)
+    grad = torch.ones_like(d)
+    want_g, _ = bwd(grad, gen, target, argmin, 3, [True, True])
+    corrupt = argmin.clone()
+    corrupt[0, 0, 0] = 1000
+    gg, _ = bwd(grad, gen, target, corrupt, 3, [True, True])
+    assert torch.equal(gg[0, :, 0, 0].cpu(), torch.zeros(2))
+    assert torch.equal(gg[0, :, 1:].cpu(), want_g[0, :, 1:].cpu())
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(1, 3, 9, 12, generator=g), torch.randn(1, 3, 9, 12, generator=g)
+    torch.testing.assert_close(D.nn_loss(a.cuda(), b.cuda(), 31, "none", backend=backend).cpu(),
+                               D.nn_loss(a, b, 31, "none", backend="reference"))

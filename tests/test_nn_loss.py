@@ -139,12 +139,29 @@ def test_a_distance_whose_gradient_is_dropped_gives_no_gradient():
 
 
 @requires_cpu_kernels
-def test_backward_rejects_a_corrupt_argmin():
+def test_backward_gives_no_gradient_at_a_pixel_whose_argmin_is_not_in_the_window():
+    """The one rule of every backend (CPU here; CUDA and Triton in their suites): an
+    argmin entry that is not a window position inside the image (outside [0, k*k), or
+    pointing outside the image) gives its pixel exactly 0 generated gradient and
+    scatters nothing into the target's; the other pixels are untouched."""
     gen, target = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
     d, argmin = torch.ops.deformgan_ops.nn_loss(gen, target, 3)
-    argmin[0, 0, 0] = 0  # window position (-1, -1) of pixel (0, 0) is outside the image
-    with pytest.raises(RuntimeError, match="argmin holds window index"):
-        torch.ops.deformgan_ops._nn_loss_backward(torch.ones_like(d), gen, target, argmin, 3, [True, True])
+    grad = torch.ones_like(d)
+    want_g, want_t = torch.ops.deformgan_ops._nn_loss_backward(grad, gen, target, argmin, 3, [True, True])
+    for bad in (0, -1, 9, 1000):  # 0 at pixel (0, 0): window position (-1, -1), outside the image
+        corrupt = argmin.clone()
+        corrupt[0, 0, 0] = bad
+        gg, gt = torch.ops.deformgan_ops._nn_loss_backward(grad, gen, target, corrupt, 3, [True, True])
+        assert torch.equal(gg[0, :, 0, 0], torch.zeros(2))
+        mask = torch.ones(4, 4, dtype=torch.bool)
+        mask[0, 0] = False
+        assert torch.equal(gg[0][:, mask], want_g[0][:, mask])
+        # the target gradient loses exactly the contribution of pixel (0, 0)
+        o = int(argmin[0, 0, 0])
+        q = (0 + o // 3 - 1) * 4 + (0 + o % 3 - 1)
+        fixed = gt.clone().view(1, 2, 16)
+        fixed[0, :, q] -= want_g[0, :, 0, 0]
+        torch.testing.assert_close(fixed.view_as(gt), want_t, rtol=0, atol=1e-6)
 
 
 def test_module_wrapper():

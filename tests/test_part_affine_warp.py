@@ -550,3 +550,62 @@ def test_cpp_checks_name_the_argument():
         torch.ops.deformgan_ops._part_affine_warp_backward(out, f, theta, masks, off, winner.long(),
                                                            [True] * 4)
 
+
+
+# ------------------------------------------------------------------ the non-finite rule of the gradients
+def _warp_grads(backend, f, theta, masks, grad):
+    f, theta, masks = (t.clone().requires_grad_() for t in (f, theta, masks))
+    out = D.part_affine_warp(f, theta, masks, backend=backend)
+    out.backward(grad)
+    return out.detach(), f.grad, theta.grad, masks.grad
+
+
+def _with_losing_part_next_to_inf():
+    """Part 0: identity, mask 2; part 1: half a pixel to the right, mask -1, so it loses
+    everywhere (its candidates are -sample); an inf feature at (x 3, y 0) lies in part
+    1's sampling footprint at pixel (2, 0) and in part 0's at (3, 0)."""
+    f = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    f[0, 0, 0, 3] = float("inf")
+    theta = identity_theta(1, 2, torch.float64)
+    theta[0, 1, 0, 2] = 0.5
+    masks = torch.stack([torch.full((4, 4), 2.0), torch.full((4, 4), -1.0)]).unsqueeze(0).double()
+    return f, theta, masks
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_losing_part_gets_exactly_zero_gradient_even_beside_non_finite_features(backend):
+    """The rule every backend follows: the gradient of the max reaches the winning part
+    only; a part that wins nowhere has theta and mask gradients exactly 0, even where
+    its own sample is not finite (the reference computes the winner's candidate alone:
+    no 0 * inf through a losing part's terms)."""
+    f, theta, masks = _with_losing_part_next_to_inf()
+    grad = torch.ones(1, 1, 4, 4, dtype=torch.float64)
+    out, gf, gth, gm = _warp_grads(backend, f, theta, masks, grad)
+    assert out[0, 0, 0, 3] == float("inf") and torch.isfinite(out[0, 0, 1:]).all()
+    assert torch.equal(gth[0, 1], torch.zeros(2, 3, dtype=torch.float64))
+    assert torch.equal(gm[0, 1], torch.zeros(4, 4, dtype=torch.float64))
+    # the winning part's own mask gradient is its sample: inf where it sampled the inf
+    assert gm[0, 0, 0, 3] == float("inf") and gm[0, 0, 1, 1] == 1.0
+    if backend != "reference":
+        want = _warp_grads("reference", f, theta, masks, grad)
+        for a, b in zip((out, gf, gth, gm), want):
+            torch.testing.assert_close(a, b, equal_nan=True, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_nan_incoming_gradient_reaches_the_mask_of_a_winner_sampling_outside(backend):
+    """A NaN incoming gradient at one pixel whose winning part samples outside the
+    image (sample 0): that part's mask gradient is NaN at that pixel (NaN * 0), and
+    nowhere else; the part that loses gets 0."""
+    f = torch.randn(1, 2, 4, 4, dtype=torch.float64)
+    theta = identity_theta(1, 2, torch.float64)
+    theta[0, 0, 0, 2] = 100.0  # part 0 samples far outside: candidate 0
+    masks = torch.stack([torch.ones(4, 4), torch.full((4, 4), -1.0)]).unsqueeze(0).double()
+    f = f.abs() + 0.5  # part 1's candidates are all negative: part 0 wins everywhere
+    grad = torch.ones(1, 2, 4, 4, dtype=torch.float64)
+    grad[0, 1, 2, 1] = float("nan")
+    out, gf, gth, gm = _warp_grads(backend, f, theta, masks, grad)
+    assert torch.equal(out, torch.zeros_like(out))
+    assert gm[0, 0].isnan().sum() == 1 and gm[0, 0, 2, 1].isnan()
+    assert torch.equal(gm[0, 1], torch.zeros(4, 4, dtype=torch.float64))
+    assert torch.equal(gf, torch.zeros_like(gf)) and torch.equal(gth[0, 1], torch.zeros(2, 3, dtype=torch.float64))

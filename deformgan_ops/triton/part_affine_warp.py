@@ -146,15 +146,15 @@ def _part_affine_warp_backward_kernel(grad_ptr, feat_ptr, theta_ptr, masks_ptr, 
         s = w00 * f00 + w01 * f01 + w10 * f10 + w11 * f11
         # a zero-mask part's candidate is 0 unsampled: a non-finite sample gives 0
         s = tl.where((m == 0) & ((s != s) | (s - s != 0)), 0.0, s)
-        tl.atomic_add(gmask_ptr + (n * P + p) * HWo + offs, g * s, mask=valid)
+        tl.atomic_add(gmask_ptr + (n * P + p) * HWo + offs, g * s, mask=valid, sem="relaxed")
     gm = tl.where(m == 0, 0.0, g * m)
     if NEED_F:
         gplane = gfeat_ptr + nc * H * W
         nz = gm != 0
-        tl.atomic_add(gplane + i00, gm * w00, mask=m00 & nz)
-        tl.atomic_add(gplane + i00 + 1, gm * w01, mask=m01 & nz)
-        tl.atomic_add(gplane + i00 + W, gm * w10, mask=m10 & nz)
-        tl.atomic_add(gplane + i00 + W + 1, gm * w11, mask=m11 & nz)
+        tl.atomic_add(gplane + i00, gm * w00, mask=m00 & nz, sem="relaxed")
+        tl.atomic_add(gplane + i00 + 1, gm * w01, mask=m01 & nz, sem="relaxed")
+        tl.atomic_add(gplane + i00 + W, gm * w10, mask=m10 & nz, sem="relaxed")
+        tl.atomic_add(gplane + i00 + W + 1, gm * w11, mask=m11 & nz, sem="relaxed")
     if NEED_LOC or NEED_OFF:
         # no corner inside: the sample is 0 whatever the location, so its location
         # gradient is exactly 0, even under a non-finite mask (not NaN = inf * 0)
@@ -162,11 +162,11 @@ def _part_affine_warp_backward_kernel(grad_ptr, feat_ptr, theta_ptr, masks_ptr, 
         gu = gl * ((f01 - f00) * (1 - wy1) + (f11 - f10) * wy1)
         gv = gl * ((f10 - f00) * (1 - wx1) + (f11 - f01) * wx1)
         if NEED_LOC:
-            tl.atomic_add(gloc_ptr + ((n * P + p) * 2) * HWo + offs, gu, mask=valid)
-            tl.atomic_add(gloc_ptr + ((n * P + p) * 2 + 1) * HWo + offs, gv, mask=valid)
+            tl.atomic_add(gloc_ptr + ((n * P + p) * 2) * HWo + offs, gu, mask=valid, sem="relaxed")
+            tl.atomic_add(gloc_ptr + ((n * P + p) * 2 + 1) * HWo + offs, gv, mask=valid, sem="relaxed")
         if NEED_OFF:
-            tl.atomic_add(goff_ptr + n * 2 * HWo + offs, gu, mask=valid)
-            tl.atomic_add(goff_ptr + (n * 2 + 1) * HWo + offs, gv, mask=valid)
+            tl.atomic_add(goff_ptr + n * 2 * HWo + offs, gu, mask=valid, sem="relaxed")
+            tl.atomic_add(goff_ptr + (n * 2 + 1) * HWo + offs, gv, mask=valid, sem="relaxed")
 
 
 @torch.library.custom_op("deformgan_triton::part_affine_warp", mutates_args=())

@@ -183,3 +183,40 @@ def test_the_fake_kernels_give_the_strides_the_triton_ops_return(op):
     the fake strides, for inputs of every layout (part_affine_warp's output, winners and
     feature gradient follow channels-last features; everything else is contiguous)."""
     assert_fake_strides_match(op, "triton")
+
+
+def test_nn_loss_large_window_runs_as_a_loop():
+    """A 31 x 31 window (the window is a run-time loop, not unrolled), against the
+    reference: forward and both gradients."""
+    g = torch.Generator().manual_seed(3)
+    gen = torch.randn(1, 2, 5, 7, generator=g, dtype=torch.float64)
+    tgt = torch.randn(1, 2, 5, 7, generator=g, dtype=torch.float64)
+    grad = torch.rand(1, 5, 7, generator=g, dtype=torch.float64)
+    out_t, g_t = grads_of(lambda a, b: D.nn_loss(a, b, 31, "none", backend="triton"), [gen, tgt], grad)
+    out_r, g_r = grads_of(lambda a, b: D.nn_loss(a, b, 31, "none", backend="reference"), [gen, tgt], grad)
+    torch.testing.assert_close(out_t, out_r)
+    for a, b in zip(g_t, g_r):
+        torch.testing.assert_close(a, b)
+
+
+def test_nn_loss_backward_gives_no_gradient_at_an_argmin_outside_the_window():
+    """The rule of every backend: an argmin entry that is not a window position inside
+    the image gives its pixel 0 generated gradient and scatters nothing."""
+    from deformgan_ops.triton import nn_loss as T
+    gen, target = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
+    d, argmin = T.nn_loss_op(gen, target, 3)
+    grad = torch.ones_like(d)
+    want_g, want_t = T.nn_loss_backward_op(grad, gen, target, argmin, 3, [True, True])
+    for bad in (0, -1, 9, 1000):
+        corrupt = argmin.clone()
+        corrupt[0, 0, 0] = bad
+        gg, gt = T.nn_loss_backward_op(grad, gen, target, corrupt, 3, [True, True])
+        assert torch.equal(gg[0, :, 0, 0], torch.zeros(2))
+        mask = torch.ones(4, 4, dtype=torch.bool)
+        mask[0, 0] = False
+        assert torch.equal(gg[0][:, mask], want_g[0][:, mask])
+        o = int(argmin[0, 0, 0])
+        q = (o // 3 - 1) * 4 + (o % 3 - 1)
+        fixed = gt.clone().view(1, 2, 16)
+        fixed[0, :, q] -= want_g[0, :, 0, 0]
+        torch.testing.assert_close(fixed.view_as(gt), want_t, rtol=0, atol=1e-6)

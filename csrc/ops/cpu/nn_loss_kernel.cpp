@@ -46,6 +46,10 @@ void nn_loss_backward_plane(const scalar_t* __restrict__ grad, const int32_t* __
                             const scalar_t* __restrict__ g, const scalar_t* __restrict__ t,
                             scalar_t* __restrict__ gg, acc_t* __restrict__ gt, int64_t HW) {
   for (int64_t p = 0; p < HW; ++p) {
+    if (q[p] < 0) {  // not a window position inside the image: no gradient
+      if (kGen) gg[p] = scalar_t(0);
+      continue;
+    }
     const acc_t v = static_cast<acc_t>(grad[p]) * abs_diff_grad_generated<acc_t>(t[q[p]], g[p]);
     if (kGen) gg[p] = static_cast<scalar_t>(v);
     if (kTgt) gt[q[p]] -= v;
@@ -163,10 +167,11 @@ std::tuple<at::Tensor, at::Tensor> nn_loss_backward_cpu(const at::Tensor& grad_d
             const int32_t o = amin[n * H * W + y * W + x];
             const bool known = o >= 0 && o < k * k;
             const int64_t dy = known ? offsets_y[o] : 0, dx = known ? offsets_x[o] : 0;
-            TORCH_CHECK(known && window_offset_inside(y, x, dy, dx, H, W),
-                        "argmin holds window index ", o, " at pixel (", x, ", ", y,
-                        "), which is not a window position inside the image");
-            match[y * W + x] = static_cast<int32_t>((y + dy) * W + x + dx);
+            // An argmin that is not a window position inside the image (only a
+            // hand-made one can be) gives its pixel no gradient, on every backend.
+            match[y * W + x] = known && window_offset_inside(y, x, dy, dx, H, W)
+                                   ? static_cast<int32_t>((y + dy) * W + x + dx)
+                                   : int32_t(-1);
           }
         }
         const scalar_t* __restrict__ grad = gd + n * H * W;

@@ -107,8 +107,14 @@ __global__ void nn_loss_backward_kernel(const scalar_t* __restrict__ grad,
     window_offset(o, k, dy, dx);
     const bool valid = o >= 0 && o < k * k && window_offset_inside(y, x, dy, dx, H, W);
     const int64_t p = y * W + x;
-    const int64_t q = valid ? (y + dy) * W + x + dx : p;
-    const acc_t gd = valid ? static_cast<acc_t>(grad[i]) : acc_t(0);
+    const int64_t q = (y + dy) * W + x + dx;
+    if (!valid) {  // not a window position inside the image: no gradient, nothing read
+      if (ggen != nullptr) {
+        for (int64_t c = 0; c < C; ++c) ggen[(n * C + c) * HW + p] = scalar_t(0);
+      }
+      continue;
+    }
+    const acc_t gd = static_cast<acc_t>(grad[i]);
     for (int64_t c = 0; c < C; ++c) {
       const int64_t base = (n * C + c) * HW;
       const acc_t v = gd * abs_diff_grad_generated<acc_t>(static_cast<acc_t>(tgt[base + q]),

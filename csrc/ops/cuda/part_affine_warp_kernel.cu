@@ -132,10 +132,11 @@ __global__ void part_affine_warp_backward_kernel(
       }
       sum_mask = sum_u = sum_v = acc_t(0);
     };
+    const bool need_samples = gmask != nullptr || gloc != nullptr || goff != nullptr;
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t o = (n * C + c) * HWo + pix;
+      // No early exit on a zero incoming gradient: 0 * inf is NaN on every backend.
       const acc_t g = static_cast<acc_t>(grad_out[o]);
-      if (g == acc_t(0)) continue;
       const int64_t p = winner[o];
       if (p != cur_p) {
         flush();
@@ -145,25 +146,31 @@ __global__ void part_affine_warp_backward_kernel(
         t = location_taps(th, static_cast<acc_t>(x), static_cast<acc_t>(y), du, dv, H, W);
         m = static_cast<acc_t>(masks[(n * P + p) * HWo + pix]);
       }
-      if (!(t.in[0] || t.in[1] || t.in[2] || t.in[3])) continue;  // sample and derivatives are 0
-      acc_t f[4];
-      taps_load(feat + (n * C + c) * H * W, t, f);
-      if (gmask != nullptr) sum_mask += g * mask_grad_sample(m, taps_dot(t.w, f));
-      if (m == acc_t(0)) continue;  // the candidate of a zero-mask part ignores the sample
-      const acc_t gm = g * m;
-      if (gfeat != nullptr) {
+      const bool any = t.in[0] || t.in[1] || t.in[2] || t.in[3];
+      // The feature gradient needs the taps' weights only: no feature is read for it.
+      // The candidate of a zero-mask part does not depend on the sample.
+      if (gfeat != nullptr && any && m != acc_t(0)) {
+        const acc_t gm = g * m;
         acc_t* gplane = gfeat + (n * C + c) * H * W;
         for (int k = 0; k < 4; ++k) {
           if (t.in[k]) gpuAtomicAdd(gplane + t.idx[k], gm * t.w[k]);
         }
       }
-      if (gloc != nullptr || goff != nullptr) {
-        const acc_t ds_du = taps_dot(t.du, f), ds_dv = taps_dot(t.dv, f);
-        sum_u += gm * ds_du;
-        sum_v += gm * ds_dv;
-        off_u += gm * ds_du;
-        off_v += gm * ds_dv;
-      }
+      if (!need_samples) continue;
+      acc_t f[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+      if (any) taps_load(feat + (n * C + c) * H * W, t, f);
+      // The mask gradient before any exit: with no corner inside the sample is 0, and a
+      // NaN incoming gradient still makes it NaN (as on the CPU and in the reference).
+      if (gmask != nullptr) sum_mask += g * mask_grad_sample(m, taps_dot(t.w, f));
+      // No corner inside: the sample is 0 whatever the location, so the location
+      // gradient is exactly 0.
+      if (!any || (gloc == nullptr && goff == nullptr)) continue;
+      const acc_t gm = m == acc_t(0) ? acc_t(0) : g * m;
+      const acc_t ds_du = taps_dot(t.du, f), ds_dv = taps_dot(t.dv, f);
+      sum_u += gm * ds_du;
+      sum_v += gm * ds_dv;
+      off_u += gm * ds_du;
+      off_v += gm * ds_dv;
     }
     flush();
     if (goff != nullptr) {
