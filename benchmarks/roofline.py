@@ -82,10 +82,10 @@ MARKET_LEVELS = ((64, 128, 64), (128, 64, 32), (256, 32, 16), (512, 16, 8))
 EXPECTED = {
     ("part_affine_warp", "forward"): ("2-3x", "taps once per (pixel, part) for 8 channels; 4 gathered corners per sample"),
     ("part_affine_warp", "backward"): ("3-5x", "fp32 atomics into grad features; per-chunk sums of the other grads"),
-    ("nn_loss", "forward"): ("1.5-2x", "k*k target gathers per pixel hit L1/L2; generated read once"),
+    ("nn_loss", "forward"): ("2.5-3.5x", "instruction-bound: k*k abs-adds per channel (no border predicates inside the window)"),
     ("nn_loss", "backward"): ("2-3x", "target gradient by atomics at the winning position"),
-    ("keypoint_heatmaps", "forward"): ("1-1.5x", "pure writes"),
-    ("keypoint_heatmaps", "backward"): ("1-2x", "one block reduction per joint"),
+    ("keypoint_heatmaps", "forward"): ("3-6x", "pure writes, but 2.4 MB is a few microseconds: launch latency"),
+    ("keypoint_heatmaps", "backward"): ("5-10x", "one block per joint (72 blocks), two exps per pixel"),
 }
 
 
