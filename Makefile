@@ -51,10 +51,11 @@ gpu-check:
 	TORCH_CUDA_ARCH_LIST="$${TORCH_CUDA_ARCH_LIST:-9.0}" $(PYTHON) setup.py build_ext --inplace
 	$(PYTHON) benchmarks/gpu_check.py --out $(GPU_OUT)
 
+# numpy < 2.4: the interpreter of triton 3.6 converts 1-element arrays to ints, which numpy 2.4 refuses.
 test-compat:
 	test -x $(COMPAT_VENV)/bin/python || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install torch==2.11.0 torchvision==0.26.0 triton==3.6.0 ninja \
-	    pytest hypothesis expecttest numpy pillow tqdm scipy
+	    pytest hypothesis expecttest "numpy<2.4" pillow tqdm scipy scikit-image
 	DEFORMGAN_NO_CUDA=1 $(COMPAT_VENV)/bin/python setup.py build_ext --inplace
 	$(COMPAT_VENV)/bin/python -m deformgan_ops.info
 	$(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)

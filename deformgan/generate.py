@@ -21,6 +21,7 @@ from PIL import Image
 from . import checkpoint as ckpt_io
 from . import pose as P
 from .data.market import to_uint8
+from .images import open_rgb, to_rgb
 
 
 class NoPersonFound(RuntimeError):
@@ -152,17 +153,13 @@ class Reposer:
         return r
 
     def load_image(self, image: Union[str, np.ndarray, Image.Image]) -> Image.Image:
+        """A path, an array or a PIL image as RGB, read as every command reads photos
+        (:func:`deformgan.images.to_rgb`: EXIF orientation, 16-bit scaled, alpha on white)."""
         if isinstance(image, str):
-            if not os.path.isfile(image):
-                raise FileNotFoundError(f"image not found: {image}")
-            try:
-                with Image.open(image) as im:
-                    return im.convert("RGB")
-            except Exception as exc:
-                raise ValueError(f"cannot read image {image}: {exc}") from exc
+            return open_rgb(image)
         if isinstance(image, np.ndarray):
-            return Image.fromarray(image).convert("RGB")
-        return image.convert("RGB")
+            return to_rgb(Image.fromarray(image))
+        return to_rgb(image)
 
     def keypoints_of(self, image: Image.Image, name: str = "image") -> torch.Tensor:
         """Keypoints ``[18, 2]`` of the person in ``image`` (its own pixels), with YOLO."""

@@ -21,11 +21,11 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 
 from . import pose as P
 from .data.market import AnnotationError, check_image_name, read_annotations, write_annotations
 from .cli_types import positive_int, real_in
+from .images import open_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -98,8 +98,7 @@ def list_images(folder: str) -> List[str]:
 
 
 def _read_rgb(path: str) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    return np.asarray(open_rgb(path))
 
 
 def extract(images_dir: str, out: str, weights: str = "yolo11n-pose.pt", device: Optional[str] = None,

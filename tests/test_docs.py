@@ -27,6 +27,7 @@ EXAMPLE_MODULES = [
     "deformgan.geometry",
     "deformgan.metrics",
     "deformgan.scoring",
+    "deformgan.images",
 ]
 
 

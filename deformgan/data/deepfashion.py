@@ -42,6 +42,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 from PIL import Image
 
 from ..cli_types import real_in
+from ..images import to_rgb
 from ..keypoints import PoseWeightsError
 from .market import identity, read_annotations, standard_pairs, write_annotations, write_pairs
 
@@ -127,8 +128,9 @@ def _write_image(src: str, dst: str) -> None:
     with Image.open(src) as im:
         im.load()
         fmt = im.format
-        out = to_field_size(im)
-        same = fmt == "JPEG" and im.size == (SIZE, SIZE) and im.mode == "RGB"
+        rotated = im.getexif().get(0x0112, 1) not in (0, 1)  # an EXIF orientation to apply
+        same = fmt == "JPEG" and im.size == (SIZE, SIZE) and im.mode == "RGB" and not rotated
+        out = to_field_size(to_rgb(im))  # EXIF, 16-bit, alpha on white: deformgan.images
     tmp = dst + ".part"
     if same:  # the release's own JPEG, byte for byte
         with open(src, "rb") as a, open(tmp, "wb") as b:

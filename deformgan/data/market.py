@@ -15,13 +15,13 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
-from PIL import Image
 
 import deformgan_ops
 
 from .layout import DatasetLayout
 
 from .. import pose as P
+from ..images import open_rgb
 
 ANNOTATION_HEADER = "name:keypoints_y:keypoints_x"
 PAIRS_HEADER = "from,to"
@@ -216,13 +216,7 @@ def read_image_uint8(path: str, height: Optional[int] = None, width: Optional[in
     """An RGB image file as uint8 ``[H, W, 3]``. A missing file raises FileNotFoundError
     and an unreadable one ValueError, both naming the path; with ``height``/``width``, a
     size other than (height, width) raises ValueError."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    except Exception as exc:  # PIL raises several types for corrupt data
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    arr = np.asarray(open_rgb(path), dtype=np.uint8).copy()  # EXIF, 16-bit, alpha: deformgan.images
     if height is not None and arr.shape[:2] != (height, width):
         raise ValueError(f"image {path} is {arr.shape[0]}x{arr.shape[1]}, expected {height}x{width}")
     return arr
