@@ -224,7 +224,7 @@ def test_extract_defaults_and_progress_bar(tmp_path, monkeypatch, capsys):
     assert loaded == ["yolo11n-pose.pt"]
     assert [len(ims) for ims, _ in model.calls] == [16, 3] and model.calls[0][1]["device"] is None
     assert all(im.shape == (6, 4, 3) for ims, _ in model.calls for im in ims)  # grey and RGBA as 3 channels
-    assert model.calls[1][0][1][0, 0].tolist() == [50, 50, 50] and model.calls[1][0][2][0, 0].tolist() == [60] * 3
+    assert model.calls[1][0][1][0, 0].tolist() == [50, 50, 50] and model.calls[1][0][2][0, 0].tolist() == [209] * 3  # 60 at alpha 60 on white
     assert M.read_annotations(str(out))["00.png"][13].tolist() == [7.0, 7.0]  # conf 0.4 >= 0.3
     err = capsys.readouterr().err
     assert "keypoints: 100%" in err and "19/19" in err and "img/s" in err  # the progress bar, by default
