@@ -467,9 +467,15 @@ def markdown_table(results: List[Dict], names: Optional[List[str]] = None,
     for label, values in published:
         lines.append(f"| {label} (published) | - | " + " | ".join(_fmt(values.get(k)) for k, _ in cols) + " |")
     skipped = {k: v for r in results for k, v in r.get("skipped", {}).items()}
-    if skipped:
+    titles = dict(METRIC_COLUMNS)
+    left_out = [(r, k, v) for r in results for k, v in (r.get("left_out") or {}).items()]
+    if skipped or left_out:
         lines.append("")
         lines += [f"- {k} skipped: {v}" for k, v in skipped.items()]
+        for i, (r, k, v) in enumerate(left_out):
+            who = f" ({names[results.index(r)]})" if names else (f" ({r['name']})" if r.get("name") else "")
+            lines.append(f"- {titles.get(k, k)}{who}: {v['count']} of {v['of']} images left out of the mean: "
+                         f"{v['reason']}")
     return "\n".join(lines) + "\n"
 
 

@@ -152,6 +152,14 @@ def reference_statistics(folder: str, nets: Networks, batch_size: int = 32, cach
 
 
 # ---------------------------------------------------------------- the scorer
+# Why a per-image score can be undefined (left out of the means, and counted).
+UNDEFINED = {
+    "ssim": "SSIM is undefined where the generated image is constant (a data range of 0, as in scikit-image)",
+    "mask_ssim": "undefined where the masked generated image is constant: a target pose with no joint (an "
+                 "empty pose mask) or a constant generated image",
+}
+
+
 class Scorer:
     """Accumulates the metrics of batches of (generated, target) uint8 images
     ``[N, 3, H, W]``; target keypoints ``[N, 18, 2]`` (x, y) enable the mask metrics
@@ -226,9 +234,19 @@ class Scorer:
         (mu, sigma) where the networks and inputs allow; ``skipped`` lists the rest."""
         out: Dict = {"pairs": self.count}
         skipped = dict(self.nets.skipped)
+        left_out: Dict = {}
         for k in self.PER_IMAGE:
             if self.scores[k] and (k not in ("mask_ssim", "mask_l1") or self.with_keypoints):
-                out[k] = float(np.mean(self.scores[k]))
+                values = np.asarray(self.scores[k], dtype=np.float64)
+                finite = np.isfinite(values)
+                # An undefined per-image score (SSIM of a constant image, a mask-SSIM over
+                # an empty pose mask) is left out of the mean and counted: never a NaN mean.
+                out[k] = float(values[finite].mean()) if finite.any() else None
+                if not finite.all():
+                    left_out[k] = {"count": int((~finite).sum()), "of": int(values.size),
+                                   "reason": UNDEFINED.get(k, "not a finite number")}
+        if left_out:
+            out["left_out"] = left_out
         if not self.with_keypoints:
             skipped["mask-SSIM/mask-L1/mask-IS/PCKh"] = "no target keypoints (give --annotations)"
         if self.probs:
@@ -249,5 +267,16 @@ class Scorer:
 def write_json(path: str, obj) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1)
+        json.dump(_no_bare_nan(obj), fh, indent=1, allow_nan=False)
     os.replace(tmp, path)
+
+
+def _no_bare_nan(x):
+    """JSON has no NaN or Infinity: a non-finite float is written as null."""
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _no_bare_nan(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_no_bare_nan(v) for v in x]
+    return x

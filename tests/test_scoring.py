@@ -4,6 +4,7 @@ images read back here, and the Scorer's accumulation with small recording stand-
 the networks (so that every number it reports can be worked out from what they saw).
 The real networks go through the same paths in tests/test_evaluate_folders.py."""
 import hashlib
+import math
 import json
 import os
 import warnings
@@ -496,3 +497,38 @@ def test_the_networks_get_their_inputs_on_the_networks_device(tmp_path):
     inc.devices.clear()
     S.reference_statistics(str(tmp_path), S.Networks(meta, inception=inc), progress=False)
     assert inc.devices == [meta]
+
+
+def test_undefined_scores_are_left_out_of_the_means_and_counted(tmp_path):
+    """A target pose with no joint (an empty pose mask: 3,445 rows of the real Market test
+    annotations) and a black generated image make some per-image SSIMs undefined: they
+    are left out of the means and counted with the reason; metrics.json holds no NaN."""
+    import json
+
+    from deformgan.evaluate import markdown_table
+    from deformgan_ops.skeleton import example_poses
+    nets = S.build_networks("cpu", inception_weights="none", alexnet_weights="none", pose_weights="none")
+    scorer = S.Scorer(nets)
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 256, (3, 3, 128, 64), generator=g, dtype=torch.uint8)
+    generated = torch.randint(0, 256, (3, 3, 128, 64), generator=g, dtype=torch.uint8)
+    generated[2] = 0  # a black generated image: SSIM and mask-SSIM undefined
+    kps = example_poses()[:3].float()
+    kps[1] = -1  # no joint: the pose mask is empty, mask-SSIM undefined
+    scorer.add(generated, target, kps)
+    res = scorer.result()
+    assert scorer.scores["ssim"][2] == 0.0 and res["ssim"] == pytest.approx(np.mean(scorer.scores["ssim"]))
+    want_mask = [v for v in scorer.scores["mask_ssim"] if not math.isnan(v)]
+    assert len(want_mask) == 1 and res["mask_ssim"] == pytest.approx(want_mask[0])
+    assert res["left_out"] == {"mask_ssim": {"count": 2, "of": 3, "reason": S.UNDEFINED["mask_ssim"]}}
+    assert "empty pose mask" in res["left_out"]["mask_ssim"]["reason"]
+    S.write_json(str(tmp_path / "metrics.json"), dict(res, odd=float("nan")))
+    text = (tmp_path / "metrics.json").read_text()
+    assert "NaN" not in text and json.loads(text)["odd"] is None
+    table = markdown_table([res], names=["run"])
+    assert "- mask-SSIM (run): 2 of 3 images left out of the mean: undefined where" in table
+    all_undefined = S.Scorer(nets)  # black against black: SSIM 0/0 everywhere
+    black = torch.zeros(1, 3, 128, 64, dtype=torch.uint8)
+    all_undefined.add(black, black, kps[:1])
+    out = all_undefined.result()
+    assert out["ssim"] is None and out["left_out"]["ssim"] == {"count": 1, "of": 1, "reason": S.UNDEFINED["ssim"]}
