@@ -88,9 +88,16 @@ def check_architecture(ckpt: Dict[str, Any], path: str, config: Dict[str, Any]) 
                               "in another --out folder")
 
 
+# What every checkpoint holds (a generator-only export holds these too).
+REQUIRED = ("config", "generator")
+
+
 def load(path: str, expect_variant: Optional[str] = None) -> Dict[str, Any]:
     """Load a checkpoint with ``weights_only=True``; check its format and, when given,
     that it was trained with ``expect_variant``."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file (a training run's checkpoint is "
+                              f"{os.path.join(path, 'checkpoint.pt')})")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     verify(path)
@@ -100,6 +107,15 @@ def load(path: str, expect_variant: Optional[str] = None) -> Dict[str, Any]:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a DeformGAN checkpoint (format {FORMAT!r} expected)")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing or not isinstance(ckpt["config"], dict) or "variant" not in ckpt["config"]:
+        what = ", ".join(missing) if missing else "config.variant"
+        raise CheckpointError(f"checkpoint {path} is incomplete: it has no {what}; it was not loaded")
+    for part in ("generator", "discriminator"):
+        for name, t in (ckpt.get(part) or {}).items():
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise CheckpointError(f"checkpoint {path} holds non-finite values (NaN or inf) in {part} weight "
+                                      f"{name!r}: a run that diverged; it was not loaded")
     variant = ckpt["config"]["variant"]
     if expect_variant is not None and variant != expect_variant:
         raise CheckpointError(f"checkpoint {path} holds a generator of variant {variant!r}, but variant "

@@ -189,9 +189,11 @@ def test_load_refusals(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         C.load(str(tmp_path / "none.pt"))
     assert str(err.value) == f"checkpoint not found: {tmp_path / 'none.pt'}"
-    os.makedirs(tmp_path / "folder.pt")
-    with pytest.raises(FileNotFoundError):
-        C.load(str(tmp_path / "folder.pt"))
+    os.makedirs(tmp_path / "run")
+    with pytest.raises(C.CheckpointError) as err:  # a run's folder given for its checkpoint
+        C.load(str(tmp_path / "run"))
+    assert str(err.value) == (f"{tmp_path / 'run'} is a folder, not a checkpoint file (a training run's checkpoint "
+                              f"is {tmp_path / 'run' / 'checkpoint.pt'})")
     other = tmp_path / "other.pt"
     torch.save({"format": "something-else", "config": {"variant": "parts"}}, other)
     with pytest.raises(C.CheckpointError) as err:
@@ -206,3 +208,29 @@ def test_load_refusals(tmp_path):
         C.load(str(other))
     assert str(err.value).startswith(f"cannot read checkpoint {other}: ")
     assert "Weights only load failed" in str(err.value)
+
+
+def test_load_refuses_incomplete_checkpoints_and_non_finite_weights(tmp_path):
+    """A checkpoint without its config or generator, or holding a NaN/inf weight (a run
+    that diverged), is refused by every command that loads it, naming what is wrong."""
+    good = tmp_path / "good.pt"
+    _tiny_checkpoint(str(good))
+    state = torch.load(good, weights_only=True)
+    for key in ("config", "generator"):
+        broken = dict(state)
+        del broken[key]
+        torch.save(broken, tmp_path / "b.pt")
+        with pytest.raises(C.CheckpointError) as err:
+            C.load(str(tmp_path / "b.pt"))
+        assert str(err.value) == f"checkpoint {tmp_path / 'b.pt'} is incomplete: it has no {key}; it was not loaded"
+    name = next(k for k, v in state["generator"].items() if v.is_floating_point())
+    for bad in (float("nan"), float("inf")):
+        broken = dict(state, generator=dict(state["generator"]))
+        broken["generator"][name] = broken["generator"][name].clone()
+        broken["generator"][name].view(-1)[0] = bad
+        torch.save(broken, tmp_path / "nan.pt")
+        with pytest.raises(C.CheckpointError) as err:
+            C.load(str(tmp_path / "nan.pt"))
+        assert str(err.value) == (f"checkpoint {tmp_path / 'nan.pt'} holds non-finite values (NaN or inf) in generator "
+                                  f"weight {name!r}: a run that diverged; it was not loaded")
+    assert C.load(str(good))["format"] == C.FORMAT
