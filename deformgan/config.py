@@ -164,7 +164,11 @@ def build_config(argv=None, description: Optional[str] = None) -> Tuple[TrainCon
     values: Dict = {}
     file_values: Dict = {}
     if args.config:
-        file_values = _read_config_file(args.config)
+        try:
+            file_values = _read_config_file(args.config)
+            check_file_types(file_values)
+        except ConfigFileError as exc:
+            ap.error(f"--config {args.config}: {exc}")
         unknown = set(file_values) - set(TrainConfig.fields())
         if unknown:
             ap.error(f"unknown options in {args.config}: {sorted(unknown)}")
@@ -188,16 +192,68 @@ def build_config(argv=None, description: Optional[str] = None) -> Tuple[TrainCon
     return cfg, args
 
 
+class ConfigFileError(ValueError):
+    """A config file that cannot be read, is not an object of options, or holds a value of
+    the wrong type (the message names the option)."""
+
+
 def _read_config_file(path: str) -> Dict:
-    with open(path) as fh:
-        text = fh.read()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"cannot read it ({exc})") from None
     if path.endswith((".yaml", ".yml")):
         try:
             import yaml
         except ImportError as exc:
             raise SystemExit(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or use JSON") from exc
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigFileError(f"not valid YAML ({' '.join(str(exc).split())})") from None
+        values = {} if values is None else values
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigFileError(f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(values, dict):
+        raise ConfigFileError(f"expected an object of options (name: value), got {type(values).__name__}")
+    return values
+
+
+def check_file_types(values: Dict) -> None:
+    """Each known option of a config file holds a value of its type (ints where floats
+    are asked for too; null where the option may be unset); the ranges are checked later
+    with the flags'. Unknown options are left to the caller."""
+    for name, value in values.items():
+        kind = FLAG_TYPES.get(name)
+        if kind is None:
+            continue
+        if value is None:
+            if name in _UNSET_ALLOWED:
+                continue
+            raise ConfigFileError(f"option {name!r} must be set, got null")
+        if name == "image_size":
+            if not (isinstance(value, (list, tuple)) and len(value) == 2
+                    and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+                raise ConfigFileError(f"option 'image_size' must be two ints [height, width], got {value!r}")
+            continue
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise ConfigFileError(f"option {name!r} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r} "
+                                  f"({type(value).__name__})")
+
+
+_KIND_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
 
 
 def _flag_type(annotation):

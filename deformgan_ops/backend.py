@@ -28,7 +28,9 @@ BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 class BackendUnavailable(RuntimeError):
     """A backend that cannot run this operator on these tensors here."""
 
-_state = {"backend": os.environ.get("DEFORMGAN_OPS_BACKEND", "auto")}
+ENV_VAR = "DEFORMGAN_OPS_BACKEND"
+# the process-wide default; "from_env": it still is the environment variable's value
+_state = {"backend": os.environ.get(ENV_VAR) or "auto", "from_env": bool(os.environ.get(ENV_VAR))}
 _warned: set = set()
 _extension_error: Optional[str] = None
 
@@ -47,22 +49,28 @@ def _check_name(name: str) -> str:
 def set_backend(name: str) -> None:
     """Set the process-wide default backend (one of :data:`BACKENDS`)."""
     _state["backend"] = _check_name(name)
+    _state["from_env"] = False
 
 
 def get_backend() -> str:
-    """The process-wide default backend."""
-    return _check_name(_state["backend"])
+    """The process-wide default backend. A value of ``DEFORMGAN_OPS_BACKEND`` that is
+    not a backend is a ValueError naming the variable (at the first operator call)."""
+    name = _state["backend"]
+    if _state["from_env"] and name not in BACKENDS:
+        raise ValueError(f"the environment variable {ENV_VAR} must be one of {BACKENDS}, got {name!r}")
+    return _check_name(name)
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Context manager that sets the default backend inside a block."""
-    previous = _state["backend"]
+    previous = dict(_state)
     _state["backend"] = _check_name(name)
+    _state["from_env"] = False
     try:
         yield
     finally:
-        _state["backend"] = previous
+        _state.update(previous)
 
 
 def extension_loaded() -> bool:

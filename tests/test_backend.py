@@ -85,3 +85,19 @@ def test_ops_work_under_torch_compile():
     torch.testing.assert_close(out, eager)
     for a, b in zip(grads, eager_grads):
         torch.testing.assert_close(a, b)
+
+
+def test_a_bad_environment_variable_is_named_at_the_first_operator_call():
+    """DEFORMGAN_OPS_BACKEND=bogus: the first call says which variable holds what."""
+    import subprocess
+    import sys
+    code = ("import torch, deformgan_ops as D\n"
+            "try:\n    D.keypoint_heatmaps(torch.zeros(1, 1, 2), 2, 2)\n"
+            "except ValueError as e:\n    print(e)\n"
+            "D.set_backend('reference')\nprint(D.keypoint_heatmaps(torch.zeros(1, 1, 2), 2, 2).shape)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(__import__("os").environ, DEFORMGAN_OPS_BACKEND="bogus"))
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "the environment variable DEFORMGAN_OPS_BACKEND must be one of ('auto', 'reference', 'cpu', 'cuda', "
+        "'triton'), got 'bogus'", "torch.Size([1, 1, 2, 2])"]

@@ -96,7 +96,7 @@ def test_choices_must_be_booleans(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         C.build_config(["--config", str(path)])
     assert e.value.code == 2 and capsys.readouterr().err.endswith(
-        "error: --deterministic must be true or false, got 'false'\n")
+        f"error: --config {path}: option 'deterministic' must be true or false, got 'false' (str)\n")
     _refused("--deterministic must be true or false, got 'false'", deterministic="false")
     _refused("--amp must be true or false, got 1", amp=1)
     _refused("--channels-last must be true or false, got None", channels_last=None)
@@ -238,3 +238,32 @@ def test_help_names_the_command_and_describes_the_options(capsys):
     with pytest.raises(SystemExit):
         C.build_config(["--help"], description="Line one.\n  line two, indented.")
     assert "Line one.\n  line two, indented." in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("c.json", "{\"steps\": 5,", "not valid JSON (line 1, column 13: Expecting property name enclosed in double quotes)"),
+    ("c.json", "[1, 2]", "expected an object of options (name: value), got list"),
+    ("c.yaml", "steps: [1,\n", "not valid YAML ("),
+    ("c.yaml", "- a\n- b\n", "expected an object of options (name: value), got list"),
+    ("c.json", "{\"steps\": \"ten\"}", "option 'steps' must be a whole number, got 'ten' (str)"),
+    ("c.json", "{\"steps\": 2.5}", "option 'steps' must be a whole number, got 2.5 (float)"),
+    ("c.json", "{\"lr\": \"fast\"}", "option 'lr' must be a number, got 'fast' (str)"),
+    ("c.json", "{\"image_size\": 5}", "option 'image_size' must be two ints [height, width], got 5"),
+    ("c.json", "{\"device\": 3}", "option 'device' must be a string, got 3 (int)"),
+    ("c.json", "{\"variant\": null}", "option 'variant' must be set, got null"),
+])
+def test_a_bad_config_file_is_refused_naming_the_file_and_the_option(tmp_path, capsys, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        C.build_config(["--config", str(path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"error: --config {path}: {message}" in err and "Traceback" not in err
+
+
+def test_an_unreadable_config_file_is_refused_naming_it(tmp_path, capsys):
+    (tmp_path / "latin1.json").write_bytes(b'{"out": "caf\xe9"}')
+    for path in (tmp_path / "latin1.json", tmp_path):  # not UTF-8; a folder
+        with pytest.raises(SystemExit) as e:
+            C.build_config(["--config", str(path)])
+        assert e.value.code == 2 and f"error: --config {path}: cannot read it (" in capsys.readouterr().err

@@ -41,7 +41,11 @@ def test_config_file_numbers_are_checked_too(tmp_path, capsys):
     conf.write_text(json.dumps({"steps": "1000"}))  # a string where an int belongs
     with pytest.raises(SystemExit):
         T.build_config(["--config", str(conf)])
-    assert "--steps must be an int >= 1, got '1000'" in capsys.readouterr().err
+    assert f"--config {conf}: option 'steps' must be a whole number, got '1000' (str)" in capsys.readouterr().err
+    conf.write_text(json.dumps({"steps": 0}))  # the right type, out of range: the flag's own message
+    with pytest.raises(SystemExit):
+        T.build_config(["--config", str(conf)])
+    assert "--steps must be an int >= 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
