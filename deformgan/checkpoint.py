@@ -4,7 +4,7 @@ import random
 import tempfile
 import zipfile
 import zlib
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -39,19 +39,43 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 def save_atomic(obj: Dict[str, Any], path: str) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``:
     a write killed half-way leaves the previous checkpoint intact."""
+    from .outputs import write_error_message
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as any file the process creates (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as fh:
             torch.save(obj, fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise CheckpointError(write_error_message(path, exc) + "; the previous checkpoint is kept") from exc
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """The temporary files of checkpoint writes killed half-way (``.tmp-*.pt``) in
+    ``folder``: removed (call it while holding the folder's lock); returns their names."""
+    gone = []
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.startswith(".tmp-") and name.endswith(".pt"):
+                os.remove(os.path.join(folder, name))
+                gone.append(name)
+    return gone
 
 
 def verify(path: str) -> None:

@@ -150,6 +150,9 @@ def build_config(argv=None, description: Optional[str] = None) -> Tuple[TrainCon
     ap.add_argument("--config", help="JSON or YAML file of options")
     ap.add_argument("--resume", nargs="?", const="auto", default=None,
                     help="continue from OUT/checkpoint.pt (or a given checkpoint path)")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="start afresh in an OUT that holds an earlier run's checkpoint (it is replaced; "
+                         "without this flag such a folder is refused)")
     for name in TrainConfig.fields():
         flag = "--" + name.replace("_", "-")
         if FLAG_TYPES[name] is bool:

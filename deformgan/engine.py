@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import sys
 import time
 import warnings
@@ -21,6 +22,7 @@ from .config import TrainConfig
 from .data.layout import discover, ensure_synthetic, ensure_synthetic_fashion
 from .data.market import MarketPoseDataset, read_annotations, standard_pairs
 from .losses import GeneratorLoss, discriminator_loss
+from .outputs import OutputExists, OutputLock
 from .models import Discriminator, Generator
 
 
@@ -109,7 +111,11 @@ def make_loader(dataset, order: PairOrder, num_workers: int, device: torch.devic
 
 # ---------------------------------------------------------------- outputs
 class Logger:
-    def __init__(self, out: str, enabled: bool, resume: bool):
+    """log.csv and log.jsonl (and TensorBoard). A resumed run first drops the rows past
+    its checkpoint's step (logged by the interrupted run after its last checkpoint), so
+    that no step is logged twice."""
+
+    def __init__(self, out: str, enabled: bool, resume: bool, resumed_step: Optional[int] = None):
         self.enabled = enabled
         self.csv_path = os.path.join(out, "log.csv")
         self.jsonl_path = os.path.join(out, "log.jsonl")
@@ -121,6 +127,8 @@ class Logger:
             for p in (self.csv_path, self.jsonl_path):
                 if os.path.exists(p):
                     os.remove(p)
+        elif resumed_step is not None:
+            self._drop_rows_after(resumed_step)
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(os.path.join(out, "tensorboard"))
@@ -152,6 +160,35 @@ class Logger:
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(k, v, row["step"])
 
+    def _drop_rows_after(self, step: int) -> None:
+        if os.path.exists(self.jsonl_path):
+            with open(self.jsonl_path) as fh:
+                lines = fh.readlines()
+            keep = []
+            for line in lines:
+                try:
+                    if json.loads(line)["step"] <= step:
+                        keep.append(line if line.endswith("\n") else line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    continue  # a line cut by the kill
+            if keep != lines:
+                _replace_text(self.jsonl_path, "".join(keep))
+        if os.path.exists(self.csv_path):
+            with open(self.csv_path, newline="") as fh:
+                rows = list(csv.reader(fh))
+            if rows:
+                header, body = rows[0], rows[1:]
+                at = header.index("step") if "step" in header else None
+                kept = [r for r in body if at is not None and len(r) == len(header) and r[at].isdigit()
+                        and int(r[at]) <= step]
+                if len(kept) != len(body):
+                    tmp = self.csv_path + ".tmp"
+                    with open(tmp, "w", newline="") as fh:
+                        w = csv.writer(fh)
+                        w.writerow(header)
+                        w.writerows(kept)
+                    os.replace(tmp, self.csv_path)
+
     def _header(self) -> List[str]:
         with open(self.csv_path, newline="") as fh:
             return next(csv.reader(fh), [])
@@ -169,6 +206,30 @@ class Logger:
     def close(self):
         if self.tb is not None:
             self.tb.close()
+
+
+def _replace_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _check_training_images(base: MarketPoseDataset, rank: int, progress: bool) -> None:
+    """Every image the training pairs use is read once before the first step: a missing
+    or corrupt one is reported (named) and its pairs dropped, never a crash at the step
+    that reads it (and at every resume after). No pair left is an error."""
+    before = len(base.pairs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bad = base.check_images(on_error="skip", progress=progress and rank == 0)
+    if bad and rank == 0:
+        print(f"[deformgan.train] WARNING: {len(base.unreadable)} missing or unreadable training image(s), their "
+              f"{bad} of {before} pairs left out: " + "; ".join(base.unreadable[:5])
+              + (" ..." if len(base.unreadable) > 5 else ""), file=sys.stderr)
+    if not base.pairs:
+        raise FileNotFoundError(f"no training pair left: every pair uses a missing or unreadable image "
+                                f"({'; '.join(base.unreadable[:3])})")
 
 
 def save_samples(path: str, generator, batch: Dict, device) -> None:
@@ -217,9 +278,24 @@ def _seed_all(seed: int):
 
 
 def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Optional[int] = None,
-          progress: bool = True) -> Dict:
+          progress: bool = True, overwrite: bool = False) -> Dict:
     """Run (or continue) a training; returns {"step", "history", "checkpoint"}.
-    ``max_steps_this_run`` stops early (as an interruption would), for tests."""
+    ``max_steps_this_run`` stops early (as an interruption would), for tests. The run
+    holds ``cfg.out`` (:class:`deformgan.outputs.OutputLock`) while it works; a fresh run
+    into a folder that holds a checkpoint is refused unless ``overwrite``."""
+    rank = int(os.environ.get("RANK", "0"))
+    lock = OutputLock(cfg.out, "train") if rank == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        return _train(cfg, resume, max_steps_this_run, progress, overwrite)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, resume: Optional[str], max_steps_this_run: Optional[int], progress: bool,
+           overwrite: bool) -> Dict:
     from tqdm import tqdm
 
     rank, world = _setup_distributed()
@@ -233,12 +309,24 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
     _seed_all(cfg.seed)
     os.makedirs(cfg.out, exist_ok=True)
     ckpt_path = os.path.join(cfg.out, "checkpoint.pt")
+    if rank == 0:
+        if not resume and os.path.exists(ckpt_path):
+            if not overwrite:
+                raise OutputExists(f"{cfg.out} holds the checkpoint of an earlier run ({ckpt_path}): --resume to "
+                                   "continue it, --overwrite to start afresh there (it is replaced), or another --out")
+            for old in (ckpt_path, os.path.join(cfg.out, "samples")):
+                if os.path.isdir(old):
+                    shutil.rmtree(old)
+                elif os.path.exists(old):
+                    os.remove(old)
+        ckpt_io.remove_stale_temporaries(cfg.out)  # of a write killed half-way
 
     root, ann, pairs_path, test_ann, test_pairs = prepare_data(cfg, rank)
     annotations = read_annotations(ann)
     pairs = pairs_path if pairs_path else standard_pairs(annotations)
     base = MarketPoseDataset(root, annotations, pairs, split="train", heatmaps=False, sigma=cfg.sigma,
                              height=cfg.image_size[0], width=cfg.image_size[1])
+    _check_training_images(base, rank, progress)
     dataset = PairDataset(base)
 
     G = Generator(cfg.variant, cfg.norm, cfg.width_mult, cfg.dropout, cfg.image_size, cfg.sigma,
@@ -282,7 +370,7 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
     order = PairOrder(len(dataset), cfg.batch_size, cfg.seed, cfg.flip, rank, world, **data_state)
     loader = iter(make_loader(dataset, order, cfg.num_workers, device))
     sample_batch = _sample_batch(cfg, root, test_ann, test_pairs, base)
-    logger = Logger(cfg.out, rank == 0, resume is not None)
+    logger = Logger(cfg.out, rank == 0, resume is not None, resumed_step=step)
     amp = autocast_enabled(cfg, device)
     if amp and device.type == "cpu" and cfg.cpu_amp is None and rank == 0:
         print("[deformgan.train] bfloat16 autocast on the CPU (it has native bfloat16); --no-cpu-amp trains in "
@@ -354,11 +442,10 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
         row.update({f"loss_{k}": float(v) for k, v in terms.items()})
         history.append(row)
         bar.update(1)
-        # The checkpoint first: no failure of an optional output below (log, sample
-        # grid, TensorBoard) can cost the run its checkpoint.
-        if step % cfg.save_every == 0 or step == target_step:
-            with _phase("step/checkpoint"):
-                save()
+        # The log row before the checkpoint: a run killed between the two leaves the log
+        # ahead of the checkpoint, and the resumed run drops the rows past it (the other
+        # order would lose the row of the checkpoint's step). A failing log is reported
+        # and skipped (_optional): it cannot cost the run its checkpoint.
         if step % cfg.log_every == 0 or step == target_step:
             with _phase("step/logging"):
                 now = time.perf_counter()
@@ -366,6 +453,9 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, max_steps_this_run: Op
                 t_last, n_last = now, step
                 _optional(f"writing the logs in {cfg.out}", logger.log, row)
                 bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in row.items() if k.startswith("loss_")})
+        if step % cfg.save_every == 0 or step == target_step:
+            with _phase("step/checkpoint"):
+                save()
         if rank == 0 and (step % cfg.sample_every == 0 or step == cfg.steps):
             with _phase("step/samples"):
                 _optional("writing the sample grid", save_samples,

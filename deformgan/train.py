@@ -23,6 +23,7 @@ import torch.distributed as dist
 import deformgan_ops
 
 from . import checkpoint as ckpt_io
+from .outputs import OutputBusy
 # The configuration and the engine, re-exported: ``deformgan.train.train(cfg)`` etc.
 from .config import PRESETS, TrainConfig, build_config, validate_config  # noqa: F401
 from .data.layout import default_cache  # noqa: F401
@@ -34,11 +35,11 @@ def main(argv=None) -> int:
     if cfg.ops_backend is not None:  # once per process: every operator, the geometry included
         deformgan_ops.set_backend(cfg.ops_backend)
     try:
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite)
     except NonFiniteLoss as exc:
         print(f"[deformgan.train] STOPPED: {exc}", file=sys.stderr)
         return 3
-    except (ckpt_io.CheckpointError, FileNotFoundError) as exc:
+    except (ckpt_io.CheckpointError, FileNotFoundError, FileExistsError, OutputBusy) as exc:
         print(f"[deformgan.train] error: {exc}", file=sys.stderr)
         return 2
     finally:

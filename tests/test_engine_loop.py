@@ -162,7 +162,7 @@ def test_every_setting_reaches_the_part_that_uses_it(data, tmp_path, monkeypatch
     (loader,) = rec["make_loader"]
     assert loader["num_workers"] == 0 and loader["device"] == torch.device("cpu")
     assert isinstance(loader["dataset"], E.PairDataset) and len(loader["dataset"]) == 24
-    assert rec["Logger"] == [dict(out=str(tmp_path / "run"), enabled=True, resume=False)]
+    assert rec["Logger"] == [dict(out=str(tmp_path / "run"), enabled=True, resume=False, resumed_step=0)]
     state = C.load(str(tmp_path / "run" / "checkpoint.pt"))
     for opt in ("opt_g", "opt_d"):
         group = state[opt]["param_groups"][0]

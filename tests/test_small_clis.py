@@ -13,6 +13,7 @@ from deformgan import pose as P
 from deformgan.data import make_pose_bank as MPB
 from deformgan.data import market as M
 from deformgan.data import synthetic as S
+from deformgan.outputs import OutputBusy, OutputExists
 from helpers import market_file, help_text, usage_error
 
 
@@ -173,8 +174,8 @@ def test_train_main_exit_codes_messages_backend_and_resume(tmp_path, monkeypatch
     calls, backends, closed = [], [], []
     outcome = {}
 
-    def fake_train(cfg, resume=None):
-        calls.append((cfg.steps, cfg.out, resume))
+    def fake_train(cfg, resume=None, overwrite=False):
+        calls.append((cfg.steps, cfg.out, resume) + (("overwrite",) if overwrite else ()))
         if "raise" in outcome:
             raise outcome["raise"]
         return {"step": 5, "checkpoint": os.path.join(cfg.out, "checkpoint.pt")}
@@ -191,13 +192,16 @@ def test_train_main_exit_codes_messages_backend_and_resume(tmp_path, monkeypatch
         f"[deformgan.train] done: 5 steps; checkpoint {out}/checkpoint.pt; samples in {out}/samples; log {out}/log.csv")
     assert T.main(base + ["--ops-backend", "reference", "--resume", "ck.pt"]) == 0
     assert calls[-1] == (5, out, "ck.pt") and backends == ["reference"]
+    assert T.main(base + ["--overwrite"]) == 0 and calls[-1] == (5, out, None, "overwrite")
     capsys.readouterr()
     monkeypatch.setenv("RANK", "1")  # another rank: no summary
     assert T.main(base) == 0 and "[deformgan.train] done" not in capsys.readouterr().err
     monkeypatch.setenv("RANK", "0")
     for exc, code, line in [(T.NonFiniteLoss("loss is nan at step 3"), 3, "[deformgan.train] STOPPED: loss is nan at step 3"),
                             (C.CheckpointError("bad checkpoint"), 2, "[deformgan.train] error: bad checkpoint"),
-                            (FileNotFoundError("no data"), 2, "[deformgan.train] error: no data")]:
+                            (FileNotFoundError("no data"), 2, "[deformgan.train] error: no data"),
+                            (OutputExists("run holds a checkpoint"), 2, "[deformgan.train] error: run holds a checkpoint"),
+                            (OutputBusy("another run"), 2, "[deformgan.train] error: another run")]:
         outcome.update({"raise": exc, "dist": True})
         closed.clear()
         assert T.main(base) == code

@@ -293,19 +293,25 @@ class MarketPoseDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def check_images(self, on_error: str = "raise") -> int:
+    def check_images(self, on_error: str = "raise", progress: bool = False) -> int:
         """Open every image the pairs use; a missing or corrupt one raises (naming the
-        file), or with ``on_error="skip"`` drops its pairs. Returns the number of pairs
-        dropped (also reported as a warning)."""
+        file), or with ``on_error="skip"`` drops its pairs (their reasons in
+        ``self.unreadable``). Returns the number of pairs dropped (also reported as a
+        warning)."""
+        from tqdm import tqdm
         bad = set()
+        self.unreadable = []
         names = sorted({n for pair in self.pairs for n in pair})
-        for name in names:
+        # (a bar only for a set large enough to take a while: a second or more)
+        for name in tqdm(names, desc="checking images", unit="img", disable=not progress or len(names) < 2000,
+                         leave=False):
             try:
-                load_image(os.path.join(self.image_dir, name), self.height, self.width)
-            except (FileNotFoundError, ValueError):
+                read_image_uint8(os.path.join(self.image_dir, name), self.height, self.width)
+            except (FileNotFoundError, ValueError) as exc:
                 if on_error == "raise":
                     raise
                 bad.add(name)
+                self.unreadable.append(str(exc))
         before = len(self.pairs)
         self.pairs = [p for p in self.pairs if p[0] not in bad and p[1] not in bad]
         dropped = before - len(self.pairs)
