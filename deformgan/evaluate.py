@@ -41,6 +41,7 @@ its hub cache, or a download where online) or a path; --lpips-weights: the LPIPS
 layers (the lpips package's alex.pth); --pose-weights: a YOLO pose model. "none" skips.
 """
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -55,6 +56,7 @@ from .cli_types import positive_int
 from .data.layout import DatasetLayout, discover
 from .data.market import (AnnotationError, MarketPoseDataset, read_annotations, read_image_uint8, read_pairs,
                           standard_pairs)
+from .outputs import OutputBusy, OutputLock
 from .scoring import (Networks, Scorer, build_networks, image_files, reference_statistics,
                       to_uint8, write_json)
 
@@ -272,7 +274,15 @@ def _write_outputs(out: str, result: Dict, rows: List, titles: List[str]) -> Non
 
 
 # ---------------------------------------------------------------- folder mode
-def evaluate_folder(generated: Optional[str], real: str, out: str, annotations: Optional[str] = None,
+def evaluate_folder(generated: Optional[str], real: str, out: str, *args, **kwargs) -> Dict:
+    """Score a folder of generated images against the real targets (see the module
+    docstring for the protocol); with ``real_only`` the real images themselves. The run
+    holds ``out`` (:class:`deformgan.outputs.OutputLock`) while it works."""
+    with OutputLock(out, "evaluate"):
+        return _evaluate_folder(generated, real, out, *args, **kwargs)
+
+
+def _evaluate_folder(generated: Optional[str], real: str, out: str, annotations: Optional[str] = None,
                     pairs: Optional[str] = None, strip_panel: Optional[int] = None, resize: bool = False,
                     real_only: bool = False, fid_reference: Optional[str] = None,
                     fid_cache: Optional[str] = None, batch_size: int = 16, max_pairs: Optional[int] = None,
@@ -377,6 +387,15 @@ def evaluate_folder(generated: Optional[str], real: str, out: str, annotations: 
 
 # ---------------------------------------------------------------- checkpoint mode
 def evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", out: str = "runs/eval",
+             *args, **kwargs) -> Dict:
+    """Generate the test pairs with a checkpoint, write them to OUT/generated (PNG) with
+    OUT/pairs.csv, and score them as the folder mode scores a folder. The run holds
+    ``out`` while it works (a second run into it at once is refused)."""
+    with OutputLock(out, "evaluate"):
+        return _evaluate(checkpoint, data, pairs, out, *args, **kwargs)
+
+
+def _evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", out: str = "runs/eval",
              batch_size: int = 16, max_pairs: Optional[int] = None, device: Optional[str] = None,
              inception_weights: Optional[str] = "imagenet", alexnet_weights: Optional[str] = "imagenet",
              lpips_weights: Optional[str] = None, pose_weights: Optional[str] = "yolo11n-pose.pt",
@@ -406,6 +425,9 @@ def evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", o
         pair_list = read_pairs(pairs, annotations)
     if max_pairs:
         pair_list = pair_list[:max_pairs]
+    if not pair_list:
+        raise EvaluationError(f"no pairs to evaluate in {pairs if pairs not in ('train', 'test') else root} "
+                              f"({split} split): nothing to generate or score")
     ds = MarketPoseDataset(root, annotations, pair_list, split=split, heatmaps=False,
                            height=G.image_size[0], width=G.image_size[1])
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
@@ -413,6 +435,11 @@ def evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", o
                           allow_random_networks)
     gen_dir = os.path.join(out, "generated")
     os.makedirs(gen_dir, exist_ok=True)
+    # An earlier run's images (another checkpoint, other pairs) would mix with this
+    # run's in the folder that is scored: the folder is emptied first (the run holds OUT).
+    for old in os.listdir(gen_dir):
+        if os.path.isfile(os.path.join(gen_dir, old)):
+            os.remove(os.path.join(gen_dir, old))
     with open(os.path.join(out, "pairs.csv"), "w", newline="") as fh:
         fh.write(PAIRS_HEADER + "\n" + "".join(f"{a},{b}\n" for a, b in pair_list))
     scorer = Scorer(nets)
@@ -435,8 +462,8 @@ def evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", o
                              Image.fromarray(t8[i].permute(1, 2, 0).numpy())])
         done += len(g8)
     size = tuple(G.image_size)
-    result: Dict = {"name": name or f"{ckpt['config']['variant']} @ {ckpt['step']}", "mode": "checkpoint",
-                    "checkpoint": checkpoint, "variant": ckpt["config"]["variant"], "step": ckpt["step"],
+    result: Dict = {"name": name or f"{ckpt['config']['variant']} @ {ckpt.get('step')}", "mode": "checkpoint",
+                    "checkpoint": checkpoint, "variant": ckpt["config"]["variant"], "step": ckpt.get("step"),
                     "data": root, "generated": gen_dir, "real": layout.images(split),
                     "annotations": ann_path, "pairs_file": os.path.join(out, "pairs.csv"),
                     "image_size": list(size), "dataset": DATASET_BY_SIZE.get(size)}
@@ -446,6 +473,11 @@ def evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", o
     result.update(scorer.result(fid))
     _write_outputs(out, result, rows, ["source", "target pose", "generated", "target"])
     return result
+
+
+# The entry points carry the signatures of the functions they lock around.
+evaluate_folder.__signature__ = inspect.signature(_evaluate_folder)
+evaluate.__signature__ = inspect.signature(_evaluate)
 
 
 # ---------------------------------------------------------------- tables
@@ -562,7 +594,7 @@ def main(argv=None) -> int:
             r = evaluate_folder(args.generated, args.real, out, args.annotations, args.pairs, args.strip_panel,
                                 args.resize, args.real_only, args.fid_reference, args.fid_cache, args.batch_size,
                                 args.max_pairs, args.device, strict=args.strict, name=args.name, **nets)
-    except (FileNotFoundError, ckpt_io.CheckpointError, AnnotationError, ValueError) as exc:
+    except (FileNotFoundError, ckpt_io.CheckpointError, AnnotationError, ValueError, OutputBusy) as exc:
         print(f"[deformgan.evaluate] error: {exc}", file=sys.stderr)
         return 2
     print(markdown_table([r]), end="")
