@@ -23,6 +23,7 @@ name and renamed, so no half image ever has a final name).
 """
 import argparse
 import csv
+import json
 import os
 import random
 import shutil
@@ -36,6 +37,7 @@ from . import checkpoint as ckpt_io
 from .cli_types import int_at_least, positive_int
 from .data.layout import DatasetLayout
 from .data.market import AnnotationError, is_valid_for_pairs, read_annotations, read_image_uint8
+from .outputs import OutputBusy, OutputLock, write_error_message
 
 MANIFEST_HEADER = "generated,source,target_pose_of"
 
@@ -80,30 +82,56 @@ def augment(checkpoint: str, data: str, per_image: int, out: str, seed: int = 0,
             generated_only: bool = False, link: bool = False, device: Optional[str] = None,
             ops_backend: Optional[str] = None, progress: bool = True) -> Dict:
     """Write the augmented re-ID training set (see the module docstring); returns counts
-    and the generation speed."""
+    and the generation speed. The run holds ``out`` while it works; ``out`` may not be
+    the input dataset or inside it; a resumed run must use the same checkpoint."""
+    from .generate import check_writable
+    check_writable(out, "--out", is_folder=True)
+    real_out, real_data = os.path.realpath(out), os.path.realpath(data)
+    if real_out == real_data or real_out.startswith(real_data + os.sep):
+        raise ValueError(f"--out {out} is the input dataset {data} or inside it: the augmented set is written to a "
+                         "folder of its own, never into the input")
+    with OutputLock(out, "reid_augment"):
+        return _augment(checkpoint, data, per_image, out, seed, batch_size, generated_only, link, device,
+                        ops_backend, progress)
+
+
+def _augment(checkpoint: str, data: str, per_image: int, out: str, seed: int, batch_size: int,
+             generated_only: bool, link: bool, device: Optional[str], ops_backend: Optional[str],
+             progress: bool) -> Dict:
     import time
 
     from tqdm import tqdm
 
-
-    from .generate import check_writable
-    check_writable(out, "--out", is_folder=True)
+    from .scoring import _file_digest
     ann_path = _annotations_path(data)
     annotations = read_annotations(ann_path)
-    train_dir = os.path.join(data, "bounding_box_train")
+    train_dir = DatasetLayout(data).images("train")  # Market's bounding_box_train/ or DeepFashion's train/
     if not os.path.isdir(train_dir):
-        raise FileNotFoundError(f"no bounding_box_train/ in {data}")
+        raise FileNotFoundError(f"no training images in {data} (bounding_box_train/ or train/)")
     rows = plan(annotations, per_image, seed)
     out_train = os.path.join(out, "bounding_box_train")
     os.makedirs(out_train, exist_ok=True)
     manifest = os.path.join(out, "manifest.csv")
+    origin = os.path.join(out, "AUGMENT.json")
+    made_by = {"checkpoint_sha256": _file_digest(checkpoint) if os.path.isfile(checkpoint) else None,
+               "data": os.path.realpath(data),
+               "per_image": per_image, "seed": seed}
     if os.path.isfile(manifest):
         old = read_manifest(manifest)
         if old != rows:
             raise ValueError(f"{manifest} was written by another run (other data, --per-image or --seed); "
                              "use another --out or remove it")
+        if os.path.isfile(origin):
+            with open(origin) as fh:
+                before = json.load(fh)
+            if before.get("checkpoint_sha256") != made_by["checkpoint_sha256"]:
+                raise ValueError(f"{out} was generated with another checkpoint (sha256 "
+                                 f"{str(before.get('checkpoint_sha256'))[:12]}...); resuming with {checkpoint} would "
+                                 "mix two generators in one set: use another --out")
     else:
         write_manifest(manifest, rows)
+    if not os.path.isfile(origin):
+        _write_json(origin, made_by)
     todo = [r for r in rows if not os.path.isfile(os.path.join(out_train, r[0]))]
     from .generate import Reposer
     reposer = Reposer(checkpoint, device=device, ops_backend=ops_backend)
@@ -134,16 +162,25 @@ def augment(checkpoint: str, data: str, per_image: int, out: str, seed: int = 0,
     if not generated_only:
         for name in sorted(os.listdir(train_dir)):
             dst = os.path.join(out_train, name)
-            if os.path.exists(dst):
-                continue
             src = os.path.join(train_dir, name)
-            if link:
-                try:
-                    os.link(src, dst)
-                except OSError:
-                    shutil.copy2(src, dst)
-            else:
-                shutil.copy2(src, dst)
+            # a copy kept from an earlier run is verified (its size); each copy goes to a
+            # temporary name and is renamed once complete: never a half file under its name
+            if os.path.exists(dst) and os.path.getsize(dst) == os.path.getsize(src):
+                continue
+            tmp = dst + ".part"
+            try:
+                if link:
+                    try:
+                        os.link(src, tmp)
+                    except OSError:
+                        shutil.copy2(src, tmp)
+                else:
+                    shutil.copy2(src, tmp)
+                os.replace(tmp, dst)
+            except OSError as exc:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise OSError(exc.errno, write_error_message(dst, exc)) from exc
             copied += 1
     for sub in ("query", "bounding_box_test"):
         src, dst = os.path.join(data, sub), os.path.join(out, sub)
@@ -151,6 +188,13 @@ def augment(checkpoint: str, data: str, per_image: int, out: str, seed: int = 0,
             os.symlink(os.path.abspath(src), dst)
     return {"generated": len(rows), "generated_now": done, "real_copied": copied, "manifest": manifest,
             "images_per_s": done / seconds if done and seconds > 0 else None, "seconds": seconds}
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
@@ -170,7 +214,7 @@ def main(argv=None) -> int:
     try:
         r = augment(args.checkpoint, args.data, args.per_image, args.out, args.seed, args.batch_size,
                     args.generated_only, args.link, args.device, args.ops_backend)
-    except (FileNotFoundError, ValueError, ckpt_io.CheckpointError, AnnotationError) as exc:
+    except (OSError, ValueError, ckpt_io.CheckpointError, AnnotationError, OutputBusy) as exc:
         print(f"[deformgan.reid_augment] error: {exc}", file=sys.stderr)
         return 2
     speed = f", {r['images_per_s']:.1f} images/s" if r["images_per_s"] else ""

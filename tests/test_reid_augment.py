@@ -1,6 +1,8 @@
 """deformgan/reid_augment.py's contract with a recording stand-in for the generator (the
 real generator goes through it in tests/test_evaluate_generate.py): the plan, the
 manifest file, the output folder a re-ID library reads, resuming, and the CLI."""
+import errno
+import json
 import os
 import random
 
@@ -195,7 +197,7 @@ def test_augment_refusals(data, reposer, tmp_path):
                        f"--out {where}: cannot write there (Not a directory)", RA.augment, "ck.pt", str(root), 1,
                        str(where), progress=False)
     os.rename(root / "bounding_box_train", root / "elsewhere")
-    assert_refused(FileNotFoundError, f"no bounding_box_train/ in {root}", RA.augment, "ck.pt", str(root), 1,
+    assert_refused(FileNotFoundError, f"no training images in {root} (bounding_box_train/ or train/)", RA.augment, "ck.pt", str(root), 1,
                    str(tmp_path / "o2"), progress=False)
     os.remove(root / "annotations-train.csv")
     with pytest.raises(FileNotFoundError, match="no train annotations in"):
@@ -298,3 +300,57 @@ def test_augment_jpeg_encoding_timing_and_copy_when_links_fail(data, reposer, tm
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG", quality=95, subsampling=0)  # quality 95, 4:4:4
     assert (train / gen).read_bytes() == buf.getvalue()
+
+
+# ---------------------------------------------------------------- the output folder, with real faults
+def test_augment_never_writes_into_its_input_and_refuses_another_checkpoint_on_resume(data, reposer, tmp_path):
+    root, ann = data
+    for out in (root, root / "augmented"):
+        with pytest.raises(ValueError, match=r"is the input dataset .* or inside it"):
+            RA.augment("ck.pt", str(root), 1, str(out), progress=False)
+    assert sorted(os.listdir(root / "bounding_box_train")) == sorted(ann)  # untouched
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.write_bytes(b"generator A")
+    b.write_bytes(b"generator B")
+    out = tmp_path / "aug"
+    RA.augment(str(a), str(root), 1, str(out), progress=False)
+    assert json.loads((out / "AUGMENT.json").read_text())["per_image"] == 1
+    with pytest.raises(ValueError, match=r"was generated with another checkpoint .* would mix two generators"):
+        RA.augment(str(b), str(root), 1, str(out), progress=False)
+    assert RA.augment(str(a), str(root), 1, str(out), progress=False)["generated_now"] == 0  # the same one: fine
+
+
+def test_augment_replaces_a_truncated_copy_and_leaves_no_half_file_on_a_full_disk(data, reposer, tmp_path,
+                                                                                 monkeypatch):
+    root, ann = data
+    out = tmp_path / "aug"
+    RA.augment("ck.pt", str(root), 1, str(out), progress=False)
+    victim = out / "bounding_box_train" / VALID[0]
+    victim.write_bytes(victim.read_bytes()[:50])  # a copy cut short (a full disk before this code)
+    r = RA.augment("ck.pt", str(root), 1, str(out), progress=False)
+    assert r["real_copied"] == 1 and victim.read_bytes() == (root / "bounding_box_train" / VALID[0]).read_bytes()
+    os.remove(victim)
+
+    def full(src, dst):
+        with open(dst, "wb") as fh:
+            fh.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(RA.shutil, "copy2", full)
+    with pytest.raises(OSError, match=f"cannot write {victim}: the disk is full"):
+        RA.augment("ck.pt", str(root), 1, str(out), progress=False)
+    assert not victim.exists() and not [f for f in os.listdir(out / "bounding_box_train") if f.endswith(".part")]
+
+
+def test_augment_reads_a_deepfashion_folder(reposer, tmp_path):
+    """The other commands read DeepFashion's train/ and test/ folders: so does this one."""
+    root = tmp_path / "fashion"
+    (root / "train").mkdir(parents=True)
+    names = ["fashionMENDenimid0000008001_1front.jpg", "fashionMENDenimid0000008002_2side.jpg"]
+    rng = np.random.default_rng(1)
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(root / "train" / n)
+    write_annotations(str(root / "annotations-train.csv"), {n: pose(i + 1) for i, n in enumerate(names)})
+    r = RA.augment("ck.pt", str(root), 2, str(tmp_path / "aug"), progress=False)
+    assert r["generated"] == 4 and r["real_copied"] == 2
+    assert sorted(os.listdir(tmp_path / "aug" / "bounding_box_train")) == sorted(
+        names + [RA.generated_name(n, k) for n in names for k in range(2)])
