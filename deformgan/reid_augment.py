@@ -180,7 +180,9 @@ def _augment(checkpoint: str, data: str, per_image: int, out: str, seed: int, ba
             except OSError as exc:
                 if os.path.exists(tmp):
                     os.remove(tmp)
-                raise OSError(exc.errno, write_error_message(dst, exc)) from exc
+                error = OSError(write_error_message(dst, exc))
+                error.errno = exc.errno
+                raise error from exc
             copied += 1
     for sub in ("query", "bounding_box_test"):
         src, dst = os.path.join(data, sub), os.path.join(out, sub)

@@ -1,5 +1,6 @@
 """DeepFashion at 256x256 end to end: the converter on In-shop-shaped trees these tests
 make, the data layer reading its output, training, evaluation and generation on it."""
+import errno
 import json
 import os
 import re
@@ -483,3 +484,58 @@ def test_prepare_defaults_quiet_no_detections_and_summary_file(tmp_path, monkeyp
     assert read_pairs(str(out / "pairs-train.csv")) == []
     assert (out / "DEEPFASHION.json").read_text() == json.dumps(summary, indent=1)
     assert capsys.readouterr().err == ""  # progress=False: no bar, and no problem to report
+
+
+# ---------------------------------------------------------------- the output folder, with real faults
+def _annotations_for(rels, path):
+    from deformgan.data.market import write_annotations
+    write_annotations(str(path), {n: _pose() for n in rels})
+    return str(path)
+
+
+def test_a_rerun_with_another_split_leaves_no_image_in_both_splits(tmp_path):
+    root = tmp_path / "tree"
+    rels = _mini_tree(root, items=6)
+    ann = _annotations_for(rels, tmp_path / "a.csv")
+    out = tmp_path / "out"
+    DF.prepare(str(root), str(out), annotations=ann, test_fraction=0.2, progress=False)
+    summary = DF.prepare(str(root), str(out), annotations=ann, test_fraction=0.5, progress=False)
+    train, test = set(os.listdir(out / "train")), set(os.listdir(out / "test"))
+    assert not train & test and train | test == set(rels)
+    assert summary["test"]["images"] == len(test) and summary["problems"]["removed_from_an_earlier_split"]
+
+
+def test_a_write_failure_is_reported_as_one_naming_the_path_and_leaves_no_part_file(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "tree"
+    rels = _mini_tree(root)
+    ann = _annotations_for(rels, tmp_path / "a.csv")
+    out = tmp_path / "out"
+
+    def full(self, fp, format=None, **params):
+        with open(fp, "wb") as fh:
+            fh.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Image.Image, "save", full)
+    code = DF.main([str(root), "--out", str(out), "--annotations", ann])
+    err = capsys.readouterr().err
+    assert code == 2 and "[deformgan.data.deepfashion] error: cannot write " in err and "the disk is full" in err
+    assert "cannot read" not in err
+    assert not [p for p in out.rglob("*.part")]
+
+
+def test_the_converter_refuses_to_write_into_its_input_and_a_held_folder(tmp_path):
+    from test_train_outputs import _hold_lock_in_a_child
+    root = tmp_path / "tree"
+    rels = _mini_tree(root)
+    ann = _annotations_for(rels, tmp_path / "a.csv")
+    with pytest.raises(ValueError, match="is the In-shop folder itself"):
+        DF.prepare(str(root), str(root), annotations=ann, progress=False)
+    out = tmp_path / "out"
+    child = _hold_lock_in_a_child(out)
+    try:
+        from deformgan.outputs import OutputBusy
+        with pytest.raises(OutputBusy, match=f"another run is writing to {out}: pid {child.pid}"):
+            DF.prepare(str(root), str(out), annotations=ann, progress=False)
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)

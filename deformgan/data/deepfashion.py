@@ -43,6 +43,7 @@ from PIL import Image
 
 from ..cli_types import real_in
 from ..images import to_rgb
+from ..outputs import OutputBusy, OutputLock, write_error_message
 from ..keypoints import PoseWeightsError
 from .market import identity, read_annotations, standard_pairs, write_annotations, write_pairs
 
@@ -124,7 +125,14 @@ def split_by_item(names: Iterable[str], test_fraction: float) -> Dict[str, str]:
     return {n: ("test" if identity(n) in test_items else "train") for n in names}
 
 
+class ImageWriteError(OSError):
+    """The converter could not write an output image (a full disk, a read-only folder)."""
+
+
 def _write_image(src: str, dst: str) -> None:
+    """Convert one image; a source that cannot be read raises (any PIL error), a
+    destination that cannot be written raises :class:`ImageWriteError` naming it, and
+    no ``.part`` file is left either way."""
     with Image.open(src) as im:
         im.load()
         fmt = im.format
@@ -132,19 +140,34 @@ def _write_image(src: str, dst: str) -> None:
         same = fmt == "JPEG" and im.size == (SIZE, SIZE) and im.mode == "RGB" and not rotated
         out = to_field_size(to_rgb(im))  # EXIF, 16-bit, alpha on white: deformgan.images
     tmp = dst + ".part"
-    if same:  # the release's own JPEG, byte for byte
-        with open(src, "rb") as a, open(tmp, "wb") as b:
-            b.write(a.read())
-    else:
-        out.save(tmp, format="JPEG", quality=95)
-    os.replace(tmp, dst)
+    try:
+        if same:  # the release's own JPEG, byte for byte
+            with open(src, "rb") as a, open(tmp, "wb") as b:
+                b.write(a.read())
+        else:
+            out.save(tmp, format="JPEG", quality=95)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        error = ImageWriteError(write_error_message(dst, exc))
+        error.errno = exc.errno
+        raise error from exc
 
 
 def prepare(root: str, out: str, train_list: Optional[str] = None, test_list: Optional[str] = None,
             annotations: Optional[str] = None, test_fraction: float = 0.1, weights: str = "yolo11n-pose.pt",
             device: Optional[str] = None, progress: bool = True) -> Dict:
     """Convert an In-shop tree (see the module); returns the summary written to
-    ``OUT/DEEPFASHION.json``."""
+    ``OUT/DEEPFASHION.json``. The run holds ``out`` while it works."""
+    if os.path.isdir(root) and os.path.realpath(out) == os.path.realpath(root):
+        raise ValueError(f"--out {out} is the In-shop folder itself: write the converted set elsewhere")
+    with OutputLock(out, "deepfashion"):
+        return _prepare(root, out, train_list, test_list, annotations, test_fraction, weights, device, progress)
+
+
+def _prepare(root: str, out: str, train_list: Optional[str], test_list: Optional[str], annotations: Optional[str],
+             test_fraction: float, weights: str, device: Optional[str], progress: bool) -> Dict:
     from tqdm import tqdm
 
     if not os.path.isdir(root):
@@ -183,6 +206,12 @@ def prepare(root: str, out: str, train_list: Optional[str] = None, test_list: Op
         pose_model = keypoints.load_pose_model(weights, flag="--weights")
     for s in ("train", "test"):
         os.makedirs(os.path.join(out, s), exist_ok=True)
+        # an image an earlier run put in this split that the present split puts in the
+        # other (or nowhere) goes: a test item must never remain among the training images
+        for old in os.listdir(os.path.join(out, s)):
+            if split.get(old) != s:
+                os.remove(os.path.join(out, s, old))
+                problems.setdefault("removed_from_an_earlier_split", []).append(f"{s}/{old}")
     todo = [(n, s) for n, s in split.items() if not os.path.exists(os.path.join(out, s, n))]
     bar = tqdm(total=len(split), initial=len(split) - len(todo), desc="deepfashion images", unit="img",
                disable=not progress)
@@ -190,6 +219,9 @@ def prepare(root: str, out: str, train_list: Optional[str] = None, test_list: Op
     for name, s in todo:
         try:
             _write_image(os.path.join(root, sources[name]), os.path.join(out, s, name))
+        except ImageWriteError:
+            bar.close()
+            raise  # a write failure stops the conversion: every later write would fail too
         except Exception as exc:  # PIL raises several types for corrupt files
             bad.add(name)
             problems["unreadable"].append(f"{sources[name]}: {exc}")
@@ -245,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         summary = prepare(args.root, args.out, args.train_list, args.test_list, args.annotations,
                           args.test_fraction, args.weights, args.device)
-    except (FileNotFoundError, ValueError, PoseWeightsError, ImportError) as exc:
+    except (FileNotFoundError, ValueError, PoseWeightsError, ImportError, ImageWriteError, OutputBusy) as exc:
         print(f"[deformgan.data.deepfashion] error: {exc}", file=sys.stderr)
         return 2
     print(f"[deformgan.data.deepfashion] wrote {args.out}: train {summary['train']}, test {summary['test']}; "
