@@ -124,6 +124,7 @@ def mp4_writer_name() -> Optional[str]:
 MP4_MISSING = ("MP4 needs OpenCV (pip install opencv-python) or imageio-ffmpeg; "
                "GIF output (--out X.gif) always works")
 GIF_MAX_FPS = 50.0  # a GIF's frame delay is in hundredths of a second; viewers slow delays under 2 to 10
+GIF_MAX_DELAY_CS = 65535  # the delay field is 16 bits of hundredths of a second
 
 
 def check_output(out: str, fps: float) -> str:
@@ -134,6 +135,9 @@ def check_output(out: str, fps: float) -> str:
         raise ValueError(f"--out must end in .gif or .mp4, got {out!r}")
     if ext == ".mp4" and mp4_writer_name() is None:
         raise RuntimeError(MP4_MISSING)
+    if ext == ".gif" and 100.0 / fps > GIF_MAX_DELAY_CS:
+        raise ValueError(f"--fps {fps:g}: a GIF stores a frame's delay as at most {GIF_MAX_DELAY_CS} hundredths of a "
+                         f"second, so its slowest rate is {100.0 / GIF_MAX_DELAY_CS:.4f} fps; use a higher --fps")
     if ext == ".gif" and fps > GIF_MAX_FPS:
         raise ValueError(f"--fps {fps:g}: a GIF stores frame delays in hundredths of a second and viewers show "
                          f"delays under 2 of them as 10, so it would play at 10 fps; use --fps {GIF_MAX_FPS:g} or "

@@ -12,6 +12,8 @@ def shape_of(t: torch.Tensor) -> str:
 
 def size_arg(name: str, v) -> int:
     """A positive integer size (Python or numpy int, never bool) as an int."""
+    if isinstance(v, torch.Tensor):
+        raise ValueError(f"{name} must be a Python or numpy int, not a tensor (pass int({name})), got {v!r}")
     if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
         raise ValueError(f"{name} must be a positive int, got {v!r}")
     return int(v)
@@ -19,6 +21,8 @@ def size_arg(name: str, v) -> int:
 
 def positive_arg(name: str, v) -> float:
     """A positive finite real (a Python or numpy number, never bool) as a float."""
+    if isinstance(v, torch.Tensor):
+        raise ValueError(f"{name} must be a Python or numpy number, not a tensor (pass float({name})), got {v!r}")
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {v!r}")
     return float(v)

@@ -463,3 +463,14 @@ def test_write_video_mp4_with_imageio_ffmpeg(tmp_path, monkeypatch):
     failing = np.full((16, 8, 3), 255, dtype=np.uint8)
     assert_refused(RuntimeError, "disk full", A.write_video, [frames[0], failing], str(tmp_path / "b.mp4"), 5)
     assert os.listdir(tmp_path) == ["a.mp4"]
+
+
+def test_a_gif_slower_than_its_delay_field_holds_is_refused_before_any_work(tmp_path):
+    """--fps 0.001 asks for a 1,000 s frame delay; a GIF holds at most 655.35 s."""
+    with pytest.raises(ValueError, match=r"--fps 0.001: a GIF stores a frame's delay as at most 65535 hundredths"):
+        A.check_output(str(tmp_path / "slow.gif"), 0.001)
+    assert A.check_output(str(tmp_path / "ok.gif"), 0.002) == ".gif"  # 500 s: fits
+    frames = [np.zeros((2, 2, 3), np.uint8), np.full((2, 2, 3), 200, np.uint8)]
+    A.write_video(frames, str(tmp_path / "ok.gif"), 0.002)
+    with Image.open(tmp_path / "ok.gif") as im:
+        assert im.info["duration"] == 500000

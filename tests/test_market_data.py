@@ -601,3 +601,23 @@ def test_to_uint8_by_hand():
     assert out.dtype == torch.uint8 and out.tolist() == [[0, 0, 64, 128], [159, 191, 255, 255]]
     assert M.to_uint8(x.detach().to(torch.bfloat16)[:, 1:]).tolist() == [[0, 64, 128], [191, 255, 255]]
     assert M.to_uint8(torch.empty(0, 3)).shape == (0, 3)
+
+
+def test_a_csv_that_is_not_utf8_is_an_annotation_error_naming_the_file(tmp_path):
+    ann = tmp_path / "a.csv"
+    ann.write_bytes(b"name:keypoints_y:keypoints_x\n0001_c1s1_000001_00\xe9.jpg: [1]: [2]\n")
+    with pytest.raises(M.AnnotationError) as err:
+        M.read_annotations(str(ann))
+    assert str(err.value).startswith(f"{ann}: not UTF-8 text (byte b'\\xe9' at offset ")
+    pairs = tmp_path / "p.csv"
+    pairs.write_bytes(b"from,to\na\xff.jpg,b.jpg\n")
+    with pytest.raises(M.AnnotationError, match="not UTF-8 text"):
+        M.read_pairs(str(pairs))
+
+
+def test_a_tensor_size_or_sigma_is_refused_saying_so():
+    import deformgan_ops as D
+    with pytest.raises(ValueError, match=r"sigma must be a Python or numpy number, not a tensor \(pass float\(sigma\)\)"):
+        D.keypoint_heatmaps(torch.zeros(1, 1, 2), 4, 4, torch.tensor(6.0))
+    with pytest.raises(ValueError, match=r"height must be a Python or numpy int, not a tensor"):
+        D.keypoint_heatmaps(torch.zeros(1, 1, 2), torch.tensor(4), 4, 6.0)

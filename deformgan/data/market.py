@@ -89,9 +89,17 @@ def _parse_int_list(text: str, path: str, lineno: int, what: str) -> List[int]:
 def read_annotations(path: str) -> "OrderedDict[str, torch.Tensor]":
     """Read an annotation CSV into ``{name: keypoints [18, 2] float32 (x, y)}``, in file
     order. Raises :class:`AnnotationError` naming the file and line of a malformed line
-    or a duplicated name."""
+    or a duplicated name, or a file that is not UTF-8 text."""
+    try:
+        return _read_annotations(path)
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                              f"{exc.start}); annotation files are UTF-8") from None
+
+
+def _read_annotations(path: str) -> "OrderedDict[str, torch.Tensor]":
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    with open(path, "r", newline="") as fh:
+    with open(path, "r", newline="", encoding="utf-8") as fh:
         header = fh.readline().rstrip("\r\n")
         if header != ANNOTATION_HEADER:
             raise AnnotationError(f"{path}:1: header must be {ANNOTATION_HEADER!r}, got {header!r}")
@@ -149,8 +157,16 @@ def read_pairs(path: str, annotations: Optional[Dict[str, torch.Tensor]] = None,
     with one warning giving the count when ``on_missing="skip"``."""
     if on_missing not in ("raise", "skip"):
         raise ValueError(f"on_missing must be 'raise' or 'skip', got {on_missing!r}")
+    try:
+        return _read_pairs(path, annotations, on_missing)
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                              f"{exc.start}); pair files are UTF-8") from None
+
+
+def _read_pairs(path: str, annotations: Optional[Dict[str, torch.Tensor]], on_missing: str) -> List[Tuple[str, str]]:
     pairs, skipped = [], 0
-    with open(path, "r", newline="") as fh:
+    with open(path, "r", newline="", encoding="utf-8") as fh:
         header = fh.readline().rstrip("\r\n")
         if header != PAIRS_HEADER:
             raise AnnotationError(f"{path}:1: header must be {PAIRS_HEADER!r}, got {header!r}")
