@@ -56,9 +56,9 @@ test-compat:
 	test -x $(COMPAT_VENV)/bin/python || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
 	$(COMPAT_VENV)/bin/python -m pip install torch==2.11.0 torchvision==0.26.0 triton==3.6.0 ninja \
 	    pytest hypothesis expecttest "numpy<2.4" pillow tqdm scipy scikit-image
-	DEFORMGAN_NO_CUDA=1 $(COMPAT_VENV)/bin/python setup.py build_ext --inplace
+	DEFORMGAN_NO_CUDA=1 DEFORMGAN_FORCE_CUDA=0 $(COMPAT_VENV)/bin/python setup.py build_ext --inplace
 	$(COMPAT_VENV)/bin/python -m deformgan_ops.info
-	$(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
+	DEFORMGAN_FORCE_CUDA=0 $(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
 
 info: $(VENV)/.installed
 	$(PY) -m deformgan_ops.info
