@@ -98,7 +98,7 @@ def test_every_environment_variable_is_in_the_readme_table():
         readme = fh.read()
     read = set()
     patterns = (r"environ(?:\.get)?\(\s*\"(DEFORMGAN_[A-Z0-9_]+)\"", r"environ\[\"(DEFORMGAN_[A-Z0-9_]+)\"\]",
-                r"getenv\(\"(DEFORMGAN_[A-Z0-9_]+)\"\)")
+                r"getenv\(\"(DEFORMGAN_[A-Z0-9_]+)\"\)", r"ENV_VAR = \"(DEFORMGAN_[A-Z0-9_]+)\"")
     for folder in ("deformgan", "deformgan_ops", "csrc", "benchmarks"):
         for base, _, files in os.walk(os.path.join(ROOT, folder)):
             for f in files:
