@@ -87,7 +87,8 @@ def test_ensure_synthetic_makes_the_set_once(tmp_path, monkeypatch, capsys):
     assert L.ensure_synthetic(5, 4, make=False) == root and calls == [] and not os.path.exists(root)
     _touch(os.path.join(root, "bounding_box_train", "half.jpg"))  # a make cut short: no SYNTHETIC.json yet
     assert L.ensure_synthetic(5, 4) == root
-    assert calls == [(root, 5, 4, 0)]
+    assert calls == [(f"{root}.tmp-{os.getpid()}", 5, 4, 0)]  # made aside, then renamed into place
+    assert os.listdir(root) == ["SYNTHETIC.json"]  # the half-made set was replaced
     assert capsys.readouterr().err == f"[deformgan] making the synthetic demo set in {root}\n"
     assert L.ensure_synthetic(5, 4) == root and len(calls) == 1  # made: not again
     assert capsys.readouterr().err == ""
@@ -102,7 +103,7 @@ def test_ensure_synthetic_fashion_makes_the_tree_and_converts_it_once(tmp_path, 
         calls.append(("tree", tree, items, images_per_item, seed))
         return {"keypoints": "of the tree"}
 
-    def fake_prepare(tree, root, annotations, test_fraction):
+    def fake_prepare(tree, root, annotations, test_fraction, progress):
         calls.append(("prepare", tree, root, annotations, test_fraction))
         _touch(os.path.join(root, "DEEPFASHION.json"))
 
@@ -113,6 +114,30 @@ def test_ensure_synthetic_fashion_makes_the_tree_and_converts_it_once(tmp_path, 
     assert L.ensure_synthetic_fashion(6, 2, make=False) == root and calls == []
     os.makedirs(root)  # a conversion cut short: no DEEPFASHION.json yet
     assert L.ensure_synthetic_fashion(6, 2) == root
-    assert calls == [("tree", tree, 6, 2, 0), ("prepare", tree, root, {"keypoints": "of the tree"}, 0.2)]
+    # made in temporaries of this process, the set renamed into place (the half-made one replaced)
+    tmp_tree, tmp_root = f"{tree}.tmp-{os.getpid()}", f"{root}.tmp-{os.getpid()}"
+    assert calls == [("tree", tmp_tree, 6, 2, 0), ("prepare", tmp_tree, tmp_root, {"keypoints": "of the tree"}, 0.2)]
+    assert os.path.isfile(os.path.join(root, "DEEPFASHION.json")) and not os.path.exists(tmp_root)
     assert capsys.readouterr().err == f"[deformgan] making the synthetic DeepFashion-shaped demo set in {root}\n"
     assert L.ensure_synthetic_fashion(6, 2) == root and len(calls) == 2
+
+
+def test_three_first_runs_at_once_on_an_empty_cache_all_read_a_whole_set(tmp_path):
+    """Three processes make the synthetic set at once: each returns a complete set (its
+    annotation file readable, every image there), and one set is left, no temporary."""
+    import subprocess
+    import sys
+    code = ("import os, sys\n"
+            "from deformgan.data import layout as L\n"
+            "from deformgan.data.market import read_annotations\n"
+            "root = L.ensure_synthetic(4, 2)\n"
+            "ann = read_annotations(os.path.join(root, 'annotations-train.csv'))\n"
+            "assert all(os.path.isfile(os.path.join(root, 'bounding_box_train', n)) for n in ann)\n"
+            "print(len(ann))\n")
+    env = dict(os.environ, DEFORMGAN_CACHE=str(tmp_path))
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True) for _ in range(3)]
+    outs = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in runs]
+    assert all(code == 0 for code, _, _ in outs), outs
+    assert len({out for _, out, _ in outs}) == 1 and int(outs[0][1]) > 0
+    assert sorted(os.listdir(tmp_path)) == ["synthetic-4x2-seed0"]

@@ -89,14 +89,37 @@ def synthetic_root(ids: int, images_per_id: int) -> str:
     return os.path.join(default_cache(), f"synthetic-{ids}x{images_per_id}-seed0")
 
 
+def _publish(tmp: str, root: str, marker: str) -> None:
+    """Move the folder ``tmp``, made complete, to ``root`` in one rename, so that no
+    process ever sees a half-made set there; if another process published first (its
+    ``marker`` file is there), ours is discarded. A ``root`` left half-made by an older
+    version (no marker) is replaced."""
+    import shutil
+    if os.path.exists(os.path.join(root, marker)):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    if os.path.isdir(root):
+        shutil.rmtree(root, ignore_errors=True)
+    try:
+        os.rename(tmp, root)
+    except OSError:  # another process published between the check and the rename
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(os.path.join(root, marker)):
+            raise
+
+
 def ensure_synthetic(ids: int, images_per_id: int, make: bool = True) -> str:
     """The synthetic demo set's folder, made on first use (``make=False``: another
-    process makes it)."""
+    process makes it). It is made in a temporary folder and renamed into place, so that
+    several first runs at once (three trainings on an empty cache) never read a set
+    another is still writing."""
     root = synthetic_root(ids, images_per_id)
     if make and not os.path.exists(os.path.join(root, "SYNTHETIC.json")):
         from .synthetic import make_dataset
         print(f"[deformgan] making the synthetic demo set in {root}", file=sys.stderr)
-        make_dataset(root, ids=ids, images_per_id=images_per_id, seed=0)
+        tmp = f"{root}.tmp-{os.getpid()}"
+        make_dataset(tmp, ids=ids, images_per_id=images_per_id, seed=0)
+        _publish(tmp, root, "SYNTHETIC.json")
     return root
 
 
@@ -108,8 +131,14 @@ def ensure_synthetic_fashion(items: int, images_per_item: int, make: bool = True
     if make and not os.path.exists(os.path.join(root, "DEEPFASHION.json")):
         from .deepfashion import prepare
         from .synthetic import make_fashion_tree
-        tree = os.path.join(default_cache(), f"synthetic-fashion-tree-{items}x{images_per_item}-seed0")
+        import shutil
         print(f"[deformgan] making the synthetic DeepFashion-shaped demo set in {root}", file=sys.stderr)
-        keypoints = make_fashion_tree(tree, items=items, images_per_item=images_per_item, seed=0)
-        prepare(tree, root, annotations=keypoints, test_fraction=0.2)
+        tree = os.path.join(default_cache(), f"synthetic-fashion-tree-{items}x{images_per_item}-seed0.tmp-{os.getpid()}")
+        tmp = f"{root}.tmp-{os.getpid()}"
+        try:
+            keypoints = make_fashion_tree(tree, items=items, images_per_item=images_per_item, seed=0)
+            prepare(tree, tmp, annotations=keypoints, test_fraction=0.2, progress=False)
+        finally:
+            shutil.rmtree(tree, ignore_errors=True)
+        _publish(tmp, root, "DEEPFASHION.json")
     return root
