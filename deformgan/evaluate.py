@@ -153,6 +153,19 @@ def pair_by_name(generated_dir: str, real_dir: str) -> Pairing:
             p.ambiguous.append(f"{g} (real: {', '.join(by_stem[_stem(g)])})")
         else:
             p.unpaired_generated.append(g)
+    # Two generated files for one target (x.jpg beside x.png): the one of the target's
+    # exact name is kept, the other reported (never scored twice, never dropped unsaid).
+    by_target: Dict[str, List[Item]] = {}
+    for it in p.items:
+        by_target.setdefault(it.target, []).append(it)
+    for target, its in by_target.items():
+        if len(its) > 1:
+            keep = [it for it in its if os.path.basename(it.generated) == target][:1]
+            for it in its:
+                if it not in keep:
+                    p.items.remove(it)
+                    p.ambiguous.append(f"{os.path.basename(it.generated)} (another generated file for the real "
+                                       f"{target}: {', '.join(os.path.basename(i.generated) for i in its if i is not it)})")
     return p
 
 
@@ -428,6 +441,13 @@ def _evaluate(checkpoint: str, data: Optional[str] = None, pairs: str = "test", 
     if not pair_list:
         raise EvaluationError(f"no pairs to evaluate in {pairs if pairs not in ('train', 'test') else root} "
                               f"({split} split): nothing to generate or score")
+    seen: Dict[str, Tuple[str, str]] = {}
+    for a, b in pair_list:  # the generated files are named by the stems: two pairs, one name?
+        file_stem = f"{os.path.splitext(a)[0]}___{os.path.splitext(b)[0]}"
+        if file_stem in seen and seen[file_stem] != (a, b):
+            raise EvaluationError(f"pairs {seen[file_stem]} and {(a, b)} would both be written as {file_stem}.png "
+                                  "(names that differ only in their extension); rename one of the images")
+        seen[file_stem] = (a, b)
     ds = MarketPoseDataset(root, annotations, pair_list, split=split, heatmaps=False,
                            height=G.image_size[0], width=G.image_size[1])
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)

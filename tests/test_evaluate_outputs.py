@@ -68,3 +68,17 @@ def test_two_evaluations_started_together_one_is_refused(trained, tmp_path):  # 
     if codes == [0, 2]:
         assert any("another run is writing to" in err for c, err in results if c == 2)
     assert len(os.listdir(out / "generated")) == 6 and not (out / LOCK_NAME).exists()
+
+
+def test_two_generated_files_for_one_target_are_reported_not_scored_twice(tmp_path):
+    from PIL import Image
+    gen, real = tmp_path / "gen", tmp_path / "real"
+    gen.mkdir()
+    real.mkdir()
+    for folder, names in ((real, ["x.jpg", "y.jpg"]), (gen, ["x.jpg", "x.png", "y.png"])):
+        for n in names:
+            Image.new("RGB", (4, 4)).save(folder / n)
+    p = EV.pair_by_name(str(gen), str(real))
+    assert sorted((os.path.basename(i.generated), i.target) for i in p.items) == [("x.jpg", "x.jpg"),
+                                                                                   ("y.png", "y.jpg")]
+    assert p.ambiguous == ["x.png (another generated file for the real x.jpg: x.jpg)"]
