@@ -35,6 +35,7 @@ from . import pose as P
 from .cli_types import positive_int, real_in
 from .generate import (NoPersonFound, PoseFileError, Reposer, parse_keypoints_string, pose_from_json,
                        read_pose_file)
+from .outputs import file_lock
 
 
 def carry_missing_joints(poses: torch.Tensor) -> torch.Tensor:
@@ -185,14 +186,22 @@ def animate(checkpoint: str, source: str, poses: str, out: str, source_keypoints
             fps: float = 10.0, panel: bool = False, batch_size: int = 8, pose_size: Optional[Sequence[int]] = None,
             device: Optional[str] = None, pose_weights: str = "yolo11n-pose.pt", progress: bool = True,
             reposer: Optional[Reposer] = None) -> dict:
-    """Generate ``source`` in every pose of ``poses`` and write ``out``; returns a summary."""
+    """Generate ``source`` in every pose of ``poses`` and write ``out``; returns a summary.
+    A second run writing the same ``out`` at once is refused (:func:`deformgan.outputs.file_lock`)."""
+    check_output(out, fps)  # before any work
+    from .generate import check_writable
+    check_writable(out)
+    with file_lock(out, "animate"):
+        return _animate(checkpoint, source, poses, out, source_keypoints, fps, panel, batch_size, pose_size, device,
+                        pose_weights, progress, reposer)
+
+
+def _animate(checkpoint, source, poses, out, source_keypoints, fps, panel, batch_size, pose_size, device,
+             pose_weights, progress, reposer) -> dict:
     from tqdm import tqdm
 
     from .viz import pose_image
 
-    check_output(out, fps)  # before any work
-    from .generate import check_writable
-    check_writable(out)
     r = reposer or Reposer(checkpoint, device=device, pose_weights=pose_weights)
     seq, frame_size, skipped = read_poses(poses, r, progress)
     if skipped:

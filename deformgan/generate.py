@@ -22,6 +22,7 @@ from . import checkpoint as ckpt_io
 from . import pose as P
 from .data.market import to_uint8
 from .images import open_rgb, to_rgb
+from .outputs import OutputBusy, file_lock
 
 
 class NoPersonFound(RuntimeError):
@@ -293,6 +294,20 @@ def main(argv=None) -> int:
                     help="an annotation CSV: keypoints of --source / --target-image are looked up there by file name "
                          "before YOLO is tried")
     args = ap.parse_args(argv)
+    lock = file_lock(args.out, "generate")
+    try:
+        check_image_output(args.out)  # a path that cannot be written: its own message first
+        lock.acquire()
+    except (OutputBusy, OSError, ValueError) as exc:
+        print(f"[deformgan.generate] error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _main(args)
+    finally:
+        lock.release()
+
+
+def _main(args) -> int:
     try:
         fmt = check_image_output(args.out)
         r = Reposer(args.checkpoint, args.device, args.pose_weights, variant=args.variant)

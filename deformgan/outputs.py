@@ -51,9 +51,9 @@ class OutputLock:
         refused
     """
 
-    def __init__(self, folder: str, command: str):
+    def __init__(self, folder: str, command: str, name: str = LOCK_NAME):
         self.folder, self.command = folder, command
-        self.path = os.path.join(folder, LOCK_NAME)
+        self.path = os.path.join(folder, name)
         self.held = False
 
     def acquire(self) -> "OutputLock":
@@ -104,6 +104,14 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def file_lock(path: str, command: str) -> OutputLock:
+    """The lock of a single output file (generate's image, animate's video): a hidden
+    ``.NAME.deformgan.lock`` beside it, so that two runs writing the same file at once
+    are refused as two runs into one folder are."""
+    folder = os.path.dirname(os.path.abspath(path))
+    return OutputLock(folder, command, name=f".{os.path.basename(path)}{LOCK_NAME}")
 
 
 def write_error_message(path: str, exc: BaseException) -> str:

@@ -474,3 +474,29 @@ def test_a_gif_slower_than_its_delay_field_holds_is_refused_before_any_work(tmp_
     A.write_video(frames, str(tmp_path / "ok.gif"), 0.002)
     with Image.open(tmp_path / "ok.gif") as im:
         assert im.info["duration"] == 500000
+
+
+def test_a_second_animation_into_the_same_file_at_once_is_refused(tmp_path):
+    """A child process holds out.gif's lock: the run is refused naming it; once the child
+    is gone, the run goes ahead."""
+    import subprocess
+    import sys
+    from deformgan.outputs import OutputBusy
+    out = tmp_path / "out.gif"
+    code = ("import sys; from deformgan.outputs import file_lock\n"
+            f"lock = file_lock({str(out)!r}, 'animate').acquire()\n"
+            "print('held', flush=True); sys.stdin.read()\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    src = frame(tmp_path / "src.png", 20)
+    poses = tmp_path / "p.json"
+    poses.write_text(json.dumps([pose(1, 2).tolist()]))
+    try:
+        with pytest.raises(OutputBusy, match=f"pid {child.pid} \\(animate: "):
+            A.animate("unused.pt", str(src), str(poses), str(out), progress=False, reposer=Reposer())
+        assert not out.exists()
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    A.animate("unused.pt", str(src), str(poses), str(out), progress=False, reposer=Reposer())
+    assert out.exists() and sorted(os.listdir(tmp_path)) == ["out.gif", "p.json", "src.png"]
