@@ -109,7 +109,7 @@ def main(argv=None) -> int:
                          "bfloat16 and float32 elsewhere; --cpu-amp asks for it (float32 with a warning where the "
                          "CPU has no native bfloat16), --no-cpu-amp trains in float32")
     args = ap.parse_args(argv)
-    from .generate import check_writable
+    from .outputs import check_writable
     try:
         check_writable(args.out, "--out", is_folder=True)  # before hours of training, not after
     except ValueError as exc:

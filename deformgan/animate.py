@@ -189,7 +189,7 @@ def animate(checkpoint: str, source: str, poses: str, out: str, source_keypoints
     """Generate ``source`` in every pose of ``poses`` and write ``out``; returns a summary.
     A second run writing the same ``out`` at once is refused (:func:`deformgan.outputs.file_lock`)."""
     check_output(out, fps)  # before any work
-    from .generate import check_writable
+    from .outputs import check_writable
     check_writable(out)
     with file_lock(out, "animate"):
         return _animate(checkpoint, source, poses, out, source_keypoints, fps, panel, batch_size, pose_size, device,

@@ -22,7 +22,7 @@ from . import checkpoint as ckpt_io
 from . import pose as P
 from .data.market import to_uint8
 from .images import open_rgb, to_rgb
-from .outputs import OutputBusy, file_lock
+from .outputs import OutputBusy, check_writable, file_lock  # noqa: F401 (check_writable: re-exported)
 
 
 class NoPersonFound(RuntimeError):
@@ -232,22 +232,6 @@ class Reposer:
             out = self.generator(x, skp.expand(B, -1, -1), target_keypoints.float())
         arr = to_uint8(out).permute(0, 2, 3, 1).cpu().numpy()
         return list(arr)
-
-
-def check_writable(path: str, what: str = "--out", is_folder: bool = False) -> None:
-    """Fail before any work when ``path`` (a file to write; with ``is_folder``, a folder
-    to write into) cannot be written; the folder is created. The error names ``path``."""
-    folder = path if is_folder or os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        probe = os.path.join(folder, f".deformgan-write-test-{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except FileExistsError as exc:  # the folder to write into is a file
-        raise ValueError(f"{what} {path}: cannot write there ({exc.filename} is a file, not a folder)") from exc
-    except OSError as exc:
-        raise ValueError(f"{what} {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def check_image_output(path: str) -> str:

@@ -21,6 +21,10 @@ class OutputBusy(RuntimeError):
     """Another live run is writing to the folder."""
 
 
+class OutputNotWritable(ValueError):
+    """An output path that cannot be written (a file where a folder belongs, read-only)."""
+
+
 class OutputExists(FileExistsError):
     """A fresh run into a folder holding an earlier run's results, not asked for."""
 
@@ -57,7 +61,7 @@ class OutputLock:
         self.held = False
 
     def acquire(self) -> "OutputLock":
-        os.makedirs(self.folder, exist_ok=True)
+        check_writable(self.folder, "--out", is_folder=True)  # a file there, or read-only: said first
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                   "argv": sys.argv, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
@@ -104,6 +108,22 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_writable(path: str, what: str = "--out", is_folder: bool = False) -> None:
+    """Fail before any work when ``path`` (a file to write; with ``is_folder``, a folder
+    to write into) cannot be written; the folder is created. The error names ``path``."""
+    folder = path if is_folder or os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        probe = os.path.join(folder, f".deformgan-write-test-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except FileExistsError as exc:  # the folder to write into is a file
+        raise OutputNotWritable(f"{what} {path}: cannot write there ({exc.filename} is a file, not a folder)") from exc
+    except OSError as exc:
+        raise OutputNotWritable(f"{what} {path}: cannot write there ({exc.strerror or exc})") from exc
 
 
 def file_lock(path: str, command: str) -> OutputLock:

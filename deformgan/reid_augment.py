@@ -84,7 +84,7 @@ def augment(checkpoint: str, data: str, per_image: int, out: str, seed: int = 0,
     """Write the augmented re-ID training set (see the module docstring); returns counts
     and the generation speed. The run holds ``out`` while it works; ``out`` may not be
     the input dataset or inside it; a resumed run must use the same checkpoint."""
-    from .generate import check_writable
+    from .outputs import check_writable
     check_writable(out, "--out", is_folder=True)
     real_out, real_data = os.path.realpath(out), os.path.realpath(data)
     if real_out == real_data or real_out.startswith(real_data + os.sep):

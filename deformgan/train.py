@@ -23,7 +23,7 @@ import torch.distributed as dist
 import deformgan_ops
 
 from . import checkpoint as ckpt_io
-from .outputs import OutputBusy
+from .outputs import OutputBusy, OutputNotWritable
 # The configuration and the engine, re-exported: ``deformgan.train.train(cfg)`` etc.
 from .config import PRESETS, TrainConfig, build_config, validate_config  # noqa: F401
 from .data.layout import default_cache  # noqa: F401
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     except NonFiniteLoss as exc:
         print(f"[deformgan.train] STOPPED: {exc}", file=sys.stderr)
         return 3
-    except (ckpt_io.CheckpointError, FileNotFoundError, FileExistsError, OutputBusy) as exc:
+    except (ckpt_io.CheckpointError, FileNotFoundError, FileExistsError, OutputBusy, OutputNotWritable) as exc:
         print(f"[deformgan.train] error: {exc}", file=sys.stderr)
         return 2
     finally:

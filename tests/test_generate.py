@@ -14,6 +14,7 @@ from deformgan import generate as GEN
 from deformgan import keypoints as K
 from deformgan.data.market import write_annotations
 from deformgan.viz import grid, pose_image
+from deformgan.outputs import OutputNotWritable
 from helpers import assert_refused
 
 H, W = 16, 8
@@ -384,11 +385,11 @@ def test_check_writable_creates_the_folder_and_names_the_path(tmp_path):
     assert os.path.isdir(tmp_path / "c" / "d") and os.listdir(tmp_path / "c" / "d") == []
     GEN.check_writable(str(tmp_path / "c"))  # an existing folder: written into
     (tmp_path / "f").write_text("a file")
-    assert_refused(ValueError, f"--out {tmp_path / 'f' / 'o.png'}: cannot write there ({tmp_path / 'f'} is a "
+    assert_refused(OutputNotWritable, f"--out {tmp_path / 'f' / 'o.png'}: cannot write there ({tmp_path / 'f'} is a "
                    "file, not a folder)", GEN.check_writable, str(tmp_path / "f" / "o.png"))
-    assert_refused(ValueError, f"--frames {tmp_path / 'f'}: cannot write there ({tmp_path / 'f'} is a file, not a "
+    assert_refused(OutputNotWritable, f"--frames {tmp_path / 'f'}: cannot write there ({tmp_path / 'f'} is a file, not a "
                    "folder)", GEN.check_writable, str(tmp_path / "f"), "--frames", True)
-    assert_refused(ValueError, f"--out {tmp_path / 'f' / 'g' / 'o.png'}: cannot write there (Not a directory)",
+    assert_refused(OutputNotWritable, f"--out {tmp_path / 'f' / 'g' / 'o.png'}: cannot write there (Not a directory)",
                    GEN.check_writable, str(tmp_path / "f" / "g" / "o.png"))
     assert (tmp_path / "f").read_text() == "a file"
     try:  # a folder that exists and where no file can be made, even by root (sysfs on Linux)?
@@ -410,7 +411,7 @@ def test_check_image_output_and_save_image(tmp_path):
         assert_refused(ValueError, f"--out {tmp_path / name}: not an image file name Pillow can write "
                                    "(use .png or .jpg)", GEN.check_image_output, str(tmp_path / name))
     (tmp_path / "f").write_text("")
-    assert_refused(ValueError, f"--out {tmp_path / 'f' / 'o.png'}: cannot write there ({tmp_path / 'f'} is a "
+    assert_refused(OutputNotWritable, f"--out {tmp_path / 'f' / 'o.png'}: cannot write there ({tmp_path / 'f'} is a "
                    "file, not a folder)", GEN.check_image_output, str(tmp_path / "f" / "o.png"))
     img = Image.fromarray(picture())
     GEN.save_image(img, str(tmp_path / "o.JPG"), "JPEG")

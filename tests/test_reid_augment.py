@@ -15,6 +15,7 @@ from deformgan import generate as GEN
 from deformgan import reid_augment as RA
 from deformgan.checkpoint import CheckpointError
 from deformgan.data.market import AnnotationError, write_annotations
+from deformgan.outputs import OutputNotWritable
 from helpers import assert_refused, help_text, usage_error
 
 H, W = 16, 8
@@ -193,7 +194,7 @@ def test_augment_refusals(data, reposer, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     for where in (blocker, blocker / "x"):  # the message names the folder given, whether or not it is made
-        assert_refused(ValueError, f"--out {where}: cannot write there ({blocker} is a file, not a folder)" if where == blocker else
+        assert_refused(OutputNotWritable, f"--out {where}: cannot write there ({blocker} is a file, not a folder)" if where == blocker else
                        f"--out {where}: cannot write there (Not a directory)", RA.augment, "ck.pt", str(root), 1,
                        str(where), progress=False)
     os.rename(root / "bounding_box_train", root / "elsewhere")

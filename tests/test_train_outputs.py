@@ -163,3 +163,11 @@ def test_the_lock_records_its_owner_and_refuses_the_same_process_twice(tmp_path)
             OutputLock(str(tmp_path), "evaluate").acquire()
         assert lock.held
     assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(data, tmp_path, capsys):
+    from deformgan import train as T
+    (tmp_path / "file").write_text("a file where the run's folder belongs")
+    code = T.main(["--data", data, "--out", str(tmp_path / "file"), "--steps", "1", "--width-mult", "0.0625"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--out {tmp_path / 'file'}: cannot write there" in err and "Traceback" not in err
