@@ -2,6 +2,7 @@
 and the loop (:func:`train`). :mod:`deformgan.train` is its command line."""
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -328,6 +329,8 @@ def _train(cfg: TrainConfig, resume: Optional[str], max_steps_this_run: Optional
                              height=cfg.image_size[0], width=cfg.image_size[1])
     _check_training_images(base, rank, progress)
     dataset = PairDataset(base)
+    # what a resumed run must continue: the same pairs in the same order
+    pairs_digest = hashlib.sha256("".join(f"{a},{b}\n" for a, b in base.pairs).encode()).hexdigest()
 
     G = Generator(cfg.variant, cfg.norm, cfg.width_mult, cfg.dropout, cfg.image_size, cfg.sigma,
                   ops_backend=cfg.ops_backend).to(device)
@@ -343,6 +346,11 @@ def _train(cfg: TrainConfig, resume: Optional[str], max_steps_this_run: Optional
         path = ckpt_path if resume == "auto" else resume
         state = ckpt_io.load(path, expect_variant=cfg.variant)
         ckpt_io.check_architecture(state, path, dataclasses.asdict(cfg))
+        if state.get("pairs_sha256") not in (None, pairs_digest):  # older checkpoints hold none
+            raise ckpt_io.CheckpointError(
+                f"cannot resume from {path}: it was trained on other training pairs than {root} gives now (another "
+                "dataset, pairs file or split, or images that became unreadable); resume with the same data, or "
+                "start a fresh run in another --out")
         G.load_state_dict(state["generator"])
         D.load_state_dict(state["discriminator"])
         opt_g.load_state_dict(state["opt_g"])
@@ -388,7 +396,7 @@ def _train(cfg: TrainConfig, resume: Optional[str], max_steps_this_run: Optional
             "format": ckpt_io.FORMAT, "config": _jsonable(dataclasses.asdict(cfg)), "step": step,
             "generator": Gm.state_dict(), "discriminator": Dm.state_dict(),
             "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "rng": ckpt_io.rng_state(), "data": order_state}, ckpt_path)
+            "rng": ckpt_io.rng_state(), "data": order_state, "pairs_sha256": pairs_digest}, ckpt_path)
 
     while step < target_step:
         # The phases are labelled for the profiler (benchmarks/profile_step.py); a label

@@ -171,3 +171,18 @@ def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(data, 
     code = T.main(["--data", data, "--out", str(tmp_path / "file"), "--steps", "1", "--width-mult", "0.0625"])
     err = capsys.readouterr().err
     assert code == 2 and f"--out {tmp_path / 'file'}: cannot write there" in err and "Traceback" not in err
+
+
+def test_a_resume_on_other_training_pairs_is_refused(data, tmp_path):
+    """The checkpoint records the digest of its training pairs: resuming it on another
+    pairs file (or another dataset) is refused instead of training on in a mixed plan."""
+    from deformgan.data.market import read_annotations, standard_pairs, write_pairs
+    out = tmp_path / "run"
+    E.train(cfg(data, out, steps=1), progress=False)
+    assert len(C.load(str(out / "checkpoint.pt"))["pairs_sha256"]) == 64
+    pairs = standard_pairs(read_annotations(os.path.join(data, "annotations-train.csv")))
+    other = tmp_path / "pairs.csv"
+    write_pairs(str(other), pairs[::-1])  # the same pairs in another order: another plan
+    with pytest.raises(C.CheckpointError, match="it was trained on other training pairs"):
+        E.train(cfg(data, out, steps=2, pairs=str(other)), resume="auto", progress=False)
+    assert E.train(cfg(data, out, steps=2), resume="auto", progress=False)["step"] == 2  # the same: fine

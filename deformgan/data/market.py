@@ -143,11 +143,24 @@ def write_annotations(path: str, annotations: Dict[str, torch.Tensor], append: b
     for name in annotations:
         check_image_name(name)  # refuse before writing anything
     new = not append or not os.path.exists(path) or os.path.getsize(path) == 0
-    with open(path, "a" if append else "w", newline="") as fh:
-        if new:
-            fh.write(ANNOTATION_HEADER + "\n")
-        for name, kp in annotations.items():
-            fh.write(format_annotation_line(name, kp) + "\n")
+    text = "".join(format_annotation_line(name, kp) + "\n" for name, kp in annotations.items())
+    if append and not new:
+        with open(path, "a", newline="") as fh:  # appended lines: a cut last line is repaired on resume
+            fh.write(text)
+    else:  # a whole file: complete under its name or not there (never a 0-byte or half CSV)
+        _write_text_atomic(path, ANNOTATION_HEADER + "\n" + text)
+
+
+def _write_text_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_pairs(path: str, annotations: Optional[Dict[str, torch.Tensor]] = None,
@@ -199,10 +212,7 @@ def write_pairs(path: str, pairs: Iterable[Tuple[str, str]]) -> None:
     for a, b in pairs:
         check_image_name(a)
         check_image_name(b)
-    with open(path, "w", newline="") as fh:
-        fh.write(PAIRS_HEADER + "\n")
-        for a, b in pairs:
-            fh.write(f"{a},{b}\n")
+    _write_text_atomic(path, PAIRS_HEADER + "\n" + "".join(f"{a},{b}\n" for a, b in pairs))
 
 
 def is_valid_for_pairs(name: str, keypoints: torch.Tensor) -> bool:
