@@ -36,16 +36,19 @@ __global__ void part_masks_kernel(const scalar_t* __restrict__ kp, const bool* _
   }
 }
 
-// One thread per (pose pair, part): ten independent fits per pair run side by side.
+// One thread per (part, pose pair), pairs fastest: the 32 threads of a warp fit one
+// part for 32 pairs and so take one branch of part_affine_of_pair (torso, head or
+// limb), where with parts fastest each warp ran all three fits one after the other.
 template <typename scalar_t>
 __global__ void part_affines_kernel(const scalar_t* __restrict__ src, const scalar_t* __restrict__ tgt,
                                     scalar_t* __restrict__ theta, bool* __restrict__ valid, int64_t N) {
   DEFORMGAN_GRID_STRIDE_LOOP(i, N * kNumParts) {
-    const int64_t n = i / kNumParts;
-    const int part = static_cast<int>(i % kNumParts);
+    const int part = static_cast<int>(i / N);
+    const int64_t n = i % N;
+    const int64_t o = n * kNumParts + part;
     double fit[6];
-    valid[i] = pose::part_affine_of_pair(src + n * kNumJoints * 2, tgt + n * kNumJoints * 2, part, fit);
-    for (int k = 0; k < 6; ++k) theta[i * 6 + k] = static_cast<scalar_t>(fit[k]);
+    valid[o] = pose::part_affine_of_pair(src + n * kNumJoints * 2, tgt + n * kNumJoints * 2, part, fit);
+    for (int k = 0; k < 6; ++k) theta[o * 6 + k] = static_cast<scalar_t>(fit[k]);
   }
 }
 
