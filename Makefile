@@ -2,6 +2,7 @@
 #   make demo   # install everything into .venv, then train the demo (~5 min install + ~5 min training, 2 cores)
 #   make test   # install if needed, then run the tests (what CI runs)
 #   make docs   # build the documentation site into site/
+#   make test-fast  # everything but the tests marked slow: the development loop
 # Options: VENV=dir (default .venv), PYTHON=python3.x, ARGS="..." for make demo,
 # MAX_JOBS=n parallel compile jobs (default 2), DEFORMGAN_NO_CUDA=1 to skip the CUDA kernels.
 # TORCH=installed: build against the torch PYTHON already has (a GPU machine's own, offline):
@@ -34,13 +35,17 @@ MAX_JOBS ?= 2
 export MAX_JOBS
 SOURCES := setup.py pyproject.toml $(shell find csrc -name "*.cpp" -o -name "*.h" -o -name "*.cu" -o -name "*.cuh")
 
-.PHONY: demo test install info docs gpu-check test-compat
+.PHONY: demo test test-fast install info docs gpu-check test-compat
 
 demo: $(VENV)/.installed
 	$(PY) -m deformgan.train $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+# the development loop: everything but the tests marked slow (tests/slow_tests.txt)
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q tests -m "not slow"
 
 install: $(VENV)/.installed
 
